@@ -1,0 +1,25 @@
+# The test command (README): lint, type-check, then the whole suite.
+PY ?= python
+
+.PHONY: test lint typecheck pytest migration catalog
+
+test: lint typecheck pytest
+
+lint:
+	$(PY) -m ruff check .
+
+typecheck:
+	$(PY) -m mypy
+
+pytest:
+	$(PY) -m pytest -q
+
+# Regenerate the initial schema migration from storage/models.py (before the first release only).
+migration:
+	rm -f storage/migrations/versions/0001_initial_schema.py /tmp/engage-migration.db
+	mv storage/migrations/versions/0002_audit_append_only.py /tmp/engage-0002.py
+	$(PY) -c "from alembic import command; from storage.migrate import alembic_config; \
+	command.revision(alembic_config('sqlite+aiosqlite:////tmp/engage-migration.db'), \
+	message='initial schema', autogenerate=True, rev_id='0001')" ; \
+	mv /tmp/engage-0002.py storage/migrations/versions/0002_audit_append_only.py
+	sed -i '/^Create Date/d' storage/migrations/versions/0001_initial_schema.py

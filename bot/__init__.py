@@ -1,0 +1,1 @@
+"""The conversation: one channel-neutral core and an adapter per channel."""

@@ -1,0 +1,77 @@
+"""The channel interface every adapter (Telegram, SMS, sandbox, a future WeChat) implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One answer the recipient can pick: a button on Telegram, a numbered word by SMS."""
+
+    label: str  # rendered text from the catalogue
+    action: str  # compact action, e.g. "dose:taken:42" (fits Telegram's 64-byte callback data)
+    sms_word: str = ""  # the word an SMS recipient types for it, e.g. "TAKEN"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """What the dispatcher hands to a channel; `message_id` is the outbox row id."""
+
+    message_id: int
+    address: str  # Telegram chat id or E.164 phone number
+    text: str
+    choices: tuple[Choice, ...] = ()
+    image: bytes | None = None
+    validity_seconds: int | None = None  # SMS: fail rather than arrive late
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """A provider accepted the message."""
+
+    provider_id: str
+    status: str = "sent"  # sent|queued|accepted|delivered
+
+
+class SendError(Exception):
+    """A send that did not go through."""
+
+
+@dataclass
+class TransientSendError(SendError):
+    """Worth retrying: 429 (honour `retry_after`), 5xx, network errors."""
+
+    reason: str
+    retry_after: float | None = None
+    # The provider may have accepted the message (e.g. a timeout after the request was written):
+    # the dispatcher must not resend blindly.
+    maybe_sent: bool = False
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass
+class PermanentSendError(SendError):
+    """Never retry: blocked bot (403), SMS opt-out (21610), invalid number (21211)..."""
+
+    reason: str
+    unreachable: bool = False  # the recipient cannot be reached on this channel any more
+    opted_out: bool = False  # the recipient said STOP at the provider
+    code: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class Channel(Protocol):
+    """Sends messages on one channel. Inbound is each adapter's own business (polling, webhook)."""
+
+    name: str
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send one message; raise TransientSendError or PermanentSendError on failure."""
+        ...

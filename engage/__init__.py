@@ -1,0 +1,1 @@
+"""Engage: the composition root (configuration, wiring, command line)."""

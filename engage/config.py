@@ -1,0 +1,116 @@
+"""Settings from the environment and `.env`; a bad value stops start-up naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trial.protocol import bundled_path
+
+ENV_PREFIX = "ENGAGE_"
+
+
+class Settings(BaseSettings):
+    """Every configuration key of Engage (see `.env.example`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = "sqlite+aiosqlite:///engage.db"
+    protocol: Path = Field(default_factory=bundled_path)
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_mode: Literal["polling", "webhook"] = "polling"
+    telegram_webhook_secret: SecretStr | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+    public_url: str = "http://127.0.0.1:8080"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
+            raise ValueError("must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
+        return url
+
+    @field_validator("telegram_api_url", "twilio_api_url", "public_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol_exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"no protocol file at {path}")
+        return path
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _secret_token_alphabet(cls, secret: SecretStr | None) -> SecretStr | None:
+        # Telegram allows 1-256 characters A-Z, a-z, 0-9, _ and -.
+        if secret is not None:
+            value = secret.get_secret_value()
+            ok = 0 < len(value) <= 256 and all(c.isascii() and (c.isalnum() or c in "_-")
+                                                for c in value)
+            if not ok:
+                raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return secret
+
+    @model_validator(mode="after")
+    def _complete_channels(self) -> Settings:
+        if self.telegram_mode == "webhook" and self.telegram_webhook_secret is None:
+            raise ValueError("telegram_webhook_secret: required when ENGAGE_TELEGRAM_MODE=webhook")
+        if self.twilio_account_sid and not self.twilio_auth_token:
+            raise ValueError("twilio_auth_token: required when ENGAGE_TWILIO_ACCOUNT_SID is set")
+        if self.twilio_account_sid and not (self.twilio_from or self.twilio_messaging_service_sid):
+            raise ValueError(
+                "twilio_from: ENGAGE_TWILIO_FROM or ENGAGE_TWILIO_MESSAGING_SERVICE_SID is required"
+            )
+        return self
+
+    @property
+    def telegram_enabled(self) -> bool:
+        """Telegram runs only with a token."""
+        return self.telegram_token is not None
+
+    @property
+    def sms_enabled(self) -> bool:
+        """SMS runs only with Twilio credentials."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+
+class ConfigError(Exception):
+    """A setting that stops start-up; the message is one line naming the key."""
+
+
+def describe(exc: ValidationError) -> str:
+    """One line naming each bad key as the operator writes it (ENGAGE_...)."""
+    parts = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            key = str(error["loc"][0])
+        else:
+            key, _, message = message.partition(": ")
+        parts.append(f"{ENV_PREFIX}{key.upper()}: {message}")
+    return "configuration error: " + "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, or raise ConfigError with one readable line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None

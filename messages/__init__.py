@@ -1,0 +1,1 @@
+"""Every patient- and staff-facing sentence: catalogues per locale, rendering, inbound parsing."""

@@ -1,0 +1,1 @@
+"""Storage: the schema, every query, the outbox, the audit trail, migrations."""
