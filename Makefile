@@ -1,7 +1,7 @@
 # The test command (README): lint, type-check, then the whole suite.
 PY ?= python
 
-.PHONY: test lint typecheck pytest migration catalog
+.PHONY: test lint typecheck pytest migration _migration
 
 test: lint typecheck pytest
 
@@ -16,6 +16,9 @@ pytest:
 
 # Regenerate the initial schema migration from storage/models.py (before the first release only).
 migration:
+	flock /tmp/engage-migration.lock $(MAKE) _migration PY=$(PY)
+
+_migration:
 	rm -f storage/migrations/versions/0001_initial_schema.py /tmp/engage-migration.db
 	mv storage/migrations/versions/0002_audit_append_only.py /tmp/engage-0002.py
 	$(PY) -c "from alembic import command; from storage.migrate import alembic_config; \

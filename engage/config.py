@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
-        if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
+        if not (url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://"))):
             raise ValueError("must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
         return url
 
@@ -76,7 +76,8 @@ class Settings(BaseSettings):
             raise ValueError("twilio_auth_token: required when ENGAGE_TWILIO_ACCOUNT_SID is set")
         if self.twilio_account_sid and not (self.twilio_from or self.twilio_messaging_service_sid):
             raise ValueError(
-                "twilio_from: ENGAGE_TWILIO_FROM or ENGAGE_TWILIO_MESSAGING_SERVICE_SID is required"
+                "twilio_from: ENGAGE_TWILIO_FROM or ENGAGE_TWILIO_MESSAGING_SERVICE_SID "
+                "is required"
             )
         return self
 

@@ -17,7 +17,7 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 LOCALES = {"zh": "zh_CN", "en": "en"}
 
 
-class MissingMessage(KeyError):
+class MissingMessageError(KeyError):
     """A message id with no text in a language: a bug, never shown to a user."""
 
 
@@ -60,11 +60,11 @@ def message_ids(language: str = "en") -> list[str]:
 def template(message_id: str, language: str) -> Template:
     """The template of a message in a language."""
     if language not in LOCALES:
-        raise MissingMessage(f"unknown language {language!r}")
+        raise MissingMessageError(f"unknown language {language!r}")
     try:
         return Template(message_id, language, _load(language)[message_id])
     except KeyError:
-        raise MissingMessage(f"{message_id} has no {language} text") from None
+        raise MissingMessageError(f"{message_id} has no {language} text") from None
 
 
 def render(message_id: str, language: str, **params: object) -> str:

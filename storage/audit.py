@@ -68,7 +68,7 @@ async def create(session: AsyncSession, row: Base, *, at: datetime, actor: Actor
     """Insert a row and audit its creation with every initial field value."""
     session.add(row)
     await session.flush()
-    values = {c.key: getattr(row, c.key) for c in row.__table__.columns}  # type: ignore[attr-defined]
+    values = {c.key: getattr(row, c.key) for c in row.__table__.columns}
     new = ", ".join(f"{k}={_text(v)}" for k, v in values.items() if v is not None)
     record(session, at=at, actor=actor, action="create", entity=row.__tablename__,
            entity_id=_entity_id(row), new=new, reason=reason)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -33,7 +33,9 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON(),
+    }
 
 
 class Site(Base):
@@ -130,7 +132,7 @@ class DoseRecord(Base):
     late_answer: Mapped[str | None] = mapped_column(String(16))
     late_answer_at: Mapped[datetime | None]
     hold_for_visit: Mapped[str | None] = mapped_column(String(16))
-    # Next instant at which the planner must look at this dose again (reminder, follow-up, cut-off).
+    # Next instant the planner must look at this dose again (reminder, follow-up, cut-off).
     next_action_at: Mapped[datetime | None] = mapped_column(index=True)
 
 

@@ -28,13 +28,13 @@ async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str
                   dose_id: int | None = None, alert_id: int | None = None,
                   visit_id: int | None = None) -> OutboundMessage | None:
     """Insert a message unless one with the same key exists; return it, or None if it existed."""
-    values: dict[str, Any] = dict(
-        dedupe_key=key, channel=channel, address=address, template_id=template_id,
-        template_version=template_version, language=language, body=body, due_at=due_at,
-        lane=lane, choices=choices or [], image=image, patient_id=patient_id,
-        staff_id=staff_id, dose_id=dose_id, alert_id=alert_id, visit_id=visit_id,
-        status="queued", attempts=0, created_at=now,
-    )
+    values: dict[str, Any] = {
+        "dedupe_key": key, "channel": channel, "address": address, "template_id": template_id,
+        "template_version": template_version, "language": language, "body": body, "due_at": due_at,
+        "lane": lane, "choices": choices or [], "image": image, "patient_id": patient_id,
+        "staff_id": staff_id, "dose_id": dose_id, "alert_id": alert_id, "visit_id": visit_id,
+        "status": "queued", "attempts": 0, "created_at": now,
+    }
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = (insert(OutboundMessage).values(**values)

@@ -59,11 +59,11 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A migrated PostgreSQL template database; unreachable PostgreSQL fails the run in CI."""
-    name = f"engage_tpl_{_worker()}"
+    name = f"engage_tpl_{_worker()}_{os.getpid()}"
     try:
         asyncio.run(_pg_admin([f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
                                f"CREATE DATABASE {name}"]))
-    except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure to connect
+    except (OSError, TimeoutError, Exception) as exc:
         if IN_CI:
             pytest.fail(f"PostgreSQL unreachable at {PG_ADMIN_URL} with CI=true: {exc!r}")
         pytest.skip(f"PostgreSQL unreachable: {exc!r}")

@@ -45,7 +45,8 @@ async def test_audit_change_records_old_and_new(db: Database) -> None:
     assert [r.action for r in rows] == ["create", "update"]
     assert (rows[1].field, rows[1].old_value, rows[1].new_value, rows[1].reason) == (
         "name", "Old", "New", "typo")
-    assert rows[1].at == now and rows[1].actor_kind == "cli"
+    assert rows[1].at == now
+    assert rows[1].actor_kind == "cli"
 
 
 @pytest.mark.postgres

@@ -9,7 +9,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 LANGUAGES = ("zh", "en")
 ROLES = ("coordinator", "investigator", "pi", "monitor", "admin")
@@ -192,7 +199,7 @@ class RedFlags(_Strict):
 
     def for_tier(self, tier: Tier) -> LocalizedWords:
         """The words that put a report in that tier."""
-        return getattr(self, tier.value)  # type: ignore[no-any-return]
+        return getattr(self, tier.value)
 
 
 class Triage(_Strict):

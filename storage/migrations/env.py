@@ -34,7 +34,8 @@ async def _online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata)
+    context.configure(url=config.get_main_option("sqlalchemy.url"),
+                      target_metadata=target_metadata)
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -1,0 +1,74 @@
+"""The `engage` command line. Errors go to stderr with a non-zero exit; `--json` where data."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from engage.commands import COMMAND_MODULES
+from engage.config import ConfigError, Settings, load_settings
+from trial.protocol import ProtocolError
+
+
+class CommandError(Exception):
+    """A user error: printed as one line on stderr, exit status 2 (or `status`)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+Handler = Callable[[argparse.Namespace, Settings], Awaitable[int | None]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree."""
+    parser = argparse.ArgumentParser(prog="engage", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+    """Print a result as JSON (`--json`) or as readable text."""
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        print(text if text is not None else data)
+
+
+async def _run(awaitable: Awaitable[int | None]) -> int | None:
+    return await awaitable
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `engage` console script."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        settings = load_settings()
+        status = asyncio.run(_run(handler(args, settings)))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except ProtocolError as exc:
+        print(f"protocol error: {exc.source}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

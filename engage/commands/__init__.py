@@ -1,0 +1,6 @@
+"""One module per `engage` command group; each exposes `register(subparsers)`."""
+
+# Listed here so that `engage --help` shows them all; a module that fails to import is a bug.
+COMMAND_MODULES = [
+    "engage.commands.db",
+]

@@ -1,0 +1,1 @@
+"""Time: one tick plans what is due into the database; the dispatcher sends the outbox."""
