@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, time
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -14,6 +16,8 @@ from trial.protocol import LANGUAGES, ROLES
 SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
+T = TypeVar("T")
+
 
 class EnrolmentError(ValueError):
     """One invalid field: `field` names it, the message says why."""
@@ -21,6 +25,7 @@ class EnrolmentError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message
 
 
 def subject_id(value: str) -> str:
@@ -119,9 +124,36 @@ class Enrolment:
 def validate_enrolment(*, subject: str, site: str, baseline_date: str, dose_at: str, lang: str,
                        phone_number: str | None = None, tz: str | None = None) -> Enrolment:
     """Validate every field, raising EnrolmentError for the first bad one."""
-    return Enrolment(
-        subject_id=subject_id(subject), site_id=site_id(site), baseline=baseline(baseline_date),
-        dose_time=dose_time(dose_at), language=language(lang),
-        phone=phone(phone_number) if phone_number and phone_number.strip() else None,
-        tz=timezone(tz) if tz and tz.strip() else None,
-    )
+    enrolment, problems = check_enrolment(subject=subject, site=site, baseline_date=baseline_date,
+                                          dose_at=dose_at, lang=lang, phone_number=phone_number,
+                                          tz=tz)
+    if enrolment is None:
+        raise problems[0]
+    return enrolment
+
+
+def check_enrolment(*, subject: str, site: str, baseline_date: str, dose_at: str, lang: str,
+                    phone_number: str | None = None, tz: str | None = None,
+                    ) -> tuple[Enrolment | None, list[EnrolmentError]]:
+    """Validate every field; return the enrolment, or None and every bad field (not just one)."""
+    problems: list[EnrolmentError] = []
+
+    def checked(rule: Callable[[str], T], value: str) -> T | None:
+        try:
+            return rule(value)
+        except EnrolmentError as exc:
+            problems.append(exc)
+            return None
+
+    subject_ok = checked(subject_id, subject)
+    site_ok = checked(site_id, site)
+    baseline_ok = checked(baseline, baseline_date)
+    dose_ok = checked(dose_time, dose_at)
+    language_ok = checked(language, lang)
+    phone_ok = checked(phone, phone_number) if phone_number and phone_number.strip() else None
+    tz_ok = checked(timezone, tz) if tz and tz.strip() else None
+    if (problems or subject_ok is None or site_ok is None or baseline_ok is None
+            or dose_ok is None or language_ok is None):
+        return None, problems
+    return Enrolment(subject_id=subject_ok, site_id=site_ok, baseline=baseline_ok,
+                     dose_time=dose_ok, language=language_ok, phone=phone_ok, tz=tz_ok), []

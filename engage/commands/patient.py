@@ -1,0 +1,118 @@
+"""`engage patient enroll|import|pause|resume|withdraw`: enrolment and its status, audited."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engage.cli import CommandError, emit
+from engage.commands.site import cli_actor, now, open_database, refused
+from engage.config import Settings
+from study.enrolment import change_status, enroll
+from study.importing import COLUMNS, RosterError, import_roster
+from trial.enrolment import check_enrolment
+from trial.protocol import LANGUAGES, load_protocol
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    patient = sub.add_parser("patient", help="enrolled patients")
+    patient_sub = patient.add_subparsers(dest="patient_command", required=True)
+
+    enrol = patient_sub.add_parser("enroll", help="enrol a patient and print their link code")
+    enrol.add_argument("subject", metavar="SUBJECT", help="subject id, e.g. BJ01-001")
+    enrol.add_argument("--site", required=True, help="site code")
+    enrol.add_argument("--baseline", required=True, help="baseline (week 0) date, YYYY-MM-DD")
+    enrol.add_argument("--dose-time", required=True, help="local daily dose time, HH:MM")
+    enrol.add_argument("--language", required=True, help=f"one of {', '.join(LANGUAGES)}")
+    enrol.add_argument("--phone", help="mobile number in E.164, e.g. +8613812345678")
+    enrol.add_argument("--tz", help="IANA time zone (default: the site's)")
+    enrol.add_argument("--json", action="store_true", help="print JSON")
+    enrol.set_defaults(handler=_enroll)
+
+    roster = patient_sub.add_parser(
+        "import", help="enrol every patient of a CSV file, all or none",
+        description=f"CSV header: {','.join(COLUMNS)} (phone and tz may be empty)")
+    roster.add_argument("file", metavar="FILE.csv", type=Path)
+    roster.add_argument("--json", action="store_true", help="print JSON")
+    roster.set_defaults(handler=_import)
+
+    for action, text in (("pause", "stop messages for a while"), ("resume", "restart messages"),
+                         ("withdraw", "withdraw from the study (messages stop for good)")):
+        change = patient_sub.add_parser(action, help=text)
+        change.add_argument("subject", metavar="SUBJECT")
+        change.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+        change.add_argument("--json", action="store_true", help="print JSON")
+        change.set_defaults(handler=_change_status, action=action)
+
+
+def _link_hint(code: str, ttl_hours: int) -> str:
+    return (f"link code: {code} (single use, valid {ttl_hours} h)\n"
+            f"the patient sends /start {code} to the study bot in Telegram, "
+            f"or opens https://t.me/<bot username>?start={code}")
+
+
+async def _enroll(args: argparse.Namespace, settings: Settings) -> int:
+    protocol = load_protocol(settings.protocol)
+    enrolment, problems = check_enrolment(
+        subject=args.subject, site=args.site, baseline_date=args.baseline,
+        dose_at=args.dose_time, lang=args.language, phone_number=args.phone, tz=args.tz)
+    if enrolment is None:
+        for problem in problems[:-1]:
+            print(f"error: {problem}", file=sys.stderr)
+        raise CommandError(str(problems[-1]))
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                patient, code = await enroll(session, protocol, enrolment, now=now(),
+                                             actor=cli_actor())
+    text = (f"enrolled {patient.subject_id} at site {patient.site_id} (baseline "
+            f"{patient.baseline}, dose {patient.dose_time} {patient.tz}, {patient.language})\n"
+            + _link_hint(code, protocol.reminders.link_code_ttl_hours))
+    emit({"subject_id": patient.subject_id, "link_code": code}, args.json, text)
+    return 0
+
+
+async def _import(args: argparse.Namespace, settings: Settings) -> int:
+    protocol = load_protocol(settings.protocol)
+    path: Path = args.file
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{path}: not UTF-8 text (save it as \"CSV UTF-8\")") from None
+    async with open_database(settings) as database:
+        try:
+            with refused():
+                async with database.write() as session:
+                    enrolled = await import_roster(session, protocol, text, now=now(),
+                                                   actor=cli_actor())
+        except RosterError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            lines = len({p.line for p in exc.problems})
+            raise CommandError(f"{path}: {len(exc.problems)} problem(s) on {lines} line(s); "
+                               "nobody was enrolled") from None
+    ttl = protocol.reminders.link_code_ttl_hours
+    rows = [{"subject_id": e.subject_id, "site": e.site_id, "link_code": e.link_code}
+            for e in enrolled]
+    text = "\n".join([*(f"{e.subject_id}\t{e.site_id}\tlink code {e.link_code}"
+                        for e in enrolled),
+                      f"enrolled {len(enrolled)} patient(s); link codes are single use and "
+                      f"valid {ttl} h (the patient sends /start CODE to the study bot)"])
+    emit(rows, args.json, text)
+    return 0
+
+
+async def _change_status(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                change = await change_status(session, args.subject.strip(), args.action,
+                                             reason=args.reason, now=now(), actor=cli_actor())
+    data = {"subject_id": change.subject_id, "old": change.old, "new": change.new,
+            "reason": args.reason.strip()}
+    emit(data, args.json, f"{change.subject_id}: {change.old} -> {change.new}")
+    return 0
+

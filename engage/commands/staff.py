@@ -1,0 +1,40 @@
+"""`engage staff add`: register a coordinator, investigator, PI, monitor or admin."""
+
+from __future__ import annotations
+
+import argparse
+
+from engage.cli import emit
+from engage.commands.site import cli_actor, now, open_database, refused
+from engage.config import Settings
+from study.enrolment import add_staff
+from trial.protocol import LANGUAGES, ROLES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    staff = sub.add_parser("staff", help="site staff")
+    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
+    add = staff_sub.add_parser("add", help="register a staff member")
+    add.add_argument("--site", help="site code (every role but admin belongs to a site)")
+    add.add_argument("--role", required=True, help=f"one of {', '.join(ROLES)}")
+    add.add_argument("--name", required=True)
+    add.add_argument("--telegram-id", type=int, help="numeric Telegram user id")
+    add.add_argument("--phone", help="mobile number in E.164, e.g. +8613812345678")
+    add.add_argument("--language", default="zh", help=f"one of {', '.join(LANGUAGES)}")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    add.set_defaults(handler=_add)
+
+
+async def _add(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                staff = await add_staff(session, site_id=args.site, role=args.role,
+                                        name=args.name, telegram_id=args.telegram_id,
+                                        phone=args.phone, language=args.language, now=now(),
+                                        actor=cli_actor())
+    data = {"staff_id": staff.id, "site": staff.site_id, "role": staff.role, "name": staff.name,
+            "telegram_id": staff.telegram_id, "phone": staff.phone, "language": staff.language}
+    where = f"site {staff.site_id}" if staff.site_id else "all sites"
+    emit(data, args.json, f"added staff #{staff.id}: {staff.name}, {staff.role} at {where}")
+    return 0
