@@ -25,6 +25,7 @@ class OutgoingMessage:
     choices: tuple[Choice, ...] = ()
     image: bytes | None = None
     validity_seconds: int | None = None  # SMS: fail rather than arrive late
+    language: str = ""  # the outbox row's language (SMS renders "Reply 1 TAKEN..." in it)
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,22 @@
 
 Catalogues are gettext `.po` files under `messages/locale/<locale>/LC_MESSAGES/<domain>.po`;
 a message id is `<domain>.<name>` (e.g. `dose.reminder`), so each feature owns one file.
+Installation compiles them to `.mo` (see `messages/compile.py` and `setup.py`); start-up reads a
+`.mo` only when its stamp matches its `.po`, and otherwise compiles the `.po` in memory (with a
+warning), so a missing or stale `.mo` never stops the service nor shows old wording.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from babel.messages.pofile import read_po
+from messages.compile import mo_texts, po_texts, source_digest
+
+log = logging.getLogger(__name__)
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 LOCALES = {"zh": "zh_CN", "en": "en"}
@@ -39,17 +45,36 @@ class Template:
         return self.text.format(**params)
 
 
+def domain_texts(folder: Path, domain: str, locale: str) -> dict[str, str]:
+    """One domain's texts: from its `.mo` when current, else compiled from its `.po`."""
+    po, mo = folder / f"{domain}.po", folder / f"{domain}.mo"
+    po_bytes = po.read_bytes() if po.exists() else None
+    if mo.exists():
+        stamp, texts = mo_texts(mo.read_bytes())
+        if po_bytes is None or stamp == source_digest(po_bytes):
+            return texts
+        log.warning("catalogue %s is older than %s; compiling the .po in memory", mo, po.name)
+    else:
+        log.warning("catalogue %s is not compiled; compiling the .po in memory", po)
+    if po_bytes is None:  # unreachable: the domain was found by one of its two files
+        raise FileNotFoundError(po)
+    return po_texts(po_bytes, locale, str(po))
+
+
+def load_texts(locale_dir: Path, locale: str) -> dict[str, str]:
+    """Every message text of one locale, all domains."""
+    folder = locale_dir / locale / "LC_MESSAGES"
+    domains = sorted({path.stem for path in folder.glob("*.po")}
+                     | {path.stem for path in folder.glob("*.mo")})
+    texts: dict[str, str] = {}
+    for domain in domains:
+        texts.update(domain_texts(folder, domain, locale))
+    return texts
+
+
 @cache
 def _load(language: str) -> dict[str, str]:
-    folder = LOCALE_DIR / LOCALES[language] / "LC_MESSAGES"
-    texts: dict[str, str] = {}
-    for po in sorted(folder.glob("*.po")):
-        with po.open("rb") as handle:
-            catalog = read_po(handle, locale=LOCALES[language])
-        for message in catalog:
-            if message.id and message.string and isinstance(message.string, str):
-                texts[str(message.id)] = message.string
-    return texts
+    return load_texts(LOCALE_DIR, LOCALES[language])
 
 
 def message_ids(language: str = "en") -> list[str]:

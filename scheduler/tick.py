@@ -27,6 +27,12 @@ class TickReport:
 def _steps() -> list[tuple[str, Step]]:
     # Imported here so each capability's module stays independent of the others.
     steps: list[tuple[str, Step]] = []
+    from scheduler import doses
+    steps += doses.STEPS
+    from scheduler import visits
+    steps += visits.STEPS
+    from scheduler import digest
+    steps += digest.STEPS
     return steps
 
 

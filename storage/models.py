@@ -69,7 +69,7 @@ class Patient(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[str] = mapped_column(String(32), unique=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
-    baseline: Mapped[date] = mapped_column(Date)
+    baseline: Mapped[date] = mapped_column(Date, index=True)
     dose_time: Mapped[str] = mapped_column(String(5))  # local HH:MM
     tz: Mapped[str] = mapped_column(String(64))
     language: Mapped[str] = mapped_column(String(8))
@@ -81,6 +81,8 @@ class Patient(Base):
     sms_reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     # Planning watermark: the last local date whose dose row exists (planning is O(due)).
     planned_through: Mapped[date | None] = mapped_column(Date)
+    # When the dose planner must next look at this patient (None: nothing left to plan).
+    plan_next_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime]
 
 
@@ -138,7 +140,9 @@ class DoseRecord(Base):
 
 class Visit(Base):
     __tablename__ = "visits"
-    __table_args__ = (UniqueConstraint("patient_id", "name"),)
+    # Notice planning and missed-window detection read only planned visits near a date.
+    __table_args__ = (UniqueConstraint("patient_id", "name"),
+                      Index("ix_visits_due", "status", "scheduled_date"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))

@@ -6,15 +6,16 @@ Planning the same message twice (two ticks, two workers) inserts one row: the de
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import OutboundMessage
+from storage.models import DeliveryEvent, OutboundMessage
 
 SAFETY = "safety"
 ROUTINE = "routine"
@@ -45,3 +46,201 @@ async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str
         return None
     return (await session.execute(
         select(OutboundMessage).where(OutboundMessage.id == new_id))).scalar_one()
+
+
+# --- Claiming and settling (the dispatcher's side) -------------------------------------------
+#
+# Life of a row: queued -> sending (leased to one claim, `leased_by` = its lease token) -> sent ->
+# delivered; or failed / unknown / cancelled / dropped. A worker that dies leaves its rows in
+# `sending` until `lease_until` passes; the next claim takes them again (they were in flight, so
+# they may be sent twice: the only duplicates the outbox allows). Every transition of a leased row
+# is an UPDATE guarded by `leased_by`, so a worker that finishes after its lease was taken over
+# changes nothing.
+
+QUEUED = "queued"
+SENDING = "sending"
+SENT = "sent"
+DELIVERED = "delivered"
+READ = "read"
+FAILED = "failed"
+UNDELIVERED = "undelivered"
+UNKNOWN = "unknown"  # the provider may have it (timeout after the request was written)
+CANCELLED = "cancelled"  # not sent on purpose (recipient paused, withdrawn, opted out)
+DROPPED = "dropped"  # not sent: the daily SMS cap kept a more important message
+
+# Forward-only order of delivery statuses; terminal ones never change again.
+_RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, "accepted": 1, "scheduled": 1, SENT: 2,
+         DELIVERED: 3, READ: 4}
+TERMINAL = frozenset({FAILED, UNDELIVERED, CANCELLED, DROPPED, "canceled"})
+# Provider words for the same states (Twilio's message statuses).
+_PROVIDER_STATUS = {"accepted": SENT, "scheduled": SENT, "queued": SENT, "sending": SENT,
+                    "sent": SENT, "delivered": DELIVERED, "read": READ, "failed": FAILED,
+                    "undelivered": UNDELIVERED, "canceled": FAILED}
+
+
+def _event(session: AsyncSession, message_id: int, status: str, now: datetime,
+           detail: str = "") -> None:
+    session.add(DeliveryEvent(message_id=message_id, status=status, at=now, detail=detail[:2000]))
+
+
+async def claim(session: AsyncSession, *, lane: str, channels: Iterable[str], now: datetime,
+                limit: int) -> list[OutboundMessage]:
+    """Lock up to `limit` rows of a lane that are due, or whose lease expired (oldest first).
+
+    PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claims never wait for nor take each
+    other's rows. SQLite: the write transaction is `BEGIN IMMEDIATE`, so claims are serialised.
+    The caller screens the rows and then calls `lease` in the same transaction.
+    """
+    due = or_(and_(OutboundMessage.status == QUEUED, OutboundMessage.due_at <= now),
+              and_(OutboundMessage.status == SENDING, OutboundMessage.lease_until < now))
+    statement = (select(OutboundMessage)
+                 .where(OutboundMessage.lane == lane, due,
+                        OutboundMessage.channel.in_(list(channels)))
+                 .order_by(OutboundMessage.due_at, OutboundMessage.id)
+                 .limit(limit)
+                 .with_for_update(skip_locked=True))
+    rows = list((await session.execute(statement)).scalars().all())
+    for row in rows:
+        if row.status == SENDING:
+            _event(session, row.id, "reclaimed", now, f"lease of {row.leased_by} expired")
+    return rows
+
+
+def lease(rows: Iterable[OutboundMessage], *, token: str, now: datetime,
+          until: datetime) -> None:
+    """Lease claimed rows to one claim: each is now in flight and one more attempt."""
+    for row in rows:
+        row.status, row.leased_by, row.lease_until = SENDING, token, until
+        row.attempts += 1
+
+
+def settle(session: AsyncSession, row: OutboundMessage, *, status: str, now: datetime,
+           reason: str, due_at: datetime | None = None) -> None:
+    """Put a claimed (locked, not leased) row aside: cancelled, dropped, or queued for later."""
+    row.status, row.leased_by, row.lease_until = status, None, None
+    if due_at is not None:
+        row.due_at = due_at
+    if status != QUEUED:
+        row.last_error = reason
+    _event(session, row.id, "held" if status == QUEUED else status, now, reason)
+
+
+async def _finish(session: AsyncSession, *, message_id: int, token: str, now: datetime,
+                  event: str, detail: str = "", **values: Any) -> bool:
+    """Move a leased row on, only if `token` still holds its lease; log the event."""
+    statement = (update(OutboundMessage)
+                 .where(OutboundMessage.id == message_id, OutboundMessage.leased_by == token,
+                        OutboundMessage.status == SENDING)
+                 .values(leased_by=None, lease_until=None, **values)
+                 .execution_options(synchronize_session=False))
+    result = await session.execute(statement)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _event(session, message_id, event, now, detail)
+    return True
+
+
+async def complete(session: AsyncSession, *, message_id: int, token: str, provider_id: str,
+                   status: str, now: datetime) -> bool:
+    """The provider accepted the message: store its id; False if the lease was lost."""
+    final = DELIVERED if _PROVIDER_STATUS.get(status) == DELIVERED else SENT
+    return await _finish(session, message_id=message_id, token=token, now=now, event=final,
+                         detail=f"provider {provider_id}", status=final, provider_id=provider_id,
+                         sent_at=now, last_error=None)
+
+
+async def fail(session: AsyncSession, *, message_id: int, token: str, now: datetime,
+               error: str, status: str = FAILED) -> bool:
+    """Give up on a message (`failed`), or leave it for a status callback or operator
+    (`unknown`); False if the lease was lost."""
+    return await _finish(session, message_id=message_id, token=token, now=now, event=status,
+                         detail=error, status=status, last_error=error)
+
+
+async def retry(session: AsyncSession, *, message_id: int, token: str, now: datetime,
+                error: str, due_at: datetime) -> bool:
+    """A transient failure: queue the message again for `due_at`; False if the lease was lost."""
+    return await _finish(session, message_id=message_id, token=token, now=now, event="retry",
+                         detail=f"{error}; next attempt {due_at.isoformat()}", status=QUEUED,
+                         due_at=due_at, last_error=error)
+
+
+async def release(session: AsyncSession, *, message_id: int, token: str, now: datetime,
+                  due_at: datetime, reason: str) -> bool:
+    """Hand back a leased row that was never sent (shutdown, rate-limit wait): no attempt used."""
+    return await _finish(session, message_id=message_id, token=token, now=now, event="held",
+                         detail=reason, status=QUEUED, due_at=due_at,
+                         attempts=OutboundMessage.attempts - 1)
+
+
+async def reclaim(session: AsyncSession, *, now: datetime) -> int:
+    """Queue again every row whose lease expired (its worker died); return how many.
+
+    `claim` takes such rows by itself; this is for an operator or a sweep. Locked rows are
+    skipped, so it never waits for (nor deadlocks with) a worker's transaction.
+    """
+    rows = (await session.execute(
+        select(OutboundMessage)
+        .where(OutboundMessage.status == SENDING, OutboundMessage.lease_until < now)
+        .with_for_update(skip_locked=True))).scalars().all()
+    for row in rows:
+        _event(session, row.id, "reclaimed", now, f"lease of {row.leased_by} expired")
+        row.status, row.leased_by, row.lease_until = QUEUED, None, None
+    return len(rows)
+
+
+async def record_status(session: AsyncSession, *, provider_id: str, status: str, now: datetime,
+                        detail: str = "", message_id: int | None = None) -> bool:
+    """Apply a provider's status callback; True if the message's status moved.
+
+    Statuses only move forward (queued < sent < delivered < read); failed and undelivered are
+    terminal, and never replace delivered. Callbacks arriving out of order or twice are logged
+    as delivery events and change nothing. `message_id` (carried in the callback URL) finds a
+    message whose send timed out before the provider's id came back (status `unknown`).
+    """
+    row = (await session.execute(
+        select(OutboundMessage).where(OutboundMessage.provider_id == provider_id)
+        .with_for_update())).scalars().first()
+    if row is None and message_id is not None:
+        row = (await session.execute(
+            select(OutboundMessage).where(OutboundMessage.id == message_id,
+                                          OutboundMessage.provider_id.is_(None))
+            .with_for_update())).scalars().first()
+        if row is not None:
+            row.provider_id = provider_id
+    if row is None:
+        return False
+    new = _PROVIDER_STATUS.get(status.lower())
+    if new is None:
+        _event(session, row.id, "callback", now, f"unrecognised status {status!r} {detail}")
+        return False
+    current = row.status
+    if current in TERMINAL or current in (QUEUED, SENDING):
+        moved = False  # settled, or in a worker's hands: a late callback must not race it
+    elif new in TERMINAL:
+        moved = _RANK.get(current, 0) < _RANK[DELIVERED]
+    else:
+        moved = _RANK[new] > _RANK.get(current, 0)
+    if moved:
+        row.status = new
+        if current == UNKNOWN and row.sent_at is None:
+            row.sent_at = now
+        if new in TERMINAL:
+            row.last_error = detail or status
+    _event(session, row.id, new if moved else "callback",
+           now, detail if moved else f"{status} ignored after {current} {detail}".strip())
+    return moved
+
+
+async def requeue_unknown(session: AsyncSession, *, message_id: int, now: datetime,
+                          reason: str) -> bool:
+    """An operator decided a message of unknown fate was not received: send it again."""
+    result = await session.execute(
+        update(OutboundMessage)
+        .where(OutboundMessage.id == message_id, OutboundMessage.status == UNKNOWN)
+        .values(status=QUEUED, due_at=now)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _event(session, message_id, "requeued", now, reason)
+    return True

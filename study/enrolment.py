@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import audit
 from storage.audit import Actor
 from storage.models import LinkCode, Patient, Site, Staff
+from study.visits import create_visits
 from trial import enrolment as check
 from trial.enrolment import Enrolment, EnrolmentError
 from trial.protocol import Protocol
@@ -81,6 +82,7 @@ async def enroll(session: AsyncSession, protocol: Protocol, enrolment: Enrolment
                       phone=enrolment.phone, status="active", opted_out=False,
                       telegram_reachable=True, sms_reachable=True, created_at=now)
     await audit.create(session, patient, at=now, actor=actor, reason="enrolment")
+    await create_visits(session, protocol, patient, now=now, actor=actor)
     code = await issue_link_code(session, protocol, patient, now=now, actor=actor)
     return patient, code
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.audit import Actor
 from storage.models import Patient, Site
 from study.enrolment import enroll
+from trial import enrolment as check
 from trial.enrolment import Enrolment, check_enrolment
 from trial.protocol import Protocol
 
@@ -91,17 +92,20 @@ def parse_roster(text: str) -> tuple[list[RosterRow], list[Problem]]:
                                             dose_at=dose_time, lang=language,
                                             phone_number=phone, tz=tz)
         problems.extend(Problem(line, e.field, e.reason) for e in errors)
+        bad = {e.field for e in errors}
+        # Duplicates are checked even on a line with other problems, so one pass shows all.
+        if "subject_id" not in bad:
+            first = subjects.setdefault(subject.strip(), line)
+            if first != line:
+                problems.append(Problem(line, "subject_id",
+                                        f"{subject.strip()} is also on line {first}"))
+        if "phone" not in bad and phone.strip():
+            number = check.phone(phone)
+            first = phones.setdefault(number, line)
+            if first != line:
+                problems.append(Problem(line, "phone", f"{number} is also on line {first}"))
         if enrolment is None:
             continue
-        first = subjects.setdefault(enrolment.subject_id, line)
-        if first != line:
-            problems.append(Problem(line, "subject_id",
-                                    f"{enrolment.subject_id} is also on line {first}"))
-        if enrolment.phone:
-            first = phones.setdefault(enrolment.phone, line)
-            if first != line:
-                problems.append(Problem(line, "phone", f"{enrolment.phone} is also on line "
-                                                       f"{first}"))
         rows.append(RosterRow(line, enrolment))
     if not rows and not problems:
         problems.append(Problem(2, "file", "no patients after the header"))

@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 LANGUAGES = ("zh", "en")
 ROLES = ("coordinator", "investigator", "pi", "monitor", "admin")
@@ -299,12 +300,30 @@ def parse_protocol(text: str, source: str = "<protocol>") -> Protocol:
     try:
         return Protocol.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            path = ".".join(str(part) for part in error["loc"]) or "(file)"
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{path}: {message}")
-        raise ProtocolError(source, problems) from exc
+        raise ProtocolError(source, [_problem(error, raw) for error in exc.errors()]) from exc
+
+
+# Keys a reader may guess wrong, and what the format allows there instead.
+UNKNOWN_KEY_HINTS = {
+    "escalation.ack_timeout_minutes": "unknown tier (timeouts are for emergency and same_day)",
+}
+
+
+def _problem(error: ErrorDetails, raw: object) -> str:
+    """One validation error as `field.path: reason`, naming the visit for visit-table errors."""
+    loc = error["loc"]
+    path = ".".join(str(part) for part in loc) or "(file)"
+    if loc[:2] == ("visits", "table") and len(loc) > 2 and isinstance(loc[2], int):
+        try:
+            name = raw["visits"]["table"][loc[2]]["name"]  # type: ignore[index]
+            path = path.replace(f"table.{loc[2]}", f"table.{loc[2]} ({name})", 1)
+        except (KeyError, IndexError, TypeError):
+            pass
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        parent = ".".join(str(part) for part in loc[:-1])
+        message = UNKNOWN_KEY_HINTS.get(parent, "unknown field")
+    return f"{path}: {message}"
 
 
 def load_protocol(path: Path | None = None) -> Protocol:

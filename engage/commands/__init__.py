@@ -3,4 +3,10 @@
 # Listed here so that `engage --help` shows them all; a module that fails to import is a bug.
 COMMAND_MODULES = [
     "engage.commands.db",
+    "engage.commands.site",
+    "engage.commands.staff",
+    "engage.commands.patient",
+    "engage.commands.protocol",
+    "engage.commands.export",
+    "engage.commands.visit",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
@@ -77,7 +78,7 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
     path: Path = args.file
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = (await asyncio.to_thread(path.read_bytes)).decode("utf-8-sig")
     except OSError as exc:
         raise CommandError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:

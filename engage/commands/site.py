@@ -10,6 +10,7 @@ from datetime import datetime
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from engage.cli import CommandError, emit
@@ -57,7 +58,7 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
     try:
         try:
             await _schema_ready(database)
-        except (OSError, SQLAlchemyError) as exc:
+        except (OSError, SQLAlchemyError, AlembicError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise CommandError(f"cannot open the database: {reason}") from None
         yield database

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engage.cli import emit
+from engage.cli import CommandError, emit
 from engage.commands.site import cli_actor, now, open_database, refused
 from engage.config import Settings
 from study.enrolment import add_staff
@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.name.strip():
+        raise CommandError("name: a staff member needs a name")
     async with open_database(settings) as database:
         with refused():
             async with database.write() as session:

@@ -70,6 +70,7 @@ def upgrade() -> None:
     sa.Column('telegram_reachable', sa.Boolean(), nullable=False),
     sa.Column('sms_reachable', sa.Boolean(), nullable=False),
     sa.Column('planned_through', sa.Date(), nullable=True),
+    sa.Column('plan_next_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_patients_site_id_sites')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_patients')),
@@ -78,6 +79,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('telegram_id', name=op.f('uq_patients_telegram_id'))
     )
     with op.batch_alter_table('patients', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_patients_baseline'), ['baseline'], unique=False)
+        batch_op.create_index(batch_op.f('ix_patients_plan_next_at'), ['plan_next_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_patients_site_id'), ['site_id'], unique=False)
 
     op.create_table('staff',
@@ -185,6 +188,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('patient_id', 'name', name=op.f('uq_visits_patient_id'))
     )
     with op.batch_alter_table('visits', schema=None) as batch_op:
+        batch_op.create_index('ix_visits_due', ['status', 'scheduled_date'], unique=False)
         batch_op.create_index(batch_op.f('ix_visits_window_end'), ['window_end'], unique=False)
 
     op.create_table('symptom_reports',
@@ -338,6 +342,7 @@ def downgrade() -> None:
     op.drop_table('symptom_reports')
     with op.batch_alter_table('visits', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_visits_window_end'))
+        batch_op.drop_index('ix_visits_due')
 
     op.drop_table('visits')
     with op.batch_alter_table('link_codes', schema=None) as batch_op:
@@ -358,6 +363,8 @@ def downgrade() -> None:
     op.drop_table('staff')
     with op.batch_alter_table('patients', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_patients_site_id'))
+        batch_op.drop_index(batch_op.f('ix_patients_plan_next_at'))
+        batch_op.drop_index(batch_op.f('ix_patients_baseline'))
 
     op.drop_table('patients')
     op.drop_table('tick_runs')

@@ -1,0 +1,437 @@
+"""The channel-neutral conversation core: one inbound event in, domain actions and replies out.
+
+Every adapter (Telegram, SMS, sandbox, a future WeChat) turns what it receives into an
+`InboundEvent` and awaits `Conversation.handle`, which
+
+1. stores the message in its own committed transaction (unique per channel and provider id, so
+   a replay, even a concurrent one, is stored once) before anything is acknowledged;
+2. claims it (a conditional UPDATE: exactly one handler wins), identifies the sender and routes
+   it: linking, keywords, buttons, an open questionnaire, staff commands, else a report;
+3. queues the replies, rendered in the recipient's language, in the same transaction as the
+   domain change, and marks the message handled;
+4. wakes the dispatcher when something in the safety lane is waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import staff_commands
+from bot.channels import Choice
+from engage.clock import Clock
+from messages import catalogue
+from messages.keywords import Keyword, normalize, parse_keyword
+from storage import audit, outbox
+from storage.audit import Actor
+from storage.db import Database
+from storage.models import InboundMessage, OutboundMessage, Patient, Staff
+from study import linking, optout
+from study.replies import Reply
+from trial.protocol import LANGUAGES, Protocol
+
+log = logging.getLogger(__name__)
+
+TELEGRAM = "telegram"
+SMS = "sms"
+PATIENT_COMMANDS = {"report": Keyword.REPORT, "help": Keyword.HELP, "stop": Keyword.STOP,
+                    "start": Keyword.START, "language": Keyword.LANGUAGE,
+                    "lang": Keyword.LANGUAGE}
+LANGUAGE_WORDS = {"zh": "zh", "中文": "zh", "cn": "zh", "chinese": "zh", "汉语": "zh",
+                  "en": "en", "english": "en", "英文": "en", "英语": "en"}
+DOSE_ANSWERS = {Keyword.TAKEN: "taken", Keyword.SKIP: "skip", Keyword.SNOOZE: "snooze"}
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """What a person sent, on any channel; `action` is a pressed button's action string."""
+
+    channel: str
+    external_id: str  # Telegram update_id, Twilio MessageSid: unique per channel
+    sender: str  # Telegram user id, or E.164 phone number
+    text: str
+    action: str | None
+    received_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """Where replies go: the chat it came from (a private chat's id is the user's)."""
+        return str(self.payload.get("chat_id") or self.sender)
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What became of an inbound event."""
+
+    inbound_id: int
+    duplicate: bool
+    outcome: str
+    replies: int = 0
+
+
+@dataclass
+class _Sender:
+    patient: Patient | None
+    staff: Staff | None
+    language: str
+
+
+def _command(text: str) -> tuple[str, str] | None:
+    """`/name@bot args` -> (name, args)."""
+    if not text.startswith("/"):
+        return None
+    head, _, args = text[1:].partition(" ")
+    name = head.split("@", 1)[0].lower()
+    return (name, args.strip()) if name else None
+
+
+def _language_choice(text: str) -> str | None:
+    """`LANG EN`, `语言 中文`, `language english` -> the language asked for."""
+    words = normalize(text).split()
+    if len(words) == 2 and parse_keyword(words[0]) is Keyword.LANGUAGE:
+        return LANGUAGE_WORDS.get(words[1])
+    return None
+
+
+def _guess_language(event: InboundEvent) -> str:
+    """The language for someone we do not know yet."""
+    if event.channel == SMS:
+        return "zh" if event.sender.startswith("+86") else "en"
+    code = str(event.payload.get("language_code") or "")
+    return "en" if code.startswith("en") else "zh"
+
+
+def _render_choice(choice: Choice, language: str) -> dict[str, str]:
+    # A label may be given as a catalogue id (language-neutral) or as text already rendered.
+    label = choice.label
+    if "." in label and " " not in label:
+        with contextlib.suppress(catalogue.MissingMessageError):
+            label = catalogue.render(label, language)
+    return {"label": label, "action": choice.action, "sms_word": choice.sms_word}
+
+
+class Conversation:
+    """Handles inbound events from every channel the same way."""
+
+    def __init__(self, db: Database, protocol: Protocol, clock: Clock, *,
+                 wake: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.protocol = protocol
+        self.clock = clock
+        self.wake = wake
+        staff_commands.load_features()
+
+    # -- the entry point ---------------------------------------------------------------------
+    async def handle(self, event: InboundEvent) -> Handled:
+        """Store, then handle an inbound event once, however often it is delivered."""
+        inbound_id = await self._store(event)
+        now = self.clock.now()
+        try:
+            async with self.db.write() as session:
+                if not await self._claim(session, inbound_id, now):
+                    return Handled(inbound_id, True, "duplicate")
+                outcome, count = await self._process(session, inbound_id, event, now)
+                urgent = await self._safety_waiting(session, now)
+        except (DBAPIError, OSError):
+            raise  # the database is unwell: leave the message unhandled so it is retried
+        except Exception:
+            log.exception("inbound %s could not be handled", inbound_id)
+            outcome, count, urgent = await self._failed(inbound_id, event, now), 1, False
+        if urgent and self.wake is not None:
+            self.wake()
+        return Handled(inbound_id, False, outcome, count)
+
+    async def handle_pending(self, *, older_than: timedelta = timedelta(minutes=1)) -> int:
+        """Handle messages stored but never handled (a crash between storing and handling)."""
+        now = self.clock.now()
+        async with self.db.read() as session:
+            rows = list((await session.execute(select(InboundMessage).where(
+                InboundMessage.handled_at.is_(None),
+                InboundMessage.received_at < now - older_than).order_by(InboundMessage.id)
+                .limit(100))).scalars())
+        for row in rows:
+            payload = dict(row.payload)
+            action = payload.pop("action", None)
+            await self.handle(InboundEvent(row.channel, row.external_id, row.sender, row.text,
+                                           action, row.received_at, payload))
+        return len(rows)
+
+    # -- storing and claiming ----------------------------------------------------------------
+    async def _store(self, event: InboundEvent) -> int:
+        values = {"channel": event.channel, "external_id": event.external_id[:64],
+                  "sender": event.sender[:64], "text": event.text,
+                  "payload": {**event.payload, "action": event.action},
+                  "received_at": event.received_at}
+        async with self.db.write() as session:
+            insert = pg_insert if session.get_bind().dialect.name == "postgresql" \
+                else sqlite_insert
+            new_id = (await session.execute(
+                insert(InboundMessage).values(**values)
+                .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+                .returning(InboundMessage.id))).scalar_one_or_none()
+            if new_id is not None:
+                return int(new_id)
+            return int((await session.execute(select(InboundMessage.id).where(
+                InboundMessage.channel == event.channel,
+                InboundMessage.external_id == event.external_id[:64]))).scalar_one())
+
+    @staticmethod
+    async def _claim(session: AsyncSession, inbound_id: int, now: datetime) -> bool:
+        # The row lock makes a concurrent duplicate wait here, then see handled_at set.
+        result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
+            update(InboundMessage).where(InboundMessage.id == inbound_id,
+                                         InboundMessage.handled_at.is_(None))
+            .values(handled_at=now).execution_options(synchronize_session=False))
+        return result.rowcount == 1
+
+    @staticmethod
+    async def _safety_waiting(session: AsyncSession, now: datetime) -> bool:
+        return bool((await session.execute(select(exists().where(
+            OutboundMessage.status == "queued", OutboundMessage.lane == outbox.SAFETY,
+            OutboundMessage.created_at >= now)))).scalar())
+
+    async def _failed(self, inbound_id: int, event: InboundEvent, now: datetime) -> str:
+        """A bug while handling: keep the message, mark it, and tell the sender to retry."""
+        async with self.db.write() as session:
+            row = await session.get(InboundMessage, inbound_id)
+            if row is None or (row.handled_at is not None and row.outcome is not None):
+                return "error"
+            row.handled_at, row.outcome = now, "error"
+            sender = await self._identify(session, event)
+            if event.channel != SMS or sender.patient is not None:
+                await self._enqueue(session, inbound_id, event, sender,
+                                    [Reply("chat.error")], now)
+        return "error"
+
+    # -- routing -----------------------------------------------------------------------------
+    async def _identify(self, session: AsyncSession, event: InboundEvent) -> _Sender:
+        if event.channel == SMS:
+            patient = (await session.execute(select(Patient).where(
+                Patient.phone == event.sender))).scalar_one_or_none()
+            return _Sender(patient, None, patient.language if patient else
+                           _guess_language(event))
+        if not event.sender.lstrip("-").isdigit():
+            return _Sender(None, None, _guess_language(event))
+        user_id = int(event.sender)
+        staff = (await session.execute(select(Staff).where(
+            Staff.telegram_id == user_id, Staff.active.is_(True)))).scalar_one_or_none()
+        if staff is not None:
+            return _Sender(None, staff, staff.language)
+        patient = (await session.execute(select(Patient).where(
+            Patient.telegram_id == user_id))).scalar_one_or_none()
+        return _Sender(patient, None, patient.language if patient else _guess_language(event))
+
+    async def _process(self, session: AsyncSession, inbound_id: int, event: InboundEvent,
+                       now: datetime) -> tuple[str, int]:
+        sender = await self._identify(session, event)
+        row = await session.get(InboundMessage, inbound_id)
+        assert row is not None
+        row.patient_id = sender.patient.id if sender.patient else None
+        row.staff_id = sender.staff.id if sender.staff else None
+        if sender.staff is not None:
+            outcome, replies = await self._staff(session, sender.staff, event, now)
+        elif sender.patient is not None:
+            outcome, replies = await self._patient(session, sender.patient, event, inbound_id,
+                                                   now)
+        else:
+            outcome, replies = await self._stranger(session, event, now)
+        if sender.patient is not None:
+            sender.language = sender.patient.language  # may have just changed (LANG)
+        row.outcome = outcome
+        if event.channel == SMS and sender.patient is None:
+            count = await self._answer_stranger_once(session, event, sender, now)
+        else:
+            count = await self._enqueue(session, inbound_id, event, sender, replies, now)
+        return outcome, count
+
+    async def _stranger(self, session: AsyncSession, event: InboundEvent,
+                        now: datetime) -> tuple[str, list[Reply]]:
+        """Someone we do not know: a link code, or one neutral answer and no study data."""
+        command = _command(event.text.strip())
+        if event.channel == TELEGRAM and command and command[0] == "start" and command[1]:
+            return await self._link(session, event, command[1], now)
+        if event.channel == TELEGRAM:
+            return "unknown", [Reply("chat.link_needed")]
+        return "unknown", [Reply("common.unknown_sender")]
+
+    async def _link(self, session: AsyncSession, event: InboundEvent, code: str,
+                    now: datetime) -> tuple[str, list[Reply]]:
+        result = await linking.link_chat(session, self.protocol, chat_id=int(event.sender),
+                                         code=code, now=now)
+        message = {linking.LinkOutcome.LINKED: "chat.link_ok",
+                   linking.LinkOutcome.ALREADY: "chat.link_already",
+                   linking.LinkOutcome.REFUSED: "chat.link_failed",
+                   linking.LinkOutcome.LIMITED: "chat.link_limited"}[result.outcome]
+        return f"link_{result.outcome}", [Reply(message)]
+
+    async def _patient(self, session: AsyncSession, patient: Patient, event: InboundEvent,
+                       inbound_id: int, now: datetime) -> tuple[str, list[Reply]]:
+        if event.action:
+            return await self._patient_action(session, patient, event.action, inbound_id, now)
+        text = event.text.strip()
+        opt_out_type = str(event.payload.get("opt_out_type") or "").upper()
+        keyword = optout.OPT_OUT_TYPES.get(opt_out_type) or parse_keyword(text)
+        command = _command(text)
+        if command is not None:
+            name, args = command
+            if name == "start" and args:
+                return await self._link(session, event, args, now)
+            keyword = PATIENT_COMMANDS.get(name) or parse_keyword(name) or Keyword.HELP
+        elif keyword is None and event.channel == SMS:
+            keyword = optout.sms_keyword(text)
+        if keyword in (Keyword.STOP, Keyword.START, Keyword.HELP):
+            return await self._opt(session, patient, keyword, event, now)
+        questionnaire = _questionnaire()
+        if command is None and questionnaire is not None \
+                and await questionnaire.is_active(session, patient, now):
+            return "questionnaire", await questionnaire.answer(
+                session, self.protocol, patient, text, now=now, inbound_id=inbound_id)
+        language = _language_choice(text)
+        if language is not None:
+            return await self._set_language(session, patient, language, now)
+        if keyword is Keyword.LANGUAGE:
+            return "language_ask", [_language_question()]
+        if keyword in DOSE_ANSWERS:
+            return await self._dose(session, patient, DOSE_ANSWERS[keyword], None, now)
+        if keyword is Keyword.REPORT:
+            return await self._start_questionnaire(session, patient, now)
+        if not text:
+            return "not_text", [Reply("chat.text_only")]
+        from study.reports import receive_report
+
+        return "report", await receive_report(session, self.protocol, patient, text, now=now,
+                                              inbound_id=inbound_id)
+
+    async def _patient_action(self, session: AsyncSession, patient: Patient, action: str,
+                              inbound_id: int, now: datetime) -> tuple[str, list[Reply]]:
+        kind, _, rest = action.partition(":")
+        if kind == "dose":
+            answer, _, dose_id = rest.partition(":")
+            if answer in ("taken", "skip", "snooze") and dose_id.isdigit():
+                return await self._dose(session, patient, answer, int(dose_id), now)
+        elif kind == "q":
+            questionnaire = _questionnaire()
+            if questionnaire is not None:
+                return "questionnaire", await questionnaire.answer(
+                    session, self.protocol, patient, action, now=now, inbound_id=inbound_id)
+        elif action == "report:start":
+            return await self._start_questionnaire(session, patient, now)
+        elif kind == "lang" and rest in LANGUAGES:
+            return await self._set_language(session, patient, rest, now)
+        log.info("patient %s pressed an unknown action %r", patient.subject_id, action)
+        return "unknown_action", await optout.help_reply(session, patient)
+
+    async def _opt(self, session: AsyncSession, patient: Patient, keyword: Keyword,
+                   event: InboundEvent, now: datetime) -> tuple[str, list[Reply]]:
+        if keyword is Keyword.STOP:
+            replies = await optout.opt_out(session, patient, channel=event.channel, now=now,
+                                           source=event.text.strip()[:20] or "OptOutType")
+        elif keyword is Keyword.START:
+            replies = await optout.opt_in(session, patient, now=now, source=event.channel)
+        else:
+            replies = await optout.help_reply(session, patient)
+        if event.channel == SMS and optout.answered_by_twilio(
+                event.text, event.payload.get("opt_out_type")) and keyword is not Keyword.HELP:
+            # Twilio answered its own keywords already (and blocks us after STOP).
+            replies = []
+        return str(keyword), replies
+
+    async def _dose(self, session: AsyncSession, patient: Patient, answer: str,
+                    dose_id: int | None, now: datetime) -> tuple[str, list[Reply]]:
+        from study.doses import answer_dose
+
+        reply = await answer_dose(session, self.protocol, patient, answer, now=now,
+                                  dose_id=dose_id)
+        return f"dose_{answer}", [reply]
+
+    async def _start_questionnaire(self, session: AsyncSession, patient: Patient,
+                                   now: datetime) -> tuple[str, list[Reply]]:
+        questionnaire = _questionnaire()
+        if questionnaire is None:
+            return "report_start", [Reply("chat.help_no_phone")]
+        return "report_start", await questionnaire.start(session, self.protocol, patient,
+                                                         now=now)
+
+    async def _set_language(self, session: AsyncSession, patient: Patient, language: str,
+                            now: datetime) -> tuple[str, list[Reply]]:
+        audit.change(session, patient, at=now, actor=Actor.patient(patient.subject_id),
+                     reason="patient chose the language", language=language)
+        return "language_set", [Reply("chat.language_set")]
+
+    async def _staff(self, session: AsyncSession, staff: Staff, event: InboundEvent,
+                     now: datetime) -> tuple[str, list[Reply]]:
+        if event.action:
+            found = staff_commands.find_action(event.action)
+            if found is None:
+                return "staff_unknown_action", [Reply("chat.staff_unknown_command")]
+            handler, payload = found
+            return "staff_action", await handler(session, self.protocol, staff, payload,
+                                                 now=now)
+        command = _command(event.text.strip())
+        if command is None:
+            return "staff_text", await staff_commands.staff_help(
+                session, self.protocol, staff, "", now=now)
+        name, args = command
+        if name not in staff_commands.COMMANDS:
+            return "staff_unknown_command", [Reply("chat.staff_unknown_command")]
+        return f"staff_{name}"[:32], await staff_commands.COMMANDS[name](
+            session, self.protocol, staff, args, now=now)
+
+    # -- replies -----------------------------------------------------------------------------
+    async def _enqueue(self, session: AsyncSession, inbound_id: int, event: InboundEvent,
+                       sender: _Sender, replies: list[Reply], now: datetime) -> int:
+        count = 0
+        for n, reply in enumerate(replies):
+            key = f"reply:{inbound_id}:{n}"
+            if await self._enqueue_one(session, key, event, sender, reply, now):
+                count += 1
+        return count
+
+    async def _answer_stranger_once(self, session: AsyncSession, event: InboundEvent,
+                                    sender: _Sender, now: datetime) -> int:
+        # SMS pumping: an unknown number gets one answer, ever; never more from us.
+        reply = Reply("common.unknown_sender")
+        return int(await self._enqueue_one(session, f"unknown:sms:{event.sender}", event,
+                                           sender, reply, now))
+
+    async def _enqueue_one(self, session: AsyncSession, key: str, event: InboundEvent,
+                           sender: _Sender, reply: Reply, now: datetime) -> bool:
+        template = catalogue.template(reply.message_id, sender.language)
+        row = await outbox.enqueue(
+            session, key=key, channel=event.channel, address=event.address,
+            template_id=reply.message_id, template_version=template.version,
+            language=sender.language, body=template.render(**reply.params), due_at=now,
+            now=now, lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
+            choices=[_render_choice(c, sender.language) for c in reply.choices],
+            patient_id=sender.patient.id if sender.patient else None,
+            staff_id=sender.staff.id if sender.staff else None)
+        return row is not None
+
+
+def _language_question() -> Reply:
+    return Reply("chat.language_ask", choices=(
+        Choice("chat.language_zh", "lang:zh", "LANG ZH"),
+        Choice("chat.language_en", "lang:en", "LANG EN")))
+
+
+def _questionnaire() -> Any:
+    """The questionnaire module, once the feature exists."""
+    try:
+        from study import questionnaire
+    except ModuleNotFoundError as exc:
+        if exc.name != "study.questionnaire":
+            raise
+        return None
+    return questionnaire

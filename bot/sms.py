@@ -1,0 +1,148 @@
+"""SMS through Twilio: the async REST client, a status callback per message, a validity period
+so a stale reminder fails instead of arriving hours late, and choices as numbered words."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from bot.channels import (
+    Choice,
+    OutgoingMessage,
+    PermanentSendError,
+    SendResult,
+    TransientSendError,
+)
+from messages import catalogue
+from messages.keywords import parse_keyword
+
+SMS = "sms"
+OPTED_OUT = 21610
+UNREACHABLE = frozenset({21211, 21612, 21614, 21408, 21635})
+TOO_MANY = 20429
+CJK = re.compile(r"[\u3400-\u9fff]")
+
+# Whether the request of the send running in this task has been written to the wire: a timeout
+# after that may mean Twilio accepted the message.
+_written: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "sms_written", default=None)
+
+
+async def _on_headers_sent(session: Any, context: SimpleNamespace, params: Any) -> None:
+    flag = _written.get()
+    if flag is not None:
+        flag[0] = True
+
+
+def language_of(text: str) -> str:
+    """zh when the text has Chinese characters, else en."""
+    return "zh" if CJK.search(text) else "en"
+
+
+def choice_number(choice: Choice, position: int) -> str:
+    """The number a patient types for a choice: the keyword's own number where it has one
+    (1 TAKEN, 2 SKIP, 3 SNOOZE), so what we print is what we understand."""
+    keyword = parse_keyword(choice.sms_word) if choice.sms_word else None
+    if keyword is not None:
+        for n in range(1, 10):
+            if parse_keyword(str(n)) is keyword:
+                return str(n)
+        return ""
+    return str(position)
+
+
+def render(text: str, choices: tuple[Choice, ...], language: str) -> str:
+    """The SMS body: the text, then 'Reply 1 TAKEN, 2 SKIP, 3 SNOOZE'."""
+    if not choices:
+        return text
+    options = []
+    for position, choice in enumerate(choices, start=1):
+        word = choice.sms_word or choice.label
+        number = choice_number(choice, position)
+        options.append(f"{number} {word}" if number and number != word else word)
+    separator = catalogue.render("chat.sms_choice_separator", language)
+    line = catalogue.render("chat.sms_choices", language, options=separator.join(options))
+    return f"{text}\n{line}"
+
+
+class SmsChannel:
+    """Sends outbox messages with the real twilio client (pointable at a fake API)."""
+
+    name = SMS
+
+    def __init__(self, *, account_sid: str, auth_token: str, api_url: str,
+                 status_callback: str, sender: str | None = None,
+                 messaging_service_sid: str | None = None, validity_seconds: int | None = None,
+                 timeout: float = 15.0) -> None:
+        if not (sender or messaging_service_sid):
+            raise ValueError("an SMS sender or messaging service is required")
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_on_headers_sent)
+        # Created here, inside the running loop: the client opens an aiohttp session.
+        self.http = AsyncTwilioHttpClient(trace_configs=[trace])
+        self.client = Client(account_sid, auth_token, http_client=self.http)
+        # Every product domain carries its own base URL; messages live on the `api` domain.
+        self.client.api.base_url = api_url.rstrip("/")
+        self.sender = sender
+        self.messaging_service_sid = messaging_service_sid
+        self.status_callback = status_callback
+        self.validity_seconds = validity_seconds
+        self.timeout = timeout
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self.http.close()
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send one SMS; Twilio's SID becomes the provider id for status callbacks."""
+        language = message.language or language_of(message.text)
+        body = render(message.text, message.choices, language)
+        kwargs: dict[str, Any] = {"to": message.address, "body": body,
+                                  "status_callback": self.status_callback}
+        if self.messaging_service_sid:
+            kwargs["messaging_service_sid"] = self.messaging_service_sid
+        else:
+            kwargs["from_"] = self.sender
+        validity = message.validity_seconds or self.validity_seconds
+        if validity:
+            kwargs["validity_period"] = validity
+        written = [False]
+        token = _written.set(written)
+        try:
+            async with asyncio.timeout(self.timeout):
+                sent = await self.client.messages.create_async(**kwargs)
+        except TwilioRestException as exc:
+            raise _rest_error(exc) from None
+        except TimeoutError:
+            raise TransientSendError("twilio timeout", maybe_sent=written[0]) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise TransientSendError(f"twilio unreachable: {exc.os_error}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientSendError(f"twilio network: {type(exc).__name__}",
+                                     maybe_sent=written[0]) from None
+        finally:
+            _written.reset(token)
+        return SendResult(provider_id=str(sent.sid), status=str(sent.status or "queued"))
+
+
+def _rest_error(exc: TwilioRestException) -> Exception:
+    code = int(exc.code or 0)
+    reason = f"twilio {exc.status} {code}: {exc.msg}"
+    if code == OPTED_OUT:
+        return PermanentSendError(reason, unreachable=True, opted_out=True, code=str(code))
+    if code in UNREACHABLE:
+        return PermanentSendError(reason, unreachable=True, code=str(code))
+    if exc.status == 429 or code == TOO_MANY or exc.status >= 500:
+        return TransientSendError(reason, retry_after=5.0 if exc.status == 429 else None)
+    if exc.status in (401, 403):
+        # Our credentials or account, not the recipient: keep the message and retry later.
+        return TransientSendError(reason, retry_after=60.0)
+    return PermanentSendError(reason, code=str(code))

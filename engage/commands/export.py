@@ -1,0 +1,123 @@
+"""`engage export KIND --out FILE.csv`: data for the trial's data management (UTF-8 with BOM).
+
+Each kind is one entry of EXPORTS: its columns and an async generator of rows (given a read
+session), e.g. `EXPORTS["doses"] = Export(DOSE_COLUMNS, dose_rows, "doses")`. Adding an export
+(doses, symptoms, alerts, messages) is one row function and one line here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engage.cli import CommandError, emit
+from engage.commands.site import cli_actor, now, open_database
+from engage.config import Settings
+from storage import audit
+from storage.models import AuditEntry
+
+Row = Sequence[Any]
+
+
+@dataclass(frozen=True)
+class Export:
+    """One kind of export: its header and its rows, oldest first."""
+
+    columns: tuple[str, ...]
+    rows: Callable[[AsyncSession], AsyncIterator[Row]]
+    entity: str = ""  # the table it reads (default: the kind), for the export's audit row
+
+
+def cell(value: Any) -> str:
+    """A CSV cell: times in UTC ISO 8601 (Z), empty for None."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+async def audit_rows(session: AsyncSession) -> AsyncIterator[Row]:
+    """Every audit entry in the order written."""
+    result = await session.stream_scalars(
+        select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=1000))
+    async for e in result:
+        yield (e.id, e.at, e.actor_kind, e.actor_id, e.action, e.entity, e.entity_id, e.field,
+               e.old_value, e.new_value, e.reason)
+
+
+EXPORTS: dict[str, Export] = {
+    "audit": Export(("id", "at_utc", "actor_kind", "actor_id", "action", "entity", "entity_id",
+                     "field", "old_value", "new_value", "reason"), audit_rows, "audit_log"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="CSV exports for data management (UTF-8 with BOM)")
+    export.add_argument("kind", choices=sorted(EXPORTS), help="what to export")
+    export.add_argument("--out", required=True, type=Path, metavar="FILE.csv")
+    export.add_argument("--json", action="store_true", help="print the summary as JSON")
+    export.set_defaults(handler=_export)
+
+
+def _write(path: Path, chunk: str, *, first: bool) -> None:
+    # utf-8-sig writes the BOM once, at the start: Excel then reads Chinese text correctly.
+    with path.open("w" if first else "a", encoding="utf-8-sig" if first else "utf-8",
+                   newline="") as out:
+        out.write(chunk)
+
+
+async def write_export(session: AsyncSession, kind: str, path: Path) -> int:
+    """Write one export to `path` (replaced only when complete); return the number of rows."""
+    export = EXPORTS[kind]
+    partial = path.with_name(path.name + ".partial")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(export.columns)
+    count, first = 0, True
+    async for row in export.rows(session):
+        writer.writerow([cell(v) for v in row])
+        count += 1
+        if buffer.tell() > 1 << 16:
+            await asyncio.to_thread(_write, partial, buffer.getvalue(), first=first)
+            buffer.seek(0)
+            buffer.truncate()
+            first = False
+    await asyncio.to_thread(_write, partial, buffer.getvalue(), first=first)
+    await asyncio.to_thread(os.replace, partial, path)
+    return count
+
+
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    path: Path = args.out
+    if not path.parent.is_dir():
+        raise CommandError(f"{path.parent}: no such directory")
+    async with open_database(settings) as database:
+        try:
+            async with database.read() as session:
+                count = await write_export(session, args.kind, path)
+        except OSError as exc:
+            raise CommandError(f"{path}: cannot write: {exc.strerror}") from None
+        # Taking data out of the system is itself on the record.
+        async with database.write() as session:
+            audit.record(session, at=now(), actor=cli_actor(), action="export",
+                         entity=EXPORTS[args.kind].entity or args.kind, entity_id=args.kind,
+                         new=f"{count} rows to {path.name}")
+    emit({"kind": args.kind, "rows": count, "out": str(path)}, args.json,
+         f"wrote {count} {args.kind} rows to {path}")
+    return 0

@@ -1,0 +1,92 @@
+"""`engage protocol check FILE`: validate a protocol file and print its schedule."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from engage.cli import emit
+from engage.config import Settings
+from trial.protocol import Protocol, VisitTemplate, load_protocol
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    protocol = sub.add_parser("protocol", help="the protocol file")
+    protocol_sub = protocol.add_subparsers(dest="protocol_command", required=True)
+    check = protocol_sub.add_parser("check", help="validate a protocol file, print its schedule")
+    check.add_argument("file", metavar="FILE", type=Path)
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(handler=_check)
+
+
+async def _check(args: argparse.Namespace, settings: Settings) -> int:
+    # A broken file raises ProtocolError, which the CLI prints field by field.
+    protocol = await asyncio.to_thread(load_protocol, args.file)
+    emit(schedule(protocol), args.json, describe(protocol))
+    return 0
+
+
+def _visit(visit: VisitTemplate) -> dict[str, Any]:
+    return visit.model_dump(mode="json")
+
+
+def schedule(protocol: Protocol) -> dict[str, Any]:
+    """The schedule as plain data (`--json`)."""
+    data = protocol.model_dump(mode="json", include={
+        "study", "dose", "phases", "reminders", "quiet_hours", "sms", "escalation", "digest"})
+    data["dose"]["total_mg"] = protocol.dose.total_mg
+    data["visits"] = {
+        "notice_days_before": protocol.visits.notice_days_before,
+        "notice_time": protocol.visits.notice_time.strftime("%H:%M"),
+        "table": [_visit(v) for v in protocol.visits.table],
+    }
+    return data
+
+
+def _clock(value: Any) -> str:
+    return str(value.strftime("%H:%M"))
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "-"
+
+
+def describe(protocol: Protocol) -> str:
+    """The schedule as a study coordinator reads it."""
+    study, dose, rem = protocol.study, protocol.dose, protocol.reminders
+    ids = ", ".join(i for i in (study.registry_id, study.protocol_id) if i)
+    lines = [
+        f"{study.id}" + (f" ({ids})" if ids else "") + f": {study.end_week} weeks",
+        f"dose: {dose.capsules} x {dose.strength_mg:g} mg = {dose.total_mg:g} mg once daily; "
+        f"a forgotten dose is taken only if at least "
+        f"{dose.missed_dose_take_if_hours_before_next} h remain before the next",
+        "phases:",
+    ]
+    for phase in protocol.phases:
+        label = dose.label[phase.dose_label]
+        weeks = f"weeks {phase.start_week}-{phase.end_week}"
+        lines.append(f"  {phase.name:<12} {weeks:<12} label: {label.zh} / {label.en}")
+    lines += [
+        f"reminders: at the dose time; follow-up after {rem.follow_up_minutes} min; cut-off "
+        f"after {rem.cutoff_minutes} min; snooze {rem.snooze_minutes} min (at most "
+        f"{rem.max_snoozes}); link codes valid {rem.link_code_ttl_hours} h",
+        f"quiet hours: {_clock(protocol.quiet_hours.start)}-{_clock(protocol.quiet_hours.end)} "
+        "(routine messages wait; safety messages never do)",
+        f"SMS: at most {protocol.sms.daily_cap} per recipient per day",
+        f"escalation: {' -> '.join(protocol.escalation.chain)}; acknowledge within "
+        f"{protocol.escalation.ack_timeout_minutes.emergency} min (emergency), "
+        f"{protocol.escalation.ack_timeout_minutes.same_day} min (same day)",
+        f"digest: daily at {_clock(protocol.digest.time)}",
+        f"visit notices: {', '.join(str(d) for d in protocol.visits.notice_days_before)} "
+        f"day(s) before, at {_clock(protocol.visits.notice_time)}",
+        "visits:",
+        f"  {'visit':<6}{'week':>5}{'day':>6}  {'window':<9}{'fasting':<9}"
+        f"{'bring medication':<18}{'hold dose':<11}notice",
+    ]
+    for v in protocol.visits.table:
+        window = f"-{v.window_minus}/+{v.window_plus}"
+        lines.append(f"  {v.name:<6}{v.week:>5}{v.day:>6}  {window:<9}{_yes(v.fasting):<9}"
+                     f"{_yes(v.bring_medication):<18}{_yes(v.hold_dose):<11}{_yes(v.notify)}")
+    return "\n".join(lines)

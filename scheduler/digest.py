@@ -1,0 +1,143 @@
+"""Tick step: each site's daily digest, once per local day at the protocol's digest time.
+
+The day's key `digest:{site}:{local_date}` is claimed in `tick_runs` in the same transaction
+that queues the messages, so two ticks (or two workers) at the same instant send it once.
+Each active coordinator, investigator and PI of the site gets the text (split into messages
+under Telegram's limit) and the adherence chart as a photo, on Telegram.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.pagination import paginate
+from messages import catalogue
+from storage import audit, outbox
+from storage.audit import Actor
+from storage.db import Database
+from storage.models import Site, Staff, TickRun
+from study import chart, digest
+from study.recipients import staff_route
+from trial.protocol import Protocol
+
+SYSTEM = Actor.system("digest")
+
+
+def digest_key(site_id: str, local_date: date) -> str:
+    """The once-a-day key of a site's digest."""
+    return f"digest:{site_id}:{local_date.isoformat()}"
+
+
+def due_date(site: Site, protocol: Protocol, now: datetime) -> date | None:
+    """The site's local date if its digest time has come today, else None."""
+    local = now.astimezone(ZoneInfo(site.tz))
+    return local.date() if local.time() >= protocol.digest.time else None
+
+
+async def _claim(session: AsyncSession, key: str, now: datetime) -> bool:
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (insert(TickRun).values(key=key, at=now)
+                 .on_conflict_do_nothing(index_elements=["key"]).returning(TickRun.key))
+    return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+def _telegram(staff: Staff) -> str | None:
+    return next((r.address for r in staff_route(staff) if r.channel == "telegram"), None)
+
+
+async def chart_png(session: AsyncSession, site: Site, local_date: date,
+                    language: str) -> tuple[bytes, chart.Grid] | None:
+    """The site's chart of the 14 days before `local_date`, or None for a site with nobody."""
+    grid = await chart.adherence_grid(session, site.id,
+                                      last_day=local_date - timedelta(days=1))
+    if not grid.subjects:
+        return None
+    return chart.draw_chart(grid, language=language), grid
+
+
+async def enqueue_chart(session: AsyncSession, site: Site, staff: Staff, local_date: date, *,
+                        now: datetime, key: str,
+                        drawn: dict[str, tuple[bytes, chart.Grid] | None] | None = None,
+                        ) -> bool:
+    """Queue the site's chart as a photo to one staff member on Telegram; False if not sent."""
+    address = _telegram(staff)
+    if address is None:
+        return False
+    language = chart.chart_language(staff.language)
+    drawn = {} if drawn is None else drawn
+    if language not in drawn:
+        drawn[language] = await chart_png(session, site, local_date, language)
+    picture = drawn[language]
+    if picture is None:
+        return False
+    png, grid = picture
+    caption_id = "digest.chart_caption"
+    caption = catalogue.render(caption_id, staff.language, site=site.id,
+                               start=grid.days[0].isoformat(), end=grid.days[-1].isoformat())
+    row = await outbox.enqueue(
+        session, key=key, channel="telegram", address=address, template_id=caption_id,
+        template_version=catalogue.template(caption_id, staff.language).version,
+        language=staff.language, body=caption, due_at=now, now=now, image=png,
+        staff_id=staff.id)
+    return row is not None
+
+
+async def send_digest(session: AsyncSession, site: Site, local_date: date, *,
+                      now: datetime) -> int:
+    """Queue a site's digest to its staff and mark the routine reports it carries as reviewed."""
+    content = await digest.gather(session, site, now=now)
+    base = digest_key(site.id, local_date)
+    queued = 0
+    drawn: dict[str, tuple[bytes, chart.Grid] | None] = {}
+    for staff in await digest.recipients(session, site.id):
+        address = _telegram(staff)
+        if address is None:
+            continue
+        header, lines = digest.render(content, staff.language)
+        template_id = "digest.quiet" if content.quiet else "digest.header"
+        version = catalogue.template(template_id, staff.language).version
+        for page in paginate(header, lines):
+            row = await outbox.enqueue(
+                session, key=f"{base}:{staff.id}:{page.number}", channel="telegram",
+                address=address, template_id=template_id, template_version=version,
+                language=staff.language, body=page.text, due_at=now, now=now,
+                staff_id=staff.id)
+            queued += row is not None
+        queued += await enqueue_chart(session, site, staff, local_date, now=now,
+                                      key=f"{base}:{staff.id}:chart", drawn=drawn)
+    reviewed = await digest.mark_reviewed(session, content, now=now)
+    audit.record(session, at=now, actor=SYSTEM, action="digest", entity="sites",
+                 entity_id=site.id, new=f"{local_date.isoformat()}: {queued} messages, "
+                 f"{reviewed} reports reviewed")
+    return queued
+
+
+async def plan_digests(db: Database, protocol: Protocol, now: datetime) -> int:
+    """Tick step: queue every site's digest whose local time has come and that is not sent."""
+    async with db.read() as session:
+        sites = (await session.execute(select(Site).order_by(Site.id))).scalars().all()
+        due = [(site, day) for site in sites
+               if (day := due_date(site, protocol, now)) is not None]
+        done = set((await session.execute(select(TickRun.key).where(
+            TickRun.key.in_([digest_key(s.id, d) for s, d in due])))).scalars().all())
+    queued = 0
+    for site, day in due:
+        if digest_key(site.id, day) in done:
+            continue
+        # One transaction per site: each digest is claimed, queued and stamped all at once.
+        async with db.write() as session:
+            if not await _claim(session, digest_key(site.id, day), now):
+                continue
+            queued += await send_digest(session, site, day, now=now)
+    return queued
+
+
+# Last in the tick: the digest reads what the other steps (doses, visits, alerts) just wrote.
+STEPS = [("digest", plan_digests)]

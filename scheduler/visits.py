@@ -1,0 +1,35 @@
+"""Tick steps of visits and phases: notices due, windows closed, phase and end-of-study notices."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from scheduler.tick import Step
+from storage.db import Database
+from study import visits
+from trial.protocol import Protocol
+
+
+async def visit_notices(db: Database, protocol: Protocol, now: datetime) -> int:
+    """Queue visit notices whose instant has come."""
+    async with db.write() as session:
+        return await visits.plan_notices(session, protocol, now)
+
+
+async def missed_visits(db: Database, protocol: Protocol, now: datetime) -> int:
+    """Mark visits whose window closed unvisited as missed and open their routine alerts."""
+    async with db.write() as session:
+        return await visits.detect_missed(session, protocol, now)
+
+
+async def phase_notices(db: Database, protocol: Protocol, now: datetime) -> int:
+    """Queue phase-change and end-of-study notices that are due."""
+    async with db.write() as session:
+        return await visits.plan_phase_notices(session, protocol, now)
+
+
+STEPS: list[tuple[str, Step]] = [
+    ("visit_notices", visit_notices),
+    ("missed_visits", missed_visits),
+    ("phase_notices", phase_notices),
+]

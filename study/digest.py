@@ -1,0 +1,255 @@
+"""The daily digest of one site: what its staff should look at today, in one message.
+
+Open alerts with their age, new routine reports (marked as reviewed once a digest carried
+them), patients flagged for adherence, missed and upcoming visits, opted-out and unreachable
+patients. A quiet day is one line. The adherence chart goes with it (study/chart.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from messages import catalogue
+from storage import audit
+from storage.audit import Actor
+from storage.models import Alert, Patient, Site, Staff, SymptomReport, Visit
+from study.recipients import patient_route
+from study.staff_access import DIGEST_ROLES
+
+UPCOMING_DAYS = 7
+MISSED_LOOKBACK_DAYS = 14  # a missed visit stays on the digest for two weeks
+REPORT_TEXT_CHARS = 160
+OPEN_ALERT_STATUSES = ("open", "acknowledged")
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    alert_id: int
+    subject_id: str
+    kind: str
+    tier: str
+    status: str
+    received_at: datetime
+    summary: str
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    report_id: int
+    subject_id: str
+    received_at: datetime
+    text: str
+
+
+@dataclass(frozen=True)
+class VisitLine:
+    subject_id: str
+    visit: str
+    scheduled_date: date
+    window_end: date
+
+
+@dataclass(frozen=True)
+class FlagLine:
+    subject_id: str
+    flags: tuple[str, ...]
+
+
+@dataclass
+class SiteDigest:
+    """Everything one site's digest says, as data."""
+
+    site_id: str
+    tz: str
+    local_date: date
+    now: datetime
+    alerts: list[AlertLine] = field(default_factory=list)
+    reports: list[ReportLine] = field(default_factory=list)
+    flagged: list[FlagLine] = field(default_factory=list)
+    missed_visits: list[VisitLine] = field(default_factory=list)
+    upcoming_visits: list[VisitLine] = field(default_factory=list)
+    opted_out: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    patients: int = 0
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing to look at today."""
+        return not (self.alerts or self.reports or self.flagged or self.missed_visits
+                    or self.upcoming_visits or self.opted_out or self.unreachable)
+
+
+def local_today(now: datetime, tz: str) -> date:
+    """The site's local date at an instant."""
+    return now.astimezone(ZoneInfo(tz)).date()
+
+
+async def open_alerts(session: AsyncSession, site_ids: Sequence[str] | None, *,
+                      patient_id: int | None = None) -> list[AlertLine]:
+    """Alerts not yet resolved, oldest first (all sites when `site_ids` is None)."""
+    query = (select(Alert, Patient.subject_id).outerjoin(Patient, Patient.id == Alert.patient_id)
+             .where(Alert.status.in_(OPEN_ALERT_STATUSES))
+             .order_by(Alert.received_at, Alert.id))
+    if site_ids is not None:
+        query = query.where(Alert.site_id.in_(site_ids))
+    if patient_id is not None:
+        query = query.where(Alert.patient_id == patient_id)
+    rows = (await session.execute(query)).all()
+    return [AlertLine(a.id, subject or "-", a.kind, a.tier, a.status, a.received_at, a.summary)
+            for a, subject in rows]
+
+
+async def visits_between(session: AsyncSession, site_ids: Sequence[str] | None, *, today: date,
+                         days: int, lookback: int = MISSED_LOOKBACK_DAYS,
+                         ) -> tuple[list[VisitLine], list[VisitLine]]:
+    """(missed, upcoming): visits marked missed (by the visit planner) that were due in the
+    last `lookback` days, and planned visits from today through `days` days ahead."""
+    query = (select(Visit, Patient.subject_id).join(Patient, Patient.id == Visit.patient_id)
+             .where(Patient.status != "withdrawn",
+                    or_(and_(Visit.status == "missed",
+                             Visit.scheduled_date >= today - timedelta(days=lookback)),
+                        and_(Visit.status == "planned", Visit.scheduled_date >= today,
+                             Visit.scheduled_date <= today + timedelta(days=days))))
+             .order_by(Visit.scheduled_date, Patient.subject_id, Visit.name))
+    if site_ids is not None:
+        query = query.where(Patient.site_id.in_(site_ids))
+    missed, upcoming = [], []
+    for visit, subject in (await session.execute(query)).all():
+        line = VisitLine(subject, visit.name, visit.scheduled_date, visit.window_end)
+        (missed if visit.status == "missed" else upcoming).append(line)
+    return missed, upcoming
+
+
+async def _new_routine_reports(session: AsyncSession, site_id: str) -> list[ReportLine]:
+    rows = (await session.execute(
+        select(SymptomReport, Patient.subject_id)
+        .join(Patient, Patient.id == SymptomReport.patient_id)
+        .where(Patient.site_id == site_id, SymptomReport.tier == "routine",
+               SymptomReport.reviewed_in_digest_at.is_(None))
+        .order_by(SymptomReport.received_at, SymptomReport.id))).all()
+    return [ReportLine(r.id, subject, r.received_at, _short(r.raw_text)) for r, subject in rows]
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= REPORT_TEXT_CHARS else text[: REPORT_TEXT_CHARS - 1] + "…"
+
+
+async def gather(session: AsyncSession, site: Site, *, now: datetime) -> SiteDigest:
+    """The content of a site's digest as of `now`."""
+    from study.adherence_view import flagged_patients
+
+    today = local_today(now, site.tz)
+    digest = SiteDigest(site.id, site.tz, today, now)
+    digest.alerts = await open_alerts(session, [site.id])
+    digest.reports = await _new_routine_reports(session, site.id)
+    digest.missed_visits, digest.upcoming_visits = await visits_between(
+        session, [site.id], today=today, days=UPCOMING_DAYS)
+    patients = (await session.execute(
+        select(Patient).where(Patient.site_id == site.id, Patient.status != "withdrawn")
+        .order_by(Patient.subject_id))).scalars().all()
+    digest.patients = len(patients)
+    digest.opted_out = [p.subject_id for p in patients if p.opted_out]
+    digest.unreachable = [p.subject_id for p in patients
+                          if p.status == "active" and not p.opted_out
+                          and patient_route(p) is None]
+    digest.flagged = [FlagLine(subject, tuple(flags)) for subject, flags
+                      in await flagged_patients(session, site.id, now=now)]
+    return digest
+
+
+async def mark_reviewed(session: AsyncSession, digest: SiteDigest, *, now: datetime) -> int:
+    """Stamp the routine reports this digest carried, so the next one shows only new ones."""
+    ids = [r.report_id for r in digest.reports]
+    if not ids:
+        return 0
+    reports = (await session.execute(
+        select(SymptomReport).where(SymptomReport.id.in_(ids)))).scalars().all()
+    for report in reports:
+        audit.change(session, report, at=now, actor=Actor.system("digest"),
+                     reason=f"daily digest {digest.site_id} {digest.local_date.isoformat()}",
+                     reviewed_in_digest_at=now)
+    return len(reports)
+
+
+async def recipients(session: AsyncSession, site_id: str) -> list[Staff]:
+    """Active coordinators, investigators and PIs of the site."""
+    return list((await session.execute(
+        select(Staff).where(Staff.site_id == site_id, Staff.active.is_(True),
+                            Staff.role.in_(DIGEST_ROLES)).order_by(Staff.id))).scalars().all())
+
+
+def age(since: datetime, now: datetime, language: str) -> str:
+    """How long ago, as minutes, hours, or days and hours."""
+    minutes = max(int((now - since).total_seconds() // 60), 0)
+    if minutes < 60:
+        return catalogue.render("digest.age_minutes", language, minutes=minutes)
+    hours = minutes // 60
+    if hours < 48:
+        return catalogue.render("digest.age_hours", language, hours=hours)
+    return catalogue.render("digest.age_days", language, days=hours // 24, hours=hours % 24)
+
+
+def local_time(moment: datetime, tz: str) -> str:
+    """A UTC instant as the site's wall time, `MM-DD HH:MM`."""
+    return moment.astimezone(ZoneInfo(tz)).strftime("%m-%d %H:%M")
+
+
+def word(kind: str, code: str, language: str) -> str:
+    """A code (tier, alert status, adherence flag) in words; the code itself if it has none."""
+    try:
+        return catalogue.render(f"digest.{kind}_{code}", language)
+    except catalogue.MissingMessageError:
+        return code
+
+
+def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
+    """The digest as a header and lines (to be split into messages); one line on a quiet day."""
+    t = catalogue.render
+    day = digest.local_date.isoformat()
+    if digest.quiet:
+        return t("digest.quiet", language, site=digest.site_id, date=day,
+                 patients=digest.patients), []
+    header = t("digest.header", language, site=digest.site_id, date=day,
+               patients=digest.patients)
+    lines: list[str] = []
+
+    def section(title_id: str, rows: list[str], count: int | None = None,
+                **params: object) -> None:
+        if rows:
+            lines.append("")
+            lines.append(t(title_id, language, count=len(rows) if count is None else count,
+                           **params))
+            lines.extend(rows)
+
+    section("digest.section_alerts", [
+        t("digest.alert_row", language, id=a.alert_id, subject=a.subject_id,
+          tier=word("tier", a.tier, language), status=word("status", a.status, language),
+          age=age(a.received_at, digest.now, language), summary=a.summary)
+        for a in digest.alerts])
+    section("digest.section_reports", [
+        t("digest.report_row", language, subject=r.subject_id,
+          received=local_time(r.received_at, digest.tz), text=r.text) for r in digest.reports])
+    section("digest.section_flags", [
+        t("digest.flag_row", language, subject=f.subject_id,
+          flags=", ".join(word("flag", x, language) for x in f.flags)) for f in digest.flagged])
+    section("digest.section_missed_visits", [
+        t("digest.missed_visit_row", language, subject=v.subject_id, visit=v.visit,
+          date=v.scheduled_date.isoformat(), window_end=v.window_end.isoformat())
+        for v in digest.missed_visits])
+    section("digest.section_upcoming_visits", [
+        t("digest.visit_row", language, subject=v.subject_id, visit=v.visit,
+          date=v.scheduled_date.isoformat()) for v in digest.upcoming_visits],
+        days=UPCOMING_DAYS)
+    # Subject lists on one line each: these can be long-standing and many.
+    section("digest.section_opted_out", [", ".join(digest.opted_out)] if digest.opted_out
+            else [], count=len(digest.opted_out))
+    section("digest.section_unreachable", [", ".join(digest.unreachable)]
+            if digest.unreachable else [], count=len(digest.unreachable))
+    return header, lines

@@ -1,0 +1,382 @@
+"""Daily doses: planning each patient's dose rows, moving them through reminders, follow-ups and
+cut-offs, the patient's answers, and the adherence report. Every dose change is audited.
+
+Planning is proportional to what is due: a patient is looked at when `plan_next_at` comes (a day
+before their next dose), a dose when its `next_action_at` comes. The unique (patient, local date)
+key and the outbox keys make a second pass, or a second worker, plan nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.channels import Choice
+from messages import catalogue
+from storage import audit, outbox
+from storage.audit import Actor
+from storage.models import DoseRecord, Patient, Visit
+from study.recipients import patient_route
+from study.replies import Reply
+from trial import dose as rules
+from trial import schedule
+from trial.adherence import Counts, Flags, days_between, summarize
+from trial.dose import Answer, Dose, DoseState
+from trial.protocol import Protocol
+
+PLANNER = Actor.system("planner")
+# A day's dose row exists from a day before it is due: staff see it, an early "taken" finds it.
+PLAN_AHEAD = timedelta(days=1)
+# An answer this long before today's dose time counts for today's dose (taken early).
+EARLY_ANSWER = timedelta(hours=2)
+# How far back an answer without a dose id looks for the dose it is about.
+ANSWER_LOOKBACK = timedelta(hours=36)
+BATCH = 500
+DOSE_FIELDS = tuple(f.name for f in fields(Dose))
+
+
+# --- rows <-> the pure dose -------------------------------------------------------------------
+
+def to_dose(row: DoseRecord) -> Dose:
+    """The pure dose of a row."""
+    values: dict[str, Any] = {name: getattr(row, name) for name in DOSE_FIELDS}
+    values["state"] = DoseState(row.state)
+    return Dose(**values)
+
+
+def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, actor: Actor,
+          reason: str | None = None, **extra: Any) -> bool:
+    """Write a dose's new state to its row, auditing every changed field."""
+    values: dict[str, Any] = {name: getattr(dose, name) for name in DOSE_FIELDS}
+    values["state"] = dose.state.value
+    values.update(extra)
+    changed = audit.change(session, row, at=now, actor=actor, reason=reason, **values)
+    # Scheduling bookkeeping, derived from the audited fields: not itself audited.
+    row.next_action_at = dose.next_action_at()
+    return changed
+
+
+# --- planning rows ----------------------------------------------------------------------------
+
+def _due_patients(now: datetime, limit: int) -> Any:
+    never_planned = and_(Patient.planned_through.is_(None), Patient.plan_next_at.is_(None))
+    return (select(Patient)
+            .where(Patient.status == schedule.ACTIVE, Patient.opted_out.is_(False),
+                   or_(never_planned, Patient.plan_next_at <= now))
+            .order_by(Patient.id).limit(limit)
+            .with_for_update(skip_locked=True))
+
+
+async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime, *,
+                        limit: int = BATCH) -> tuple[int, bool]:
+    """Create the dose rows that are due to exist; return (rows created, maybe more to do)."""
+    patients = (await session.execute(_due_patients(now, limit))).scalars().all()
+    created = 0
+    for patient in patients:
+        created += await plan_patient(session, protocol, patient, now)
+    return created, len(patients) == limit
+
+
+async def plan_patient(session: AsyncSession, protocol: Protocol, patient: Patient,
+                       now: datetime) -> int:
+    """Create a patient's dose rows up to a day ahead and move their planning watermark."""
+    end = schedule.end_of_doses(protocol, patient.baseline)
+    day = patient.baseline
+    if patient.planned_through is not None:
+        day = max(day, patient.planned_through + timedelta(days=1))
+    # Days gone by while the patient was paused (or the system down) are not scheduled.
+    day = max(day, schedule.local_date(now, patient.tz) - timedelta(days=1))
+    created = 0
+    while day < end:
+        times = schedule.dose_times(protocol.reminders, day, patient.dose_time, patient.tz)
+        if times.due_at - PLAN_AHEAD > now:
+            break
+        # A day first planned after its follow-up time could not be reminded in time.
+        if now < times.follow_up_at and schedule.is_active(patient.status, patient.opted_out):
+            created += await _create_dose(session, patient, times, now)
+        patient.planned_through = day
+        day += timedelta(days=1)
+    if day < end:
+        following = schedule.dose_times(protocol.reminders, day, patient.dose_time, patient.tz)
+        patient.plan_next_at = following.due_at - PLAN_AHEAD
+    else:
+        patient.plan_next_at = None
+        if patient.planned_through is None:
+            patient.planned_through = end - timedelta(days=1)
+    return created
+
+
+async def _create_dose(session: AsyncSession, patient: Patient, times: schedule.DoseTimes,
+                       now: datetime) -> int:
+    dose = Dose(due_at=times.due_at, follow_up_at=times.follow_up_at,
+                cutoff_at=times.cutoff_at)
+    values: dict[str, Any] = {name: getattr(dose, name) for name in DOSE_FIELDS}
+    values.update(state=dose.state.value, patient_id=patient.id, local_date=times.local_date,
+                  next_action_at=dose.next_action_at())
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (insert(DoseRecord).values(**values)
+                 .on_conflict_do_nothing(index_elements=["patient_id", "local_date"])
+                 .returning(DoseRecord.id))
+    dose_id = (await session.execute(statement)).scalar_one_or_none()
+    if dose_id is None:
+        return 0
+    audit.record(session, at=now, actor=PLANNER, action="create", entity="doses",
+                 entity_id=str(dose_id),
+                 new=f"patient={patient.subject_id}, local_date={times.local_date.isoformat()}, "
+                     f"due_at={times.due_at.isoformat()}, state=scheduled")
+    return 1
+
+
+# --- moving doses on --------------------------------------------------------------------------
+
+async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime, *,
+                        limit: int = BATCH) -> tuple[int, bool]:
+    """Send due reminders, follow-ups and snooze reminders; close doses at their cut-off."""
+    rows = (await session.execute(
+        select(DoseRecord, Patient).join(Patient, Patient.id == DoseRecord.patient_id)
+        .where(DoseRecord.next_action_at <= now)
+        .order_by(DoseRecord.next_action_at, DoseRecord.id).limit(limit)
+        .with_for_update(skip_locked=True, of=DoseRecord))).all()
+    holds = await _visit_holds(session, protocol, [(p.id, d.local_date) for d, p in rows])
+    changed = 0
+    for row, patient in rows:
+        changed += await advance_dose(session, protocol, row, patient, now,
+                                      hold=holds.get((patient.id, row.local_date)))
+    return changed, len(rows) == limit
+
+
+async def _visit_holds(session: AsyncSession, protocol: Protocol,
+                       keys: Sequence[tuple[int, date]]) -> dict[tuple[int, date], str]:
+    """Visit days on which the protocol holds the home dose until after the blood test."""
+    if not keys:
+        return {}
+    patient_ids = sorted({k[0] for k in keys})
+    days = sorted({k[1] for k in keys})
+    visits = (await session.execute(select(Visit).where(
+        Visit.patient_id.in_(patient_ids), Visit.scheduled_date.in_(days),
+        Visit.status != "missed"))).scalars().all()
+    wanted = set(keys)
+    holds: dict[tuple[int, date], str] = {}
+    for visit in visits:
+        template = protocol.visits.by_name(visit.name)
+        if (visit.patient_id, visit.scheduled_date) in wanted and template and template.hold_dose:
+            holds[(visit.patient_id, visit.scheduled_date)] = visit.name
+    return holds
+
+
+async def advance_dose(session: AsyncSession, protocol: Protocol, row: DoseRecord,
+                       patient: Patient, now: datetime, *, hold: str | None = None) -> int:
+    """Do what is due for one dose as of `now`; return 1 if it changed."""
+    dose = to_dose(row)
+    if now >= dose.cutoff_at:
+        return int(store(session, row, rules.close(dose, now), now=now, actor=PLANNER,
+                         reason="cut-off without an answer"))
+    active = schedule.is_active(patient.status, patient.opted_out)
+    route = patient_route(patient) if active else None
+    if dose.state is DoseState.SCHEDULED:
+        if not active:
+            return int(store(session, row, rules.cancel(dose, now), now=now, actor=PLANNER,
+                             reason=f"patient {patient.status}"
+                                    f"{' and opted out' if patient.opted_out else ''}"))
+        if route is not None and now < dose.follow_up_at:
+            message_id = "dose.reminder_hold_for_visit" if hold else "dose.reminder"
+            await _send(session, protocol, patient, row, route, message_id, "reminder",
+                        due_at=dose.due_at, now=now)
+            return int(store(session, row, rules.remind(dose, now), now=now, actor=PLANNER,
+                             hold_for_visit=hold))
+        row.next_action_at = dose.cutoff_at  # no channel, or too late to remind: wait
+        return 0
+    if dose.followed_up_at is None and now >= dose.follow_up_at:
+        if route is None:
+            row.next_action_at = dose.cutoff_at  # nobody to follow up now
+            return 0
+        await _send(session, protocol, patient, row, route, "dose.follow_up", "followup",
+                    due_at=dose.follow_up_at, now=now)
+        return int(store(session, row, rules.follow_up(dose, now), now=now, actor=PLANNER))
+    if dose.snoozed_until is not None and now >= dose.snoozed_until:
+        if route is not None:
+            message_id = ("dose.reminder_hold_for_visit" if row.hold_for_visit
+                          else "dose.reminder")
+            await _send(session, protocol, patient, row, route, message_id,
+                        f"snooze:{row.id}:{dose.snoozes}", due_at=dose.snoozed_until, now=now)
+        return int(store(session, row, rules.snooze_reminded(dose, now), now=now,
+                         actor=PLANNER))
+    row.next_action_at = dose.next_action_at()
+    return 0
+
+
+def dose_choices(dose_id: int, language: str) -> list[Choice]:
+    """The reminder's answers: Taken, Skip, Snooze, Report (SMS numbers them 1-4 in this order,
+    matching the inbound keywords 1 = taken, 2 = skip, 3 = snooze)."""
+    def label(name: str) -> str:
+        return catalogue.render(f"dose.button_{name}", language)
+
+    return [Choice(label("taken"), f"dose:taken:{dose_id}", "TAKEN"),
+            Choice(label("skip"), f"dose:skip:{dose_id}", "SKIP"),
+            Choice(label("snooze"), f"dose:snooze:{dose_id}", "SNOOZE"),
+            Choice(label("report"), "report:start", "REPORT")]
+
+
+def reminder_params(protocol: Protocol, patient: Patient, day: date) -> dict[str, object]:
+    """The protocol's wording for the day's phase (label, capsules), in the patient's language."""
+    phase = schedule.phase_of(protocol, patient.baseline, day)
+    label = protocol.dose.label[phase.dose_label].get(patient.language)
+    return {"label": label, "capsules": protocol.dose.capsules}
+
+
+async def _send(session: AsyncSession, protocol: Protocol, patient: Patient, row: DoseRecord,
+                route: Any, message_id: str, kind: str, *, due_at: datetime,
+                now: datetime) -> None:
+    template = catalogue.template(message_id, patient.language)
+    body = template.render(**reminder_params(protocol, patient, row.local_date))
+    choices = [{"label": c.label, "action": c.action, "sms_word": c.sms_word}
+               for c in dose_choices(row.id, patient.language)]
+    key = f"dose:{kind}" if kind.startswith("snooze:") else f"dose:{kind}:{row.id}"
+    await outbox.enqueue(session, key=key, channel=route.channel, address=route.address,
+                         template_id=message_id, template_version=template.version,
+                         language=patient.language, body=body, due_at=due_at, now=now,
+                         lane=outbox.ROUTINE, choices=choices, patient_id=patient.id,
+                         dose_id=row.id)
+
+
+# --- the patient's answers --------------------------------------------------------------------
+
+async def find_answerable(session: AsyncSession, patient: Patient, now: datetime,
+                          dose_id: int | None = None) -> DoseRecord | None:
+    """The dose an answer is about: the given one (if it is the patient's), else the open dose
+    already due, else today's dose answered early, else the latest recent one."""
+    if dose_id is not None:
+        return (await session.execute(
+            select(DoseRecord).where(DoseRecord.id == dose_id,
+                                     DoseRecord.patient_id == patient.id)
+            .with_for_update())).scalar_one_or_none()
+    rows = (await session.execute(
+        select(DoseRecord).where(DoseRecord.patient_id == patient.id,
+                                 DoseRecord.due_at <= now + EARLY_ANSWER,
+                                 DoseRecord.due_at > now - ANSWER_LOOKBACK,
+                                 DoseRecord.state != DoseState.CANCELLED.value)
+        .with_for_update())).scalars().all()
+
+    def rank(row: DoseRecord) -> tuple[bool, bool, datetime]:
+        is_open = DoseState(row.state).is_open and row.cutoff_at > now
+        return is_open and row.due_at <= now, is_open, row.due_at
+
+    return max(rows, key=rank, default=None)
+
+
+ACKS = {DoseState.TAKEN: "dose.taken_ack", DoseState.LATE: "dose.taken_ack",
+        DoseState.SKIPPED: "dose.skipped_ack"}
+
+
+async def answer_dose(session: AsyncSession, protocol: Protocol, patient: Patient, answer: str,
+                      *, now: datetime, dose_id: int | None = None,
+                      reason: str | None = None) -> Reply:
+    """Record a patient's answer (taken, skip, snooze, missed) and say what was recorded."""
+    given = Answer(answer)
+    row = await find_answerable(session, patient, now, dose_id)
+    if row is None:
+        return Reply("dose.no_open_dose")
+    dose = to_dose(row)
+    if dose.state.is_open and now >= dose.cutoff_at:
+        # The planner has not closed it yet: close it as it would have, then hear the answer.
+        dose = rules.close(dose, now)
+        store(session, row, dose, now=now, actor=PLANNER, reason="cut-off without an answer")
+    settings = protocol.reminders
+    try:
+        outcome = rules.answer(dose, given, now, snooze_minutes=settings.snooze_minutes,
+                               max_snoozes=settings.max_snoozes, reason=reason)
+    except rules.SnoozeLimitError:
+        return Reply("dose.snooze_limit", {"max": settings.max_snoozes},
+                     tuple(dose_choices(row.id, patient.language)[:2]))
+    except rules.AlreadyAnsweredError:
+        return Reply("dose.already_answered")
+    except rules.DoseError:
+        return Reply("dose.no_open_dose")
+    store(session, row, outcome.dose, now=now, actor=Actor.patient(patient.subject_id),
+          reason=reason if given is Answer.SKIP else None)
+    new = outcome.dose
+    if outcome.kind == "late_answer" or (outcome.kind == "duplicate" and new.late_answer):
+        return Reply("dose.late_answer_ack")
+    if new.state is DoseState.SNOOZED and given is Answer.SNOOZE:
+        return Reply("dose.snoozed_ack", {"minutes": settings.snooze_minutes})
+    if new.state is DoseState.MISSED:
+        return Reply("dose.missed_rule",
+                     {"hours": protocol.dose.missed_dose_take_if_hours_before_next})
+    return Reply(ACKS.get(new.state, "dose.already_answered"))
+
+
+# --- adherence --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PatientAdherence:
+    """One patient's adherence over a window of local dates."""
+
+    subject_id: str
+    site_id: str
+    start: date
+    end: date  # exclusive
+    counts: Counts
+    flags: Flags
+
+    def as_dict(self) -> dict[str, object]:
+        """For JSON: counts, the three figures (fractions) and the flags."""
+        return {"subject_id": self.subject_id, "site": self.site_id,
+                "from": self.start.isoformat(), "to": self.end.isoformat(),
+                **self.counts.as_dict(), "flags": list(self.flags.names)}
+
+
+async def patient_adherence(session: AsyncSession, protocol: Protocol, patient: Patient, *,
+                            now: datetime, start: date | None = None,
+                            end: date | None = None) -> PatientAdherence:
+    """A patient's adherence from baseline (or `start`) up to today (or `end`, exclusive)."""
+    last = min(schedule.end_of_doses(protocol, patient.baseline),
+               schedule.local_date(now, patient.tz) + timedelta(days=1))
+    start = max(start or patient.baseline, patient.baseline)
+    end = min(end or last, last)
+    rows = (await session.execute(select(DoseRecord).where(
+        DoseRecord.patient_id == patient.id, DoseRecord.local_date >= start,
+        DoseRecord.local_date < end))).scalars().all()
+    records = days_between({r.local_date: r for r in rows}, start, max(start, end))
+    summary = summarize(records)
+    return PatientAdherence(patient.subject_id, patient.site_id, start, max(start, end),
+                            summary.counts, summary.flags)
+
+
+@dataclass(frozen=True)
+class AdherenceReport:
+    """Per patient and per site."""
+
+    patients: list[PatientAdherence]
+    sites: dict[str, Counts]
+
+    def as_dict(self) -> dict[str, object]:
+        flagged: dict[str, int] = {}
+        for p in self.patients:
+            flagged[p.site_id] = flagged.get(p.site_id, 0) + int(p.flags.any)
+        return {"patients": [p.as_dict() for p in self.patients],
+                "sites": [{"site": site, **counts.as_dict(), "flagged": flagged.get(site, 0)}
+                          for site, counts in sorted(self.sites.items())]}
+
+
+async def adherence_report(session: AsyncSession, protocol: Protocol, *, now: datetime,
+                           site_id: str | None = None, start: date | None = None,
+                           end: date | None = None) -> AdherenceReport:
+    """Adherence of every patient (of one site), and each site's sums."""
+    statement = select(Patient).order_by(Patient.site_id, Patient.subject_id)
+    if site_id is not None:
+        statement = statement.where(Patient.site_id == site_id)
+    patients = (await session.execute(statement)).scalars().all()
+    results = [await patient_adherence(session, protocol, p, now=now, start=start, end=end)
+               for p in patients]
+    sites: dict[str, Counts] = {}
+    for result in results:
+        sites.setdefault(result.site_id, Counts()).merge(result.counts)
+    return AdherenceReport(results, sites)

@@ -1,0 +1,155 @@
+"""STOP pauses messages to a patient and tells the coordinator (never a withdrawal); START
+resumes; HELP gives the site's contact. A channel that can no longer reach a patient (a blocked
+bot, an invalid number) is marked and the coordinator told, and a safety message falls back to
+another channel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from messages import catalogue
+from messages.keywords import Keyword, normalize
+from storage import audit, outbox
+from storage.audit import Actor
+from storage.models import Alert, AlertEvent, OutboundMessage, Patient, Site, Staff
+from study.recipients import patient_route, staff_route
+from study.replies import Reply
+
+# Twilio's own opt-out keywords (answered and enforced by Twilio itself on long codes), and
+# ours: 退订 and TD are the Chinese carriers' convention.
+TWILIO_STOP = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke",
+                         "optout"})
+TWILIO_START = frozenset({"start", "yes", "unstop"})
+TWILIO_HELP = frozenset({"help", "info"})
+OPT_OUT_TYPES = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}
+NOTIFY_ROLES = ("coordinator", "investigator", "pi")
+
+
+def sms_keyword(text: str) -> Keyword | None:
+    """STOP/START/HELP in Twilio's wider sense (whole message, any case) for SMS senders."""
+    word = normalize(text)
+    if word in TWILIO_STOP:
+        return Keyword.STOP
+    if word in TWILIO_START:
+        return Keyword.START
+    if word in TWILIO_HELP:
+        return Keyword.HELP
+    return None
+
+
+def answered_by_twilio(text: str, opt_out_type: str | None) -> bool:
+    """Twilio already replied to this SMS itself (its keywords, or Advanced Opt-Out)."""
+    word = normalize(text)
+    return bool(opt_out_type) or word in TWILIO_STOP | TWILIO_START | TWILIO_HELP
+
+
+async def _site_staff(session: AsyncSession, site_id: str) -> list[Staff]:
+    """Who hears about a patient's channel problems: the coordinators, else the next roles."""
+    staff = list((await session.execute(select(Staff).where(
+        Staff.site_id == site_id, Staff.active.is_(True),
+        Staff.role.in_(NOTIFY_ROLES)).order_by(Staff.id))).scalars())
+    for role in NOTIFY_ROLES:
+        chosen = [s for s in staff if s.role == role]
+        if chosen:
+            return chosen
+    return []
+
+
+async def open_alert(session: AsyncSession, patient: Patient, *, kind: str, summary: str,
+                     message_id: str, channel: str, now: datetime, actor: Actor) -> Alert:
+    """A routine alert for the site (opt-out, unreachable) and a message to its coordinators."""
+    alert = Alert(site_id=patient.site_id, patient_id=patient.id, kind=kind, tier="routine",
+                  status="open", summary=summary, opened_at=now, received_at=now, level=0,
+                  pages=0)
+    await audit.create(session, alert, at=now, actor=actor)
+    session.add(AlertEvent(alert_id=alert.id, step=0, kind="opened", level=0, at=now,
+                           detail=summary))
+    for member in await _site_staff(session, patient.site_id):
+        text = catalogue.template(message_id, member.language)
+        body = text.render(subject_id=patient.subject_id, channel=channel)
+        for route in staff_route(member):
+            await outbox.enqueue(
+                session, key=f"notice:{kind}:{alert.id}:{member.id}:{route.channel}",
+                channel=route.channel, address=route.address, template_id=message_id,
+                template_version=text.version, language=member.language, body=body,
+                due_at=now, now=now, staff_id=member.id, alert_id=alert.id)
+    return alert
+
+
+async def opt_out(session: AsyncSession, patient: Patient, *, channel: str, now: datetime,
+                  source: str) -> list[Reply]:
+    """Pause every routine message to the patient and alert the coordinator (idempotent)."""
+    if patient.opted_out:
+        return [Reply("chat.stopped")]
+    actor = Actor.patient(patient.subject_id)
+    audit.change(session, patient, at=now, actor=actor, reason=f"opt-out ({source})",
+                 opted_out=True)
+    await open_alert(session, patient, kind="opt_out", channel=channel, now=now, actor=actor,
+                     message_id="chat.staff_opt_out",
+                     summary=f"{patient.subject_id} opted out via {channel} ({source})")
+    return [Reply("chat.stopped")]
+
+
+async def opt_in(session: AsyncSession, patient: Patient, *, now: datetime,
+                 source: str) -> list[Reply]:
+    """Resume messages after an opt-out."""
+    changes: dict[str, object] = {"opted_out": False}
+    if source == "sms":
+        changes["sms_reachable"] = True  # the number works: it just wrote to us
+    audit.change(session, patient, at=now, actor=Actor.patient(patient.subject_id),
+                 reason=f"opt-in ({source})", **changes)
+    return [Reply("chat.resumed")]
+
+
+async def help_reply(session: AsyncSession, patient: Patient) -> list[Reply]:
+    """The site's contact, so the patient can reach a person."""
+    site = await session.get(Site, patient.site_id)
+    if site is not None and site.phone:
+        return [Reply("chat.help", {"phone": site.phone})]
+    return [Reply("chat.help_no_phone")]
+
+
+async def channel_unreachable(session: AsyncSession, patient: Patient, channel: str, *,
+                              now: datetime, reason: str, opted_out: bool = False) -> bool:
+    """A provider says the patient cannot be reached on a channel (403 blocked, 21610, 21211).
+
+    Marks the channel, alerts the coordinator once, and returns whether anything changed. A
+    21610 (the patient texted STOP at the carrier) is also an opt-out.
+    """
+    actor = Actor.system("dispatcher")
+    if opted_out:
+        if patient.opted_out:
+            return False
+        audit.change(session, patient, at=now, actor=actor, reason=reason, opted_out=True)
+        await open_alert(session, patient, kind="opt_out", channel=channel, now=now,
+                         actor=actor, message_id="chat.staff_opt_out",
+                         summary=f"{patient.subject_id} opted out at the provider ({reason})")
+        return True
+    field = "telegram_reachable" if channel == "telegram" else "sms_reachable"
+    if not getattr(patient, field):
+        return False
+    audit.change(session, patient, at=now, actor=actor, reason=reason, **{field: False})
+    await open_alert(session, patient, kind="unreachable", channel=channel, now=now,
+                     actor=actor, message_id="chat.staff_unreachable",
+                     summary=f"{patient.subject_id} unreachable on {channel} ({reason})")
+    return True
+
+
+async def fall_back(session: AsyncSession, message: OutboundMessage, patient: Patient, *,
+                    now: datetime) -> OutboundMessage | None:
+    """Queue a failed safety message again on the patient's next reachable channel."""
+    if message.lane != outbox.SAFETY:
+        return None
+    route = patient_route(patient, safety=True)
+    if route is None or route.channel == message.channel:
+        return None
+    return await outbox.enqueue(
+        session, key=f"{message.dedupe_key}:via:{route.channel}"[:160], channel=route.channel,
+        address=route.address, template_id=message.template_id,
+        template_version=message.template_version, language=message.language,
+        body=message.body, choices=list(message.choices), due_at=now, now=now,
+        lane=outbox.SAFETY, patient_id=patient.id, dose_id=message.dose_id,
+        alert_id=message.alert_id, visit_id=message.visit_id)

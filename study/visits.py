@@ -1,0 +1,353 @@
+"""Study visits: rows at enrolment, moves and completion by staff, notices, missed windows.
+
+Every change is audited. A move bumps the visit's revision, and notice keys carry it
+(`visit:{visit_id}:r{revision}:d{days}`), so a notice planned for an old date is never sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from babel.dates import format_date
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from messages import catalogue
+from storage import audit, outbox
+from storage.audit import Actor
+from storage.models import (
+    Alert,
+    AlertEvent,
+    DeliveryEvent,
+    DoseRecord,
+    OutboundMessage,
+    Patient,
+    Visit,
+)
+from study.recipients import patient_route
+from trial import visits as rules
+from trial.protocol import Protocol, VisitTemplate
+
+SYSTEM = Actor.system("visits")
+# Same-language sentences are joined like this when a notice is built from its parts.
+JOINERS = {"zh": "", "en": " "}
+# A phase notice that could not go out on its day (an outage) may still go out this much later.
+PHASE_NOTICE_GRACE = timedelta(days=3)
+
+
+class VisitError(ValueError):
+    """A refused visit operation; `message_id` and `params` render it for staff."""
+
+    def __init__(self, message_id: str, **params: object) -> None:
+        self.message_id = message_id
+        self.params = params
+        super().__init__(catalogue.render(message_id, "en", **params))
+
+
+@dataclass(frozen=True)
+class VisitChange:
+    """The outcome of a move or a completion, for the CLI and the staff reply."""
+
+    subject_id: str
+    visit: str
+    old_date: date | None
+    new_date: date
+    window_start: date
+    window_end: date
+    out_of_window: bool
+    cancelled_notices: int
+
+
+def template_of(protocol: Protocol, visit: Visit) -> VisitTemplate:
+    """The protocol's template of a stored visit."""
+    template = protocol.visits.by_name(visit.name)
+    if template is None:
+        raise LookupError(f"visit {visit.name} is not in the protocol's visit table")
+    return template
+
+
+async def create_visits(session: AsyncSession, protocol: Protocol, patient: Patient, *,
+                        now: datetime, actor: Actor) -> list[Visit]:
+    """Store every protocol visit of a newly enrolled patient (scheduled on its target)."""
+    created = []
+    for plan in rules.plan_visits(protocol.visits, patient.baseline):
+        visit = Visit(patient_id=patient.id, name=plan.name, target_date=plan.target,
+                      window_start=plan.window_start, window_end=plan.window_end,
+                      scheduled_date=plan.target, status="planned", done_date=None,
+                      out_of_window=False, revision=0)
+        await audit.create(session, visit, at=now, actor=actor, reason="enrolment")
+        created.append(visit)
+    return created
+
+
+async def patient_visits(session: AsyncSession, patient_id: int) -> list[Visit]:
+    """A patient's visits in date order."""
+    return list((await session.execute(
+        select(Visit).where(Visit.patient_id == patient_id)
+        .order_by(Visit.target_date, Visit.id))).scalars())
+
+
+async def find_patient(session: AsyncSession, subject_id: str) -> Patient:
+    """The patient with that subject id, or VisitError."""
+    patient = (await session.execute(select(Patient).where(
+        Patient.subject_id == subject_id.strip()))).scalar_one_or_none()
+    if patient is None:
+        raise VisitError("visit.error_no_patient", subject=subject_id.strip())
+    return patient
+
+
+async def find_visit(session: AsyncSession, patient: Patient, name: str) -> Visit:
+    """One visit of a patient by its protocol name (case-insensitive), or VisitError."""
+    wanted = name.strip().upper()
+    visits = await patient_visits(session, patient.id)
+    for visit in visits:
+        if visit.name == wanted:
+            return visit
+    raise VisitError("visit.error_no_visit", subject=patient.subject_id, visit=wanted,
+                     names=" ".join(v.name for v in visits))
+
+
+def parse_date(value: str) -> date:
+    """A YYYY-MM-DD date, or VisitError."""
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise VisitError("visit.error_bad_date", value=value.strip()) from None
+
+
+async def cancel_notices(session: AsyncSession, visit: Visit, *, now: datetime,
+                         reason: str) -> int:
+    """Cancel the visit's notices that are still queued (their date no longer holds)."""
+    ids = list((await session.execute(
+        select(OutboundMessage.id).where(OutboundMessage.visit_id == visit.id,
+                                         OutboundMessage.status == "queued"))).scalars())
+    if not ids:
+        return 0
+    # Re-checking the status in the UPDATE keeps a row a dispatcher sent meanwhile as it is.
+    result = await session.execute(
+        update(OutboundMessage).where(OutboundMessage.id.in_(ids),
+                                      OutboundMessage.status == "queued")
+        .values(status="cancelled", lease_until=None, leased_by=None)
+        .returning(OutboundMessage.id))
+    cancelled = list(result.scalars())
+    for message_id in cancelled:
+        session.add(DeliveryEvent(message_id=message_id, status="cancelled", at=now,
+                                  detail=reason))
+    return len(cancelled)
+
+
+async def _sync_hold_dose(session: AsyncSession, protocol: Protocol, visit: Visit,
+                          old_day: date | None, new_day: date | None, *, now: datetime,
+                          actor: Actor, reason: str) -> None:
+    """Keep not-yet-reminded doses' visit-day hold in step with the visit's date."""
+    if not template_of(protocol, visit).hold_dose or old_day == new_day:
+        return
+    days = [d for d in (old_day, new_day) if d is not None]
+    doses = (await session.execute(select(DoseRecord).where(
+        DoseRecord.patient_id == visit.patient_id, DoseRecord.local_date.in_(days),
+        DoseRecord.state == "scheduled", DoseRecord.reminded_at.is_(None)))).scalars()
+    for dose in doses:
+        if dose.local_date == new_day:
+            audit.change(session, dose, at=now, actor=actor, reason=reason,
+                         hold_for_visit=visit.name)
+        elif dose.hold_for_visit == visit.name:
+            audit.change(session, dose, at=now, actor=actor, reason=reason, hold_for_visit=None)
+
+
+async def move_visit(session: AsyncSession, protocol: Protocol, patient: Patient, name: str,
+                     new_date: date, *, reason: str, now: datetime, actor: Actor) -> VisitChange:
+    """Reschedule a visit; its old notices are cancelled and new ones follow the new date."""
+    reason = reason.strip()
+    if not reason:
+        raise VisitError("visit.error_no_reason")
+    visit = await find_visit(session, patient, name)
+    if visit.status == "done":
+        raise VisitError("visit.error_already_done", subject=patient.subject_id,
+                         visit=visit.name, date=visit.done_date)
+    if new_date == visit.scheduled_date and visit.status == "planned":
+        raise VisitError("visit.error_same_date", subject=patient.subject_id, visit=visit.name,
+                         date=new_date)
+    old_date = visit.scheduled_date
+    out = not rules.in_window(new_date, visit.window_start, visit.window_end)
+    # A missed visit that staff reschedule is planned again (and flagged when outside).
+    audit.change(session, visit, at=now, actor=actor, reason=reason, scheduled_date=new_date,
+                 revision=visit.revision + 1, out_of_window=out, status="planned")
+    cancelled = await cancel_notices(session, visit, now=now,
+                                     reason=f"visit moved to {new_date.isoformat()}")
+    await _sync_hold_dose(session, protocol, visit, old_date, new_date, now=now, actor=actor,
+                          reason=reason)
+    return VisitChange(patient.subject_id, visit.name, old_date, new_date, visit.window_start,
+                       visit.window_end, out, cancelled)
+
+
+async def mark_done(session: AsyncSession, protocol: Protocol, patient: Patient, name: str, *,
+                    done_date: date | None, now: datetime, actor: Actor,
+                    reason: str | None = None) -> VisitChange:
+    """Record that a visit took place (today, local, by default), flagged if outside its window."""
+    visit = await find_visit(session, patient, name)
+    today = rules.local_date(now, patient.tz)
+    day = done_date or today
+    if visit.status == "done":
+        raise VisitError("visit.error_already_done", subject=patient.subject_id,
+                         visit=visit.name, date=visit.done_date)
+    if day > today:
+        raise VisitError("visit.error_future_done", subject=patient.subject_id,
+                         visit=visit.name, date=day)
+    out = not rules.in_window(day, visit.window_start, visit.window_end)
+    old_date = visit.scheduled_date
+    audit.change(session, visit, at=now, actor=actor, reason=reason, status="done",
+                 done_date=day, out_of_window=out)
+    cancelled = await cancel_notices(session, visit, now=now, reason="visit done")
+    if day < old_date:  # done early: the planned visit day needs no hold any more
+        await _sync_hold_dose(session, protocol, visit, old_date, None, now=now, actor=actor,
+                              reason="visit done")
+    return VisitChange(patient.subject_id, visit.name, old_date, day, visit.window_start,
+                       visit.window_end, out, cancelled)
+
+
+async def hold_dose_visit(session: AsyncSession, protocol: Protocol, patient_id: int,
+                          day: date) -> Visit | None:
+    """The visit on a patient's local date whose protocol says to take the dose after the
+    blood test (planned that day, or done that day), or None."""
+    hold = [v.name for v in protocol.visits.table if v.hold_dose]
+    return (await session.execute(select(Visit).where(
+        Visit.patient_id == patient_id, Visit.name.in_(hold),
+        or_(and_(Visit.status == "planned", Visit.scheduled_date == day),
+            and_(Visit.status == "done", Visit.done_date == day)))
+        .order_by(Visit.id).limit(1))).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A notice's text, template id and the version of the wording that went out."""
+
+    body: str
+    template_id: str
+    version: str
+
+
+def render_visit_notice(template: VisitTemplate, day: date, days: int,
+                        language: str) -> Rendered:
+    """A visit notice in a language: when, then the visit's instructions (same for all)."""
+    pattern = catalogue.template("visit.date_format", language).text
+    when = format_date(day, format=pattern, locale=catalogue.LOCALES[language])
+    head = "visit.notice_tomorrow" if days == 1 else "visit.notice_in_days"
+    parts = [catalogue.template(head, language)]
+    parts += [catalogue.template(f"visit.{name}", language)
+              for name in rules.instructions(template)]
+    body = JOINERS[language].join(part.render(days=days, date=when) for part in parts)
+    digest = hashlib.sha256("\n".join([pattern, *(p.text for p in parts)]).encode())
+    return Rendered(body, head, digest.hexdigest()[:10])
+
+
+async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
+    """Queue every visit notice whose instant has come (and whose day has not passed)."""
+    names = rules.notified_names(protocol.visits)
+    days = protocol.visits.notice_days_before
+    utc_today = now.astimezone(UTC).date()
+    # Local dates are within a day of the UTC date, so this range holds every due visit.
+    low = utc_today + timedelta(days=min(days) - 1)
+    high = utc_today + timedelta(days=max(days) + 1)
+    rows = (await session.execute(
+        select(Visit, Patient).join(Patient, Patient.id == Visit.patient_id)
+        .where(Visit.status == "planned", Visit.scheduled_date.between(low, high),
+               Visit.name.in_(names), Patient.status == "active",
+               Patient.opted_out.is_(False)))).all()
+    if not rows:
+        return 0
+    existing = set((await session.execute(select(OutboundMessage.dedupe_key).where(
+        OutboundMessage.visit_id.in_([visit.id for visit, _ in rows])))).scalars())
+    planned = 0
+    for visit, patient in rows:
+        route = patient_route(patient)
+        if route is None or rules.is_quiet(now, protocol.quiet_hours, patient.tz):
+            continue
+        for notice in rules.notices(protocol.visits, protocol.quiet_hours,
+                                    visit.scheduled_date, patient.tz):
+            key = f"visit:{visit.id}:r{visit.revision}:d{notice.days}"
+            if key in existing or not notice.at <= now < notice.expires:
+                continue
+            text = render_visit_notice(template_of(protocol, visit), visit.scheduled_date,
+                                       notice.days, patient.language)
+            row = await outbox.enqueue(
+                session, key=key, channel=route.channel, address=route.address,
+                template_id=text.template_id, template_version=text.version,
+                language=patient.language, body=text.body, due_at=notice.at, now=now,
+                patient_id=patient.id, visit_id=visit.id)
+            planned += row is not None
+    return planned
+
+
+async def detect_missed(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
+    """Mark visits whose window closed unvisited as missed, each with a routine alert."""
+    utc_today = now.astimezone(UTC).date()
+    rows = (await session.execute(
+        select(Visit, Patient).join(Patient, Patient.id == Visit.patient_id)
+        .where(Visit.status == "planned", Visit.scheduled_date <= utc_today,
+               Visit.window_end <= utc_today,
+               Visit.name.in_(rules.tracked_names(protocol.visits)),
+               Patient.status != "withdrawn"))).all()
+    missed = 0
+    for visit, patient in rows:
+        # A visit moved past its window is due by its new date instead.
+        deadline = max(visit.window_end, visit.scheduled_date)
+        if not rules.window_closed(deadline, rules.local_date(now, patient.tz)):
+            continue
+        audit.change(session, visit, at=now, actor=SYSTEM, reason="window closed",
+                     status="missed")
+        await cancel_notices(session, visit, now=now, reason="visit missed")
+        summary = (f"{patient.subject_id} {visit.name}: no visit recorded by {deadline} "
+                   f"(window {visit.window_start} to {visit.window_end})")
+        alert = Alert(site_id=patient.site_id, patient_id=patient.id, kind="missed_visit",
+                      tier="routine", status="open", summary=summary, opened_at=now,
+                      received_at=now, level=0, pages=0)
+        await audit.create(session, alert, at=now, actor=SYSTEM, reason="visit window closed")
+        session.add(AlertEvent(alert_id=alert.id, step=0, kind="opened", level=0, at=now,
+                               detail=f"visit {visit.name} missed"))
+        missed += 1
+    return missed
+
+
+def _dose_label(protocol: Protocol, label: str, language: str) -> str:
+    return protocol.dose.label[label].get(language)
+
+
+async def plan_phase_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
+    """Queue the neutral phase-change notice and the end-of-study thank-you once each."""
+    at = rules.notice_time(protocol.visits, protocol.quiet_hours)
+    utc_today = now.astimezone(UTC).date()
+    # (key suffix, message id, dose label, offset of the notice day from baseline)
+    events: list[tuple[str, str, str | None, timedelta]] = [
+        (p.name, "phase.changed", p.dose_label, timedelta(days=7 * p.start_week))
+        for p in protocol.phases[1:]]
+    # The thank-you goes out the day after the last study day, when reminders have stopped.
+    events.append(("end", "phase.end", None, timedelta(days=7 * protocol.study.end_week + 1)))
+    planned = 0
+    for suffix, message_id, label, offset in events:
+        low = utc_today - offset - PHASE_NOTICE_GRACE - timedelta(days=1)
+        high = utc_today - offset + timedelta(days=1)
+        patients = (await session.execute(select(Patient).where(
+            Patient.baseline.between(low, high), Patient.status == "active",
+            Patient.opted_out.is_(False)))).scalars().all()
+        keys = {p.id: f"phase:{p.id}:{suffix}" for p in patients}
+        existing = set((await session.execute(select(OutboundMessage.dedupe_key).where(
+            OutboundMessage.dedupe_key.in_(list(keys.values()))))).scalars()) if keys else set()
+        for patient in patients:
+            start = rules.local_instant(patient.baseline + offset, at, patient.tz)
+            route = patient_route(patient)
+            if (keys[patient.id] in existing or route is None
+                    or not start <= now < start + PHASE_NOTICE_GRACE
+                    or rules.is_quiet(now, protocol.quiet_hours, patient.tz)):
+                continue
+            params = {} if label is None else {
+                "dose_label": _dose_label(protocol, label, patient.language)}
+            template = catalogue.template(message_id, patient.language)
+            row = await outbox.enqueue(
+                session, key=keys[patient.id], channel=route.channel, address=route.address,
+                template_id=message_id, template_version=template.version,
+                language=patient.language, body=template.render(**params), due_at=start,
+                now=now, patient_id=patient.id)
+            planned += row is not None
+    return planned

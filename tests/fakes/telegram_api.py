@@ -1,0 +1,242 @@
+"""A small fake Telegram Bot API on 127.0.0.1: records every call, serves injected updates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    """One Bot API request as the fake saw it (form fields decoded, JSON fields parsed)."""
+
+    method: str
+    params: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Failure:
+    """A canned error for sends to one chat: 429 with retry_after, 5xx, 403, 400."""
+
+    status: int
+    description: str
+    retry_after: int | None = None
+    times: int | None = None  # None: every time
+
+
+JSON_FIELDS = {"reply_markup", "allowed_updates", "entities", "caption_entities"}
+
+
+class FakeTelegramAPI:
+    """The fake server; `base_url` goes into ENGAGE_TELEGRAM_API_URL."""
+
+    def __init__(self, *, bot_id: int = 42, username: str = "engage_test_bot") -> None:
+        self.bot_id = bot_id
+        self.username = username
+        self.calls: list[Call] = []
+        self.updates: list[dict[str, Any]] = []
+        self.confirmed_offset = 0
+        self.webhook: dict[str, Any] | None = None
+        self.failures: dict[str, Failure] = {}
+        self._next_update = itertools.count(1000)
+        self._next_message = itertools.count(1)
+        self._new_update = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        self._new_update.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- test controls -----------------------------------------------------------------------
+    def fail_chat(self, chat_id: int | str, failure: Failure) -> None:
+        """Make sends to a chat fail (e.g. 403 blocked, 429 flood, 502)."""
+        self.failures[str(chat_id)] = failure
+
+    def inject(self, update: dict[str, Any]) -> int:
+        """Queue an update (without update_id it gets the next one); return its update_id."""
+        update = dict(update)
+        update.setdefault("update_id", next(self._next_update))
+        self.updates.append(update)
+        self._new_update.set()
+        return int(update["update_id"])
+
+    def message_update(self, user_id: int, text: str, *, update_id: int | None = None,
+                       language_code: str = "zh-hans") -> dict[str, Any]:
+        """A private-chat text message update."""
+        user = {"id": user_id, "is_bot": False, "first_name": "P", "language_code": language_code}
+        update: dict[str, Any] = {"message": {
+            "message_id": next(self._next_message), "date": int(time.time()),
+            "chat": {"id": user_id, "type": "private", "first_name": "P"},
+            "from": user, "text": text}}
+        if update_id is not None:
+            update["update_id"] = update_id
+        return update
+
+    def callback_update(self, user_id: int, data: str, *, message_id: int = 1,
+                        update_id: int | None = None) -> dict[str, Any]:
+        """A button press on a message the bot sent."""
+        user = {"id": user_id, "is_bot": False, "first_name": "P"}
+        update: dict[str, Any] = {"callback_query": {
+            "id": f"cq{next(self._next_message)}", "from": user, "chat_instance": "ci",
+            "data": data, "message": {
+                "message_id": message_id, "date": int(time.time()),
+                "chat": {"id": user_id, "type": "private", "first_name": "P"},
+                "from": {"id": self.bot_id, "is_bot": True, "first_name": "Engage"},
+                "text": "reminder"}}}
+        if update_id is not None:
+            update["update_id"] = update_id
+        return update
+
+    def sent(self, method: str = "sendMessage", chat_id: int | str | None = None) -> list[Call]:
+        """Recorded calls of one method, optionally to one chat."""
+        return [c for c in self.calls if c.method == method
+                and (chat_id is None or str(c.params.get("chat_id")) == str(chat_id))]
+
+    async def wait_for(self, method: str, count: int = 1, within: float = 5.0) -> list[Call]:
+        """Wait until at least `count` calls of a method were seen."""
+        deadline = asyncio.get_running_loop().time() + within
+        while len(self.sent(method)) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"only {len(self.sent(method))} {method} calls")
+            await asyncio.sleep(0.02)
+        return self.sent(method)
+
+    async def wait_confirmed(self, update_id: int, within: float = 5.0) -> None:
+        """Wait until a poller asked for updates past `update_id` (confirming it)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while self.confirmed_offset <= update_id:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"update {update_id} not confirmed")
+            await asyncio.sleep(0.02)
+
+    # -- the API -----------------------------------------------------------------------------
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        form = await request.post()
+        for key, value in form.items():
+            if isinstance(value, web.FileField):
+                files[key] = value.file.read()
+            elif key in JSON_FIELDS:
+                params[key] = json.loads(str(value))
+            else:
+                params[key] = str(value)
+        self.calls.append(Call(method, params, files))
+        handler = {"getMe": self._get_me, "getUpdates": self._get_updates,
+                   "sendMessage": self._send_message, "sendPhoto": self._send_photo,
+                   "answerCallbackQuery": self._answer_callback_query,
+                   "editMessageReplyMarkup": self._edit_message_reply_markup,
+                   "setWebhook": self._set_webhook, "deleteWebhook": self._delete_webhook,
+                   "close": self._close_bot}.get(method)
+        if handler is None:
+            return self._error(404, "Not Found: method not found")
+        result = await handler(params, files)
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response({"ok": True, "result": result})
+
+    def _error(self, status: int, description: str, retry_after: int | None = None
+               ) -> web.Response:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+        if retry_after is not None:
+            body["parameters"] = {"retry_after": retry_after}
+        return web.json_response(body, status=status)
+
+    def _failure_for(self, chat_id: str) -> web.Response | None:
+        failure = self.failures.get(chat_id)
+        if failure is None:
+            return None
+        if failure.times is not None:
+            failure.times -= 1
+            if failure.times <= 0:
+                del self.failures[chat_id]
+        return self._error(failure.status, failure.description, failure.retry_after)
+
+    def _message(self, chat_id: str, **extra: Any) -> dict[str, Any]:
+        return {"message_id": next(self._next_message), "date": int(time.time()),
+                "chat": {"id": int(chat_id), "type": "private"},
+                "from": {"id": self.bot_id, "is_bot": True, "first_name": "Engage"}, **extra}
+
+    async def _get_me(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        return {"id": self.bot_id, "is_bot": True, "first_name": "Engage",
+                "username": self.username}
+
+    async def _get_updates(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        if self.webhook is not None:
+            return self._error(409, "Conflict: can't use getUpdates while webhook is active")
+        offset = int(params.get("offset", 0) or 0)
+        if offset:
+            # Telegram forgets every update below the offset: that is the confirmation.
+            self.confirmed_offset = max(self.confirmed_offset, offset)
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        timeout = float(params.get("timeout", 0) or 0)
+        pending = [u for u in self.updates if u["update_id"] >= offset]
+        if not pending and timeout > 0:
+            self._new_update.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_update.wait(), timeout=min(timeout, 1.0))
+            pending = [u for u in self.updates if u["update_id"] >= offset]
+        limit = int(params.get("limit", 100) or 100)
+        return pending[:limit]
+
+    async def _send_message(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        chat_id = str(params["chat_id"])
+        failure = self._failure_for(chat_id)
+        if failure is not None:
+            return failure
+        extra: dict[str, Any] = {"text": params.get("text", "")}
+        if "reply_markup" in params:
+            extra["reply_markup"] = params["reply_markup"]
+        return self._message(chat_id, **extra)
+
+    async def _send_photo(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        chat_id = str(params["chat_id"])
+        failure = self._failure_for(chat_id)
+        if failure is not None:
+            return failure
+        photo = [{"file_id": "ph1", "file_unique_id": "u1", "width": 10, "height": 10}]
+        return self._message(chat_id, photo=photo, caption=params.get("caption"))
+
+    async def _answer_callback_query(self, params: dict[str, Any], files: dict[str, bytes]
+                                     ) -> Any:
+        return True
+
+    async def _edit_message_reply_markup(self, params: dict[str, Any], files: dict[str, bytes]
+                                        ) -> Any:
+        return self._message(str(params.get("chat_id", 0)), text="edited")
+
+    async def _set_webhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        self.webhook = params
+        return True
+
+    async def _delete_webhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        self.webhook = None
+        if params.get("drop_pending_updates") in ("true", "True", "1"):
+            self.updates.clear()
+        return True
+
+    async def _close_bot(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        return True

@@ -1,0 +1,130 @@
+"""A fake Twilio REST API on 127.0.0.1: records Messages.json posts, can fail per number."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+ERRORS = {
+    21610: "Attempt to send to unsubscribed recipient",
+    21211: "The 'To' number is not a valid phone number.",
+    21614: "'To' number is not a valid mobile number",
+    20429: "Too Many Requests",
+}
+
+
+@dataclass
+class SmsFailure:
+    """A canned answer for one number: a Twilio error code, a bare HTTP status, or a hang."""
+
+    status: int = 400
+    code: int | None = None
+    delay: float = 0.0  # answer only after this long (to provoke client timeouts)
+    times: int | None = None  # None: every time
+
+
+@dataclass
+class SmsRequest:
+    account_sid: str
+    params: dict[str, str]
+    auth: tuple[str, str] | None
+    sid: str | None = None
+
+
+class FakeTwilioAPI:
+    """The fake server; `base_url` goes into ENGAGE_TWILIO_API_URL."""
+
+    def __init__(self) -> None:
+        self.requests: list[SmsRequest] = []
+        self.failures: dict[str, SmsFailure] = {}
+        self._sids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def fail_number(self, to: str, failure: SmsFailure) -> None:
+        """Make sends to a number fail."""
+        self.failures[to] = failure
+
+    def sent_to(self, to: str | None = None) -> list[SmsRequest]:
+        """Accepted messages (with a SID), optionally to one number."""
+        return [r for r in self.requests if r.sid and (to is None or r.params.get("To") == to)]
+
+    async def wait_for(self, count: int = 1, within: float = 5.0) -> list[SmsRequest]:
+        """Wait until `count` messages were accepted."""
+        deadline = asyncio.get_running_loop().time() + within
+        while len(self.sent_to()) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"only {len(self.sent_to())} SMS accepted")
+            await asyncio.sleep(0.02)
+        return self.sent_to()
+
+    @staticmethod
+    def _auth(request: web.Request) -> tuple[str, str] | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return None
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return user, password
+
+    async def _create(self, request: web.Request) -> web.Response:
+        account = request.match_info["sid"]
+        form = await request.post()
+        params = {k: str(v) for k, v in form.items()}
+        entry = SmsRequest(account, params, self._auth(request))
+        self.requests.append(entry)
+        if entry.auth is None or entry.auth[0] != account:
+            return web.json_response({"code": 20003, "message": "Authenticate",
+                                      "status": 401}, status=401)
+        failure = self.failures.get(params.get("To", ""))
+        if failure is not None:
+            if failure.times is not None:
+                failure.times -= 1
+                if failure.times <= 0:
+                    del self.failures[params.get("To", "")]
+            if failure.delay:
+                await asyncio.sleep(failure.delay)
+            if failure.code is not None or failure.status >= 400:
+                code = failure.code
+                body = {"code": code, "message": ERRORS.get(code or 0, "Error"),
+                        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                        "status": failure.status}
+                return web.json_response(body, status=failure.status)
+        entry.sid = f"SM{next(self._sids):032x}"
+        return web.json_response(self._resource(account, entry.sid, params), status=201)
+
+    @staticmethod
+    def _resource(account: str, sid: str, params: dict[str, str]) -> dict[str, Any]:
+        return {
+            "account_sid": account, "api_version": "2010-04-01", "body": params.get("Body", ""),
+            "date_created": "Mon, 02 Mar 2026 00:00:00 +0000", "date_sent": None,
+            "date_updated": "Mon, 02 Mar 2026 00:00:00 +0000", "direction": "outbound-api",
+            "error_code": None, "error_message": None, "from": params.get("From"),
+            "messaging_service_sid": params.get("MessagingServiceSid"),
+            "num_media": "0", "num_segments": "1", "price": None, "price_unit": "USD",
+            "sid": sid, "status": "queued" if params.get("MessagingServiceSid") is None
+            else "accepted",
+            "subresource_uris": {"media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/"
+                                          "Media.json"},
+            "to": params.get("To"),
+            "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
+        }

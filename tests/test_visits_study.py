@@ -1,0 +1,294 @@
+"""Visit rows, moves, completion, missed windows and notice planning on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from messages import catalogue
+from storage.audit import Actor
+from storage.db import Database
+from storage.models import (
+    Alert,
+    AlertEvent,
+    AuditEntry,
+    DeliveryEvent,
+    DoseRecord,
+    OutboundMessage,
+    Visit,
+)
+from study import visits
+from study.visits import VisitError
+from tests import test_visits_support as support
+from trial.protocol import Protocol
+
+T0 = datetime(2026, 2, 20, 2, 0, tzinfo=UTC)
+BASELINE = date(2026, 3, 2)  # W4 on Mon 2026-03-30, window 03-27..04-02
+STAFF = Actor.staff(1)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+async def _setup(db: Database, protocol: Protocol, **fields: object) -> int:
+    await support.site(db, T0)
+    patient = await support.patient(db, protocol, T0, "BJ01-001", baseline=BASELINE,
+                                    phone="+8613800000001", **fields)
+    return patient.id
+
+
+async def test_enrolment_stores_every_protocol_visit(db: Database, protocol: Protocol) -> None:
+    patient_id = await _setup(db, protocol)
+    async with db.read() as session:
+        rows = await visits.patient_visits(session, patient_id)
+        created = (await session.execute(select(AuditEntry).where(
+            AuditEntry.entity == "visits"))).scalars().all()
+    assert [v.name for v in rows] == [t.name for t in protocol.visits.table]
+    assert all(v.scheduled_date == v.target_date and v.status == "planned" and v.revision == 0
+               and not v.out_of_window for v in rows)
+    assert (rows[2].name, rows[2].window_start, rows[2].window_end) == (
+        "W4", date(2026, 3, 27), date(2026, 4, 2))
+    assert len(created) == 14 and {e.reason for e in created} == {"enrolment"}
+
+
+async def test_a_move_replans_notices_for_the_new_date_only(db: Database,
+                                                            protocol: Protocol) -> None:
+    patient_id = await _setup(db, protocol)
+    async with db.write() as session:  # Fri 03-27 10:00 Beijing: the 3-day notice of W4
+        assert await visits.plan_notices(session, protocol, utc(2026, 3, 27, 2)) == 1
+    async with db.write() as session:
+        patient = await visits.find_patient(session, "BJ01-001")
+        change = await visits.move_visit(session, protocol, patient, "w4", date(2026, 4, 1),
+                                         reason="patient travelling", now=utc(2026, 3, 27, 3),
+                                         actor=STAFF)
+    assert (change.old_date, change.new_date, change.out_of_window,
+            change.cancelled_notices) == (date(2026, 3, 30), date(2026, 4, 1), False, 1)
+    for now in (utc(2026, 3, 29, 1), utc(2026, 3, 29, 2), utc(2026, 3, 31, 1),
+                utc(2026, 3, 31, 5)):
+        async with db.write() as session:
+            await visits.plan_notices(session, protocol, now)
+    rows = await support.visit_messages(db)
+    assert [(m.dedupe_key.split(":", 2)[2], m.status, m.due_at) for m in rows] == [
+        ("r0:d3", "cancelled", utc(2026, 3, 27, 1)),
+        ("r1:d3", "queued", utc(2026, 3, 29, 1)),  # 09:00 Beijing, 3 days before 04-01
+        ("r1:d1", "queued", utc(2026, 3, 31, 1)),
+    ]
+    async with db.read() as session:
+        w4 = await support.visit(session, patient_id, "W4")
+        trail = (await session.execute(select(AuditEntry).where(
+            AuditEntry.entity == "visits", AuditEntry.entity_id == str(w4.id),
+            AuditEntry.action == "update"))).scalars().all()
+        events = (await session.execute(select(DeliveryEvent))).scalars().all()
+    assert (w4.scheduled_date, w4.revision, w4.status) == (date(2026, 4, 1), 1, "planned")
+    moved = {e.field: (e.old_value, e.new_value, e.reason, e.actor_kind) for e in trail}
+    assert moved["scheduled_date"] == ("2026-03-30", "2026-04-01", "patient travelling", "staff")
+    assert moved["revision"][:2] == ("0", "1")
+    assert [(e.status, e.detail) for e in events] == [("cancelled", "visit moved to 2026-04-01")]
+
+
+async def test_a_sent_notice_is_never_rewritten_by_a_move(db: Database,
+                                                          protocol: Protocol) -> None:
+    await _setup(db, protocol)
+    async with db.write() as session:
+        await visits.plan_notices(session, protocol, utc(2026, 3, 27, 2))
+        await session.execute(update(OutboundMessage).values(status="sent"))
+    async with db.write() as session:
+        patient = await visits.find_patient(session, "BJ01-001")
+        change = await visits.move_visit(session, protocol, patient, "W4", date(2026, 4, 1),
+                                         reason="clinic closed", now=utc(2026, 3, 27, 3),
+                                         actor=STAFF)
+    assert change.cancelled_notices == 0
+    assert [m.status for m in await support.visit_messages(db)] == ["sent"]
+
+
+async def test_move_rules(db: Database, protocol: Protocol) -> None:
+    patient_id = await _setup(db, protocol)
+    now = utc(2026, 3, 20)
+    async with db.write() as session:
+        patient = await visits.find_patient(session, "BJ01-001")
+        with pytest.raises(VisitError, match="reason is required"):
+            await visits.move_visit(session, protocol, patient, "W4", date(2026, 4, 1),
+                                    reason="  ", now=now, actor=STAFF)
+        with pytest.raises(VisitError, match="has no visit W5"):
+            await visits.move_visit(session, protocol, patient, "W5", date(2026, 4, 1),
+                                    reason="x", now=now, actor=STAFF)
+        with pytest.raises(VisitError, match="already scheduled on 2026-03-30"):
+            await visits.move_visit(session, protocol, patient, "W4", date(2026, 3, 30),
+                                    reason="x", now=now, actor=STAFF)
+        outside = await visits.move_visit(session, protocol, patient, "W4", date(2026, 4, 6),
+                                          reason="patient in hospital", now=now, actor=STAFF)
+        assert outside.out_of_window
+        back = await visits.move_visit(session, protocol, patient, "W4", date(2026, 4, 2),
+                                       reason="earlier slot", now=now, actor=STAFF)
+        assert not back.out_of_window
+        w4 = await support.visit(session, patient_id, "W4")
+        assert (w4.revision, w4.out_of_window) == (2, False)
+    with pytest.raises(VisitError, match="not a date"):
+        visits.parse_date("2026-13-01")
+
+
+async def test_done_records_the_real_date(db: Database, protocol: Protocol) -> None:
+    patient_id = await _setup(db, protocol)
+    async with db.write() as session:
+        patient = await visits.find_patient(session, "BJ01-001")
+        # 17:00 UTC on 03-29 is already 03-30 in Beijing: "today" is the patient's date.
+        done = await visits.mark_done(session, protocol, patient, "W4", done_date=None,
+                                      now=utc(2026, 3, 29, 17), actor=STAFF)
+        assert (done.new_date, done.out_of_window) == (date(2026, 3, 30), False)
+        with pytest.raises(VisitError, match="already done"):
+            await visits.mark_done(session, protocol, patient, "W4", done_date=None,
+                                   now=utc(2026, 3, 30, 2), actor=STAFF)
+        with pytest.raises(VisitError, match="still in the future"):
+            await visits.mark_done(session, protocol, patient, "W8", done_date=date(2026, 4, 28),
+                                   now=utc(2026, 4, 27, 2), actor=STAFF)
+        with pytest.raises(VisitError, match="already done"):
+            await visits.move_visit(session, protocol, patient, "W4", date(2026, 4, 1),
+                                    reason="x", now=utc(2026, 3, 30, 2), actor=STAFF)
+        w4 = await support.visit(session, patient_id, "W4")
+        assert (w4.status, w4.done_date) == ("done", date(2026, 3, 30))
+
+
+async def test_a_closed_window_opens_one_routine_alert(db: Database, protocol: Protocol) -> None:
+    patient_id = await _setup(db, protocol)
+    async with db.write() as session:  # W0 (03-02) took place; W4 window ends Thu 04-02
+        patient = await visits.find_patient(session, "BJ01-001")
+        await visits.mark_done(session, protocol, patient, "W0", done_date=date(2026, 3, 2),
+                               now=utc(2026, 3, 2, 4), actor=STAFF)
+    async with db.write() as session:  # 23:59 on 04-02 in Beijing: the window is still open
+        assert await visits.detect_missed(session, protocol, utc(2026, 4, 2, 15, 59)) == 0
+    for _ in range(2):  # 00:00 on 04-03 in Beijing; a second pass changes nothing
+        async with db.write() as session:
+            assert await visits.detect_missed(session, protocol, utc(2026, 4, 2, 16)) in (0, 1)
+    async with db.read() as session:
+        alerts = (await session.execute(select(Alert))).scalars().all()
+        events = (await session.execute(select(AlertEvent))).scalars().all()
+        w4 = await support.visit(session, patient_id, "W4")
+        scr = await support.visit(session, patient_id, "SCR")
+        pages = (await session.execute(select(OutboundMessage))).scalars().all()
+    assert [(a.kind, a.tier, a.status, a.patient_id, a.site_id, a.pages, a.next_escalation_at)
+            for a in alerts] == [("missed_visit", "routine", "open", patient_id, "BJ01", 0, None)]
+    assert "W4" in alerts[0].summary and "2026-04-02" in alerts[0].summary
+    assert [(e.step, e.kind) for e in events] == [(0, "opened")]
+    assert (w4.status, scr.status) == ("missed", "planned")  # screening preceded enrolment
+    assert pages == []  # routine: the digest reports it, nobody is paged
+    async with db.write() as session:  # the visit happened late after all: its real date
+        patient = await visits.find_patient(session, "BJ01-001")
+        late = await visits.mark_done(session, protocol, patient, "W4",
+                                      done_date=date(2026, 4, 6), now=utc(2026, 4, 7, 2),
+                                      actor=STAFF)
+    assert (late.new_date, late.out_of_window) == (date(2026, 4, 6), True)
+    async with db.read() as session:
+        w4 = await support.visit(session, patient_id, "W4")
+    assert (w4.status, w4.done_date, w4.out_of_window) == ("done", date(2026, 4, 6), True)
+
+
+async def test_a_visit_moved_past_its_window_is_due_by_its_new_date(
+        db: Database, protocol: Protocol) -> None:
+    patient_id = await _setup(db, protocol)
+    async with db.write() as session:
+        patient = await visits.find_patient(session, "BJ01-001")
+        await visits.move_visit(session, protocol, patient, "W4", date(2026, 4, 8),
+                                reason="patient abroad", now=utc(2026, 3, 20), actor=STAFF)
+    async with db.write() as session:
+        assert await visits.detect_missed(session, protocol, utc(2026, 4, 5)) == 0
+    async with db.write() as session:
+        # W0 (window 03-02) was never marked done; W4 is due by 04-08.
+        assert await visits.detect_missed(session, protocol, utc(2026, 4, 8, 17)) == 2
+        w4 = await support.visit(session, patient_id, "W4")
+        assert w4.status == "missed"
+
+
+async def test_withdrawn_patients_have_no_missed_visits(db: Database,
+                                                        protocol: Protocol) -> None:
+    await _setup(db, protocol, status="withdrawn")
+    async with db.write() as session:
+        assert await visits.detect_missed(session, protocol, utc(2026, 6, 1)) == 0
+
+
+@pytest.mark.parametrize("fields", [{"status": "paused"}, {"status": "withdrawn"},
+                                    {"opted_out": True}])
+async def test_no_notices_for_paused_withdrawn_or_opted_out(
+        sqlite_db: Database, protocol: Protocol, fields: dict[str, object]) -> None:
+    await _setup(sqlite_db, protocol, **fields)
+    async with sqlite_db.write() as session:
+        assert await visits.plan_notices(session, protocol, utc(2026, 3, 27, 2)) == 0
+        assert await visits.plan_phase_notices(session, protocol, utc(2026, 8, 17, 2)) == 0
+
+
+async def test_notices_are_not_planned_early_late_or_in_quiet_hours(
+        sqlite_db: Database, protocol: Protocol) -> None:
+    await _setup(sqlite_db, protocol)
+    for now in (utc(2026, 3, 27, 0, 59),  # 08:59 Beijing: too early
+                utc(2026, 3, 27, 14),  # 22:00 Beijing: quiet hours, and the day's over
+                utc(2026, 3, 28, 2)):  # 10:00 the next day: "in 3 days" would be wrong
+        async with sqlite_db.write() as session:
+            assert await visits.plan_notices(session, protocol, now) == 0
+    async with sqlite_db.write() as session:  # an outage until 21:59 that day: still in time
+        assert await visits.plan_notices(session, protocol, utc(2026, 3, 29, 13, 59)) == 1
+    async with sqlite_db.write() as session:
+        assert await visits.plan_notices(session, protocol, utc(2026, 3, 29, 13, 59)) == 0
+    [row] = await support.visit_messages(sqlite_db)
+    assert (row.dedupe_key.endswith(":r0:d1"), row.due_at) == (True, utc(2026, 3, 29, 1))
+
+
+async def test_visit_day_hold_follows_the_visit(db: Database, protocol: Protocol) -> None:
+    patient_id = await _setup(db, protocol)
+    async with db.write() as session:
+        for day in (date(2026, 3, 30), date(2026, 4, 1)):  # doses DOSE would have planned
+            due = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            session.add(DoseRecord(patient_id=patient_id, local_date=day, due_at=due,
+                                   cutoff_at=due + timedelta(hours=12), state="scheduled",
+                                   hold_for_visit="W4" if day.day == 30 else None))
+    async with db.write() as session:
+        hold = await visits.hold_dose_visit(session, protocol, patient_id, date(2026, 3, 30))
+        assert hold is not None and hold.name == "W4"
+        assert await visits.hold_dose_visit(session, protocol, patient_id,
+                                            date(2026, 3, 31)) is None
+        patient = await visits.find_patient(session, "BJ01-001")
+        await visits.move_visit(session, protocol, patient, "W4", date(2026, 4, 1),
+                                reason="slot", now=utc(2026, 3, 20), actor=STAFF)
+    async with db.read() as session:
+        doses = (await session.execute(select(DoseRecord.local_date, DoseRecord.hold_for_visit)
+                                       .order_by(DoseRecord.local_date))).all()
+        assert await visits.hold_dose_visit(session, protocol, patient_id,
+                                            date(2026, 3, 30)) is None
+        moved = await visits.hold_dose_visit(session, protocol, patient_id, date(2026, 4, 1))
+    assert [tuple(d) for d in doses] == [(date(2026, 3, 30), None), (date(2026, 4, 1), "W4")]
+    assert moved is not None and moved.name == "W4"
+
+
+def test_notice_texts_are_short_neutral_and_carry_the_instructions(protocol: Protocol) -> None:
+    w12 = protocol.visits.by_name("W12")
+    assert w12 is not None
+    zh = visits.render_visit_notice(w12, date(2026, 5, 25), 3, "zh")
+    en = visits.render_visit_notice(w12, date(2026, 5, 25), 1, "en")
+    assert zh.body == ("提醒：3天后（5月25日（周一））是您的复诊日。请空腹前来。请带上您的药物及包装。"
+                       "复诊当天请勿在家服药，把药带来，抽血后再服。")
+    assert len(zh.body) <= 70  # one Chinese SMS segment
+    assert en.body == ("Reminder: you have a clinic visit tomorrow, Mon 25 May. Please come "
+                       "fasting. Bring your medication and its packaging. On the visit day do "
+                       "not take your dose at home; bring it and take it after your blood test.")
+    assert (zh.template_id, en.template_id) == ("visit.notice_in_days", "visit.notice_tomorrow")
+    w8 = protocol.visits.by_name("W8")
+    assert w8 is not None
+    plain = visits.render_visit_notice(w8, date(2026, 5, 25), 3, "en").body
+    assert "fasting" not in plain and "blood test" in plain
+    forbidden = [w.lower() for w in protocol.sms.forbidden_words]
+    for body in (zh.body, en.body, plain):
+        assert not [w for w in forbidden if w in body.lower()]
+    assert zh.version != visits.render_visit_notice(w8, date(2026, 5, 25), 3, "zh").version
+    assert catalogue.message_ids("en") and set(
+        i for i in catalogue.message_ids("en") if i.startswith(("visit.", "phase."))) == set(
+        i for i in catalogue.message_ids("zh") if i.startswith(("visit.", "phase.")))
+
+
+async def test_visits_rows_are_indexed_for_planning(sqlite_db: Database) -> None:
+    # The tick reads planned visits by date; without the index every tick scans every visit.
+    async with sqlite_db.read() as session:
+        plan = (await session.execute(select(Visit.id).where(
+            Visit.status == "planned", Visit.scheduled_date.between(
+                date(2026, 1, 1), date(2026, 1, 5))).prefix_with("EXPLAIN QUERY PLAN"))).all()
+    assert "ix_visits_due" in str(plan)

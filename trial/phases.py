@@ -1,0 +1,47 @@
+"""Study phases of a patient by local date: pure rules from the baseline and the protocol.
+
+Day 0 is the baseline date; week N starts on day 7N. The study's last day is the day of week
+`study.end_week` (the final visit's target), after which no dose is planned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from trial.protocol import Phase, Protocol
+
+
+@dataclass(frozen=True)
+class PhaseChange:
+    """The local date on which a patient enters a phase after the first."""
+
+    phase: Phase
+    starts: date
+
+
+def week_start(baseline: date, week: int) -> date:
+    """The local date on which study week `week` begins."""
+    return baseline + timedelta(days=7 * week)
+
+
+def end_of_study(protocol: Protocol, baseline: date) -> date:
+    """The last study day of a patient (doses and reminders stop after it)."""
+    return week_start(baseline, protocol.study.end_week)
+
+
+def in_study(protocol: Protocol, baseline: date, day: date) -> bool:
+    """Whether a local date is inside the patient's study period (baseline to end, inclusive)."""
+    return baseline <= day <= end_of_study(protocol, baseline)
+
+
+def phase_on(protocol: Protocol, baseline: date, day: date) -> Phase | None:
+    """The phase a local date falls in, or None before baseline and after the end of study."""
+    if not in_study(protocol, baseline, day):
+        return None
+    return protocol.phase_at_week((day - baseline).days / 7)
+
+
+def phase_changes(protocol: Protocol, baseline: date) -> list[PhaseChange]:
+    """Every phase change of a patient, in order (the first phase starts at baseline: none)."""
+    return [PhaseChange(p, week_start(baseline, p.start_week)) for p in protocol.phases[1:]]
