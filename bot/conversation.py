@@ -15,6 +15,7 @@ Every adapter (Telegram, SMS, sandbox, a future WeChat) turns what it receives i
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from bot import staff_commands
 from bot.channels import Choice
 from engage.clock import Clock
 from messages import catalogue
-from messages.keywords import Keyword, normalize, parse_keyword
+from messages.keywords import Keyword, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
@@ -48,9 +49,8 @@ SMS = "sms"
 PATIENT_COMMANDS = {"report": Keyword.REPORT, "help": Keyword.HELP, "stop": Keyword.STOP,
                     "start": Keyword.START, "language": Keyword.LANGUAGE,
                     "lang": Keyword.LANGUAGE}
-LANGUAGE_WORDS = {"zh": "zh", "中文": "zh", "cn": "zh", "chinese": "zh", "汉语": "zh",
-                  "en": "en", "english": "en", "英文": "en", "英语": "en"}
-DOSE_ANSWERS = {Keyword.TAKEN: "taken", Keyword.SKIP: "skip", Keyword.SNOOZE: "snooze"}
+DOSE_ANSWERS = {Keyword.TAKEN: "taken", Keyword.SKIP: "skip", Keyword.SNOOZE: "snooze",
+                Keyword.MISSED: "missed"}
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def _language_choice(text: str) -> str | None:
     """`LANG EN`, `语言 中文`, `language english` -> the language asked for."""
     words = normalize(text).split()
     if len(words) == 2 and parse_keyword(words[0]) is Keyword.LANGUAGE:
-        return LANGUAGE_WORDS.get(words[1])
+        return parse_language(words[1])
     return None
 
 
@@ -289,8 +289,6 @@ class Conversation:
             if name == "start" and args:
                 return await self._link(session, event, args, now)
             keyword = PATIENT_COMMANDS.get(name) or parse_keyword(name) or Keyword.HELP
-        elif keyword is None and event.channel == SMS:
-            keyword = optout.sms_keyword(text)
         if keyword in (Keyword.STOP, Keyword.START, Keyword.HELP):
             return await self._opt(session, patient, keyword, event, now)
         questionnaire = _questionnaire()
@@ -319,7 +317,7 @@ class Conversation:
         kind, _, rest = action.partition(":")
         if kind == "dose":
             answer, _, dose_id = rest.partition(":")
-            if answer in ("taken", "skip", "snooze") and dose_id.isdigit():
+            if answer in DOSE_ANSWERS.values() and dose_id.isdigit():
                 return await self._dose(session, patient, answer, int(dose_id), now)
         elif kind == "q":
             questionnaire = _questionnaire()
@@ -415,9 +413,21 @@ class Conversation:
             language=sender.language, body=template.render(**reply.params), due_at=now,
             now=now, lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
             choices=[_render_choice(c, sender.language) for c in reply.choices],
-            patient_id=sender.patient.id if sender.patient else None,
+            patient_id=_reply_patient_id(sender.patient),
             staff_id=sender.staff.id if sender.staff else None)
         return row is not None
+
+
+def _reply_patient_id(patient: Patient | None) -> int | None:
+    """The patient a reply is filed under for the dispatcher's recipient checks.
+
+    A patient who opted out or is paused still gets the answer to what they just wrote (the
+    STOP confirmation above all), so such a reply goes to the address it came from without the
+    routine-message screening; the inbound row keeps the patient link.
+    """
+    if patient is None or patient.opted_out or patient.status != "active":
+        return None
+    return patient.id
 
 
 def _language_question() -> Reply:
@@ -429,9 +439,8 @@ def _language_question() -> Reply:
 def _questionnaire() -> Any:
     """The questionnaire module, once the feature exists."""
     try:
-        from study import questionnaire
+        return importlib.import_module("study.questionnaire")
     except ModuleNotFoundError as exc:
         if exc.name != "study.questionnaire":
             raise
         return None
-    return questionnaire

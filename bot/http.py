@@ -20,6 +20,7 @@ from bot.conversation import SMS, Conversation, InboundEvent
 from engage.clock import Clock
 from storage.db import Database
 from storage.models import OutboundMessage, Patient
+from storage.outbox import record_status
 from study import optout
 
 log = logging.getLogger(__name__)
@@ -121,18 +122,18 @@ async def twilio_sms(request: web.Request) -> web.Response:
 
 async def twilio_status(request: web.Request) -> web.Response:
     """A delivery status callback: the message's status only ever moves forward."""
-    from storage.outbox import record_status  # type: ignore[attr-defined]
-
     server = request.app[SERVER]
     form = await _signed_form(request)
     sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
     if not sid or not status:
         raise web.HTTPBadRequest(text="MessageSid and MessageStatus are required")
     code = form.get("ErrorCode", "")
+    message_id = request.query.get("message_id", "")
     now = server.clock.now()
     async with server.db.write() as session:
         await record_status(session, provider_id=sid, status=status, now=now,
-                            detail=f"ErrorCode {code}" if code else "")
+                            detail=f"ErrorCode {code}" if code else "",
+                            message_id=int(message_id) if message_id.isdigit() else None)
         if status in ("failed", "undelivered") and code in OPTED_OUT_CODES | UNREACHABLE_CODES:
             patient = (await session.execute(
                 select(Patient).join(OutboundMessage, OutboundMessage.patient_id == Patient.id)

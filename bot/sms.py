@@ -105,8 +105,11 @@ class SmsChannel:
         """Send one SMS; Twilio's SID becomes the provider id for status callbacks."""
         language = message.language or language_of(message.text)
         body = render(message.text, message.choices, language)
+        # The outbox id rides in the callback URL: a send that timed out before Twilio's SID
+        # came back can still be matched to its status callbacks.
+        callback = f"{self.status_callback}?message_id={message.message_id}"
         kwargs: dict[str, Any] = {"to": message.address, "body": body,
-                                  "status_callback": self.status_callback}
+                                  "status_callback": callback}
         if self.messaging_service_sid:
             kwargs["messaging_service_sid"] = self.messaging_service_sid
         else:

@@ -38,6 +38,8 @@ ACTIONS: dict[str, StaffAction] = {}
 # missing one is skipped with a warning, one that fails inside fails loudly.
 FEATURE_MODULES: list[str] = [
     "bot.staff_visits",
+    "bot.staff_queries",
+    "bot.staff_alerts",
 ]
 
 

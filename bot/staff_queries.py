@@ -8,19 +8,21 @@ Long answers come in pages with buttons (`page:{command}:{n}`); a press re-runs 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import Choice
-from bot.pagination import page_action, paginate, parse_page_payload, pick
+from bot.pagination import ROWS_PER_PAGE, page_action, paginate, parse_page_payload, pick
 from bot.staff_commands import register_action, register_command
 from messages import catalogue
 from storage.models import DoseRecord, Patient, Site, Staff, Visit
-from study import adherence_view, digest, staff_access
+from study import digest, staff_access
+from study.doses import patient_adherence
 from study.replies import Reply
+from trial.adherence import days_between
 from trial.protocol import Protocol
 
 VISIT_DAYS_DEFAULT = 7
@@ -39,10 +41,10 @@ def _not_found(query: str) -> list[Reply]:
     return [Reply("staff.not_found", {"query": query})]
 
 
-def _pages(staff: Staff, command: str, header: str, rows: Sequence[str],
-           number: int) -> list[Reply]:
+def _pages(staff: Staff, command: str, header: str, rows: Sequence[str], number: int,
+           rows_per_page: int = ROWS_PER_PAGE) -> list[Reply]:
     """Page `number` of an answer, with Previous/Next buttons when there is more than one."""
-    pages = paginate(header, rows)
+    pages = paginate(header, rows, rows_per_page=rows_per_page)
     page = pick(pages, number)
     if page.count == 1:
         return [Reply("staff.text", {"body": page.text})]
@@ -121,16 +123,15 @@ async def _site_table(session: AsyncSession, protocol: Protocol, staff: Staff,
         return _not_found(staff.site_id or "-")
     label = sites[0].id if len(sites) == 1 else _t("staff.scope_all", staff)
     today = digest.local_today(now, sites[0].tz)
+    site_ids = None if len(sites) > 1 else [sites[0].id]
     rows = []
-    for site in sites:
-        for line in await adherence_view.site_table(session, protocol, site.id, now=now):
-            rows.append(_t("staff.adherence_row", staff, subject=line.subject_id,
-                           c7=_percent(line.last_7.confirmed), r7=_percent(line.last_7.response),
-                           w7=_percent(line.last_7.worst_case),
-                           c28=_percent(line.last_28.confirmed),
-                           r28=_percent(line.last_28.response),
-                           w28=_percent(line.last_28.worst_case),
-                           flags=(" ⚑ " + _flags(staff, line.flags)) if line.flags else ""))
+    for line in await digest.adherence_lines(session, protocol, site_ids, now=now):
+        week, month = line.last_7.counts, line.last_28.counts
+        rows.append(_t("staff.adherence_row", staff, subject=line.subject_id,
+                       c7=_percent(week.confirmed_adherence), r7=_percent(week.response_rate),
+                       w7=_percent(week.worst_case), c28=_percent(month.confirmed_adherence),
+                       r28=_percent(month.response_rate), w28=_percent(month.worst_case),
+                       flags=(" ⚑ " + _flags(staff, line.flags)) if line.flags else ""))
     if not rows:
         return [Reply("staff.adherence_empty", {"site": label})]
     header = _t("staff.adherence_header", staff, site=label, date=today.isoformat())
@@ -140,27 +141,39 @@ async def _site_table(session: AsyncSession, protocol: Protocol, staff: Staff,
 async def _subject_days(session: AsyncSession, protocol: Protocol, staff: Staff,
                         patient: Patient, command: str, number: int,
                         now: datetime) -> list[Reply]:
-    view = await adherence_view.subject_days(session, protocol, patient, now=now)
+    days = digest.ADHERENCE_WINDOWS[-1]
+    start = digest.window_start(now, patient.tz, days)
+    summary = await patient_adherence(session, protocol, patient, now=now, start=start)
+    doses = {d.local_date: d for d in (await session.execute(
+        select(DoseRecord).where(DoseRecord.patient_id == patient.id,
+                                 DoseRecord.local_date >= start))).scalars().all()}
+    today = digest.local_today(now, patient.tz)
     zone = ZoneInfo(patient.tz)
     rows = []
-    for day in view.days:
+    for record in days_between(doses, start, today + timedelta(days=1)):
+        dose = doses.get(record.day)
         detail = ""
-        if day.answered_at is not None:
+        if dose is not None and dose.answered_at is not None:
             detail += _t("staff.detail_answered", staff,
-                         time=day.answered_at.astimezone(zone).strftime("%H:%M"))
-        if day.reason:
-            detail += _t("staff.detail_reason", staff, reason=day.reason)
-        rows.append(_t("staff.subject_day_row", staff, date=day.local_date.isoformat(),
-                       weekday=_t(f"staff.weekday_{day.local_date.isoweekday()}", staff),
-                       status=digest.word("cell", day.status, staff.language),
+                         time=dose.answered_at.astimezone(zone).strftime("%H:%M"))
+        if dose is not None and dose.late_answer and dose.late_answer_at is not None:
+            detail += _t("staff.detail_late_answer", staff,
+                         answer=digest.word("cell", dose.late_answer, staff.language),
+                         time=dose.late_answer_at.astimezone(zone).strftime("%m-%d %H:%M"))
+        if dose is not None and dose.skip_reason:
+            detail += _t("staff.detail_reason", staff, reason=dose.skip_reason)
+        rows.append(_t("staff.subject_day_row", staff, date=record.day.isoformat(),
+                       weekday=_t(f"staff.weekday_{record.day.isoweekday()}", staff),
+                       status=digest.word("cell", record.status.value, staff.language),
                        detail=detail))
+    counts = summary.counts
     header = _t("staff.subject_header", staff, subject=patient.subject_id,
-                site=patient.site_id, days=len(view.days),
-                confirmed=_percent(view.figures.confirmed),
-                response=_percent(view.figures.response),
-                worst=_percent(view.figures.worst_case),
-                flags=_flags(staff, view.flags) or _t("staff.none", staff))
-    return _pages(staff, command, header, rows, number)
+                site=patient.site_id, days=days,
+                confirmed=_percent(counts.confirmed_adherence),
+                response=_percent(counts.response_rate), worst=_percent(counts.worst_case),
+                flags=_flags(staff, summary.flags.names) or _t("staff.none", staff))
+    # Four weeks day by day read best as one message.
+    return _pages(staff, command, header, rows, number, rows_per_page=days + 1)
 
 
 # /patient ----------------------------------------------------------------------------------
@@ -268,7 +281,7 @@ async def digest_now(session: AsyncSession, protocol: Protocol, staff: Staff, ar
     site = await _visible_site(session, staff, target, command="digest", now=now)
     if site is None:
         return _not_found(target)
-    content = await digest.gather(session, site, now=now)
+    content = await digest.gather(session, protocol, site, now=now)
     header, lines = digest.render(content, staff.language)
     replies = [Reply("staff.text", {"body": page.text}) for page in paginate(header, lines)]
     await enqueue_chart(session, site, staff, content.local_date, now=now,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -50,10 +51,17 @@ def domain_texts(folder: Path, domain: str, locale: str) -> dict[str, str]:
     po, mo = folder / f"{domain}.po", folder / f"{domain}.mo"
     po_bytes = po.read_bytes() if po.exists() else None
     if mo.exists():
-        stamp, texts = mo_texts(mo.read_bytes())
-        if po_bytes is None or stamp == source_digest(po_bytes):
-            return texts
-        log.warning("catalogue %s is older than %s; compiling the .po in memory", mo, po.name)
+        try:
+            stamp, texts = mo_texts(mo.read_bytes())
+        except (OSError, ValueError, struct.error) as exc:  # a truncated or foreign file
+            if po_bytes is None:
+                raise
+            log.warning("catalogue %s is unreadable (%s); compiling the .po in memory", mo, exc)
+        else:
+            if po_bytes is None or stamp == source_digest(po_bytes):
+                return texts
+            log.warning("catalogue %s is older than %s; compiling the .po in memory",
+                        mo, po.name)
     else:
         log.warning("catalogue %s is not compiled; compiling the .po in memory", po)
     if po_bytes is None:  # unreachable: the domain was found by one of its two files

@@ -1,8 +1,10 @@
 """Realistic values for every placeholder name, used to measure rendered SMS length.
 
-One entry per placeholder name across all domains: when you add a `{placeholder}` to a catalogue,
-add it here with a value as long as real ones usually get (a long hospital name, a two-digit
-count, a full date), in both languages. The SMS check fails on a placeholder without a sample.
+One entry per placeholder name across all domains: when you add a `{placeholder}` to a
+patient-facing message, add it here with a value as long as real ones usually get (a long
+hospital name, a two-digit count, a full date), in both languages. The SMS check fails on a
+patient-facing placeholder without a sample (staff messages have no length budget, so a stand-in
+is used for theirs).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ SAMPLES: dict[str, str | dict[str, str]] = {
     "level": "2",
     # counts and figures
     "count": "12",
+    "max": "2",
     "patients": "48",
     "n": "12",
     "total": "28",

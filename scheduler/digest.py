@@ -89,10 +89,10 @@ async def enqueue_chart(session: AsyncSession, site: Site, staff: Staff, local_d
     return row is not None
 
 
-async def send_digest(session: AsyncSession, site: Site, local_date: date, *,
-                      now: datetime) -> int:
+async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
+                      local_date: date, *, now: datetime) -> int:
     """Queue a site's digest to its staff and mark the routine reports it carries as reviewed."""
-    content = await digest.gather(session, site, now=now)
+    content = await digest.gather(session, protocol, site, now=now)
     base = digest_key(site.id, local_date)
     queued = 0
     drawn: dict[str, tuple[bytes, chart.Grid] | None] = {}
@@ -135,7 +135,7 @@ async def plan_digests(db: Database, protocol: Protocol, now: datetime) -> int:
         async with db.write() as session:
             if not await _claim(session, digest_key(site.id, day), now):
                 continue
-            queued += await send_digest(session, site, day, now=now)
+            queued += await send_digest(session, protocol, site, day, now=now)
     return queued
 
 

@@ -33,6 +33,8 @@ def _steps() -> list[tuple[str, Step]]:
     steps += visits.STEPS
     from scheduler import digest
     steps += digest.STEPS
+    from scheduler import escalation
+    steps += escalation.STEPS
     return steps
 
 

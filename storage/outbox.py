@@ -78,8 +78,9 @@ _PROVIDER_STATUS = {"accepted": SENT, "scheduled": SENT, "queued": SENT, "sendin
                     "undelivered": UNDELIVERED, "canceled": FAILED}
 
 
-def _event(session: AsyncSession, message_id: int, status: str, now: datetime,
-           detail: str = "") -> None:
+def note(session: AsyncSession, message_id: int, status: str, now: datetime,
+         detail: str = "") -> None:
+    """Append one delivery event to a message's history."""
     session.add(DeliveryEvent(message_id=message_id, status=status, at=now, detail=detail[:2000]))
 
 
@@ -102,7 +103,7 @@ async def claim(session: AsyncSession, *, lane: str, channels: Iterable[str], no
     rows = list((await session.execute(statement)).scalars().all())
     for row in rows:
         if row.status == SENDING:
-            _event(session, row.id, "reclaimed", now, f"lease of {row.leased_by} expired")
+            note(session, row.id, "reclaimed", now, f"lease of {row.leased_by} expired")
     return rows
 
 
@@ -122,7 +123,7 @@ def settle(session: AsyncSession, row: OutboundMessage, *, status: str, now: dat
         row.due_at = due_at
     if status != QUEUED:
         row.last_error = reason
-    _event(session, row.id, "held" if status == QUEUED else status, now, reason)
+    note(session, row.id, "held" if status == QUEUED else status, now, reason)
 
 
 async def _finish(session: AsyncSession, *, message_id: int, token: str, now: datetime,
@@ -136,7 +137,7 @@ async def _finish(session: AsyncSession, *, message_id: int, token: str, now: da
     result = await session.execute(statement)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    _event(session, message_id, event, now, detail)
+    note(session, message_id, event, now, detail)
     return True
 
 
@@ -158,11 +159,16 @@ async def fail(session: AsyncSession, *, message_id: int, token: str, now: datet
 
 
 async def retry(session: AsyncSession, *, message_id: int, token: str, now: datetime,
-                error: str, due_at: datetime) -> bool:
-    """A transient failure: queue the message again for `due_at`; False if the lease was lost."""
+                error: str, due_at: datetime, count: bool = True) -> bool:
+    """A transient failure: queue the message again for `due_at`; False if the lease was lost.
+
+    `count=False` (the provider asked us to wait) gives the attempt back: waiting as told is
+    not the message's failure.
+    """
+    extra: dict[str, Any] = {} if count else {"attempts": OutboundMessage.attempts - 1}
     return await _finish(session, message_id=message_id, token=token, now=now, event="retry",
                          detail=f"{error}; next attempt {due_at.isoformat()}", status=QUEUED,
-                         due_at=due_at, last_error=error)
+                         due_at=due_at, last_error=error, **extra)
 
 
 async def release(session: AsyncSession, *, message_id: int, token: str, now: datetime,
@@ -184,7 +190,7 @@ async def reclaim(session: AsyncSession, *, now: datetime) -> int:
         .where(OutboundMessage.status == SENDING, OutboundMessage.lease_until < now)
         .with_for_update(skip_locked=True))).scalars().all()
     for row in rows:
-        _event(session, row.id, "reclaimed", now, f"lease of {row.leased_by} expired")
+        note(session, row.id, "reclaimed", now, f"lease of {row.leased_by} expired")
         row.status, row.leased_by, row.lease_until = QUEUED, None, None
     return len(rows)
 
@@ -212,7 +218,7 @@ async def record_status(session: AsyncSession, *, provider_id: str, status: str,
         return False
     new = _PROVIDER_STATUS.get(status.lower())
     if new is None:
-        _event(session, row.id, "callback", now, f"unrecognised status {status!r} {detail}")
+        note(session, row.id, "callback", now, f"unrecognised status {status!r} {detail}")
         return False
     current = row.status
     if current in TERMINAL or current in (QUEUED, SENDING):
@@ -227,7 +233,7 @@ async def record_status(session: AsyncSession, *, provider_id: str, status: str,
             row.sent_at = now
         if new in TERMINAL:
             row.last_error = detail or status
-    _event(session, row.id, new if moved else "callback",
+    note(session, row.id, new if moved else "callback",
            now, detail if moved else f"{status} ignored after {current} {detail}".strip())
     return moved
 
@@ -242,5 +248,5 @@ async def requeue_unknown(session: AsyncSession, *, message_id: int, now: dateti
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    _event(session, message_id, "requeued", now, reason)
+    note(session, message_id, "requeued", now, reason)
     return True

@@ -19,12 +19,15 @@ from messages import catalogue
 from storage import audit
 from storage.audit import Actor
 from storage.models import Alert, Patient, Site, Staff, SymptomReport, Visit
+from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
 from study.staff_access import DIGEST_ROLES
+from trial.protocol import Protocol
 
 UPCOMING_DAYS = 7
 MISSED_LOOKBACK_DAYS = 14  # a missed visit stays on the digest for two weeks
 REPORT_TEXT_CHARS = 160
+ADHERENCE_WINDOWS = (7, 28)
 OPEN_ALERT_STATUSES = ("open", "acknowledged")
 
 
@@ -119,7 +122,8 @@ async def visits_between(session: AsyncSession, site_ids: Sequence[str] | None, 
              .order_by(Visit.scheduled_date, Patient.subject_id, Visit.name))
     if site_ids is not None:
         query = query.where(Patient.site_id.in_(site_ids))
-    missed, upcoming = [], []
+    missed: list[VisitLine] = []
+    upcoming: list[VisitLine] = []
     for visit, subject in (await session.execute(query)).all():
         line = VisitLine(subject, visit.name, visit.scheduled_date, visit.window_end)
         (missed if visit.status == "missed" else upcoming).append(line)
@@ -141,10 +145,50 @@ def _short(text: str) -> str:
     return text if len(text) <= REPORT_TEXT_CHARS else text[: REPORT_TEXT_CHARS - 1] + "…"
 
 
-async def gather(session: AsyncSession, site: Site, *, now: datetime) -> SiteDigest:
-    """The content of a site's digest as of `now`."""
-    from study.adherence_view import flagged_patients
+@dataclass(frozen=True)
+class AdherenceLine:
+    """One patient's adherence over the last 7 and 28 local days (today included)."""
 
+    subject_id: str
+    site_id: str
+    last_7: PatientAdherence
+    last_28: PatientAdherence
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The adherence flags raised within the last 28 days."""
+        return self.last_28.flags.names
+
+
+def window_start(now: datetime, tz: str, days: int) -> date:
+    """First local date of the last `days` days, today included."""
+    return local_today(now, tz) - timedelta(days=days - 1)
+
+
+async def adherence_lines(session: AsyncSession, protocol: Protocol,
+                          site_ids: Sequence[str] | None, *,
+                          now: datetime) -> list[AdherenceLine]:
+    """Adherence of the enrolled (not withdrawn) patients of some sites (None: every site).
+
+    Figures and flags are the dose module's (`study.doses.patient_adherence`), over windows
+    starting 6 and 27 days before the patient's local today.
+    """
+    query = (select(Patient).where(Patient.status != "withdrawn")
+             .order_by(Patient.site_id, Patient.subject_id))
+    if site_ids is not None:
+        query = query.where(Patient.site_id.in_(site_ids))
+    lines = []
+    for patient in (await session.execute(query)).scalars().all():
+        week, month = [await patient_adherence(session, protocol, patient, now=now,
+                                               start=window_start(now, patient.tz, days))
+                       for days in ADHERENCE_WINDOWS]
+        lines.append(AdherenceLine(patient.subject_id, patient.site_id, week, month))
+    return lines
+
+
+async def gather(session: AsyncSession, protocol: Protocol, site: Site, *,
+                 now: datetime) -> SiteDigest:
+    """The content of a site's digest as of `now`."""
     today = local_today(now, site.tz)
     digest = SiteDigest(site.id, site.tz, today, now)
     digest.alerts = await open_alerts(session, [site.id])
@@ -159,8 +203,9 @@ async def gather(session: AsyncSession, site: Site, *, now: datetime) -> SiteDig
     digest.unreachable = [p.subject_id for p in patients
                           if p.status == "active" and not p.opted_out
                           and patient_route(p) is None]
-    digest.flagged = [FlagLine(subject, tuple(flags)) for subject, flags
-                      in await flagged_patients(session, site.id, now=now)]
+    digest.flagged = [FlagLine(line.subject_id, line.flags)
+                      for line in await adherence_lines(session, protocol, [site.id], now=now)
+                      if line.flags]
     return digest
 
 

@@ -22,8 +22,8 @@ from bot.channels import Choice
 from messages import catalogue
 from storage import audit, outbox
 from storage.audit import Actor
-from storage.models import DoseRecord, Patient, Visit
-from study.recipients import patient_route
+from storage.models import DoseRecord, OutboundMessage, Patient, Visit
+from study.recipients import Route, patient_route
 from study.replies import Reply
 from trial import dose as rules
 from trial import schedule
@@ -78,29 +78,30 @@ async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime
                         limit: int = BATCH) -> tuple[int, bool]:
     """Create the dose rows that are due to exist; return (rows created, maybe more to do)."""
     patients = (await session.execute(_due_patients(now, limit))).scalars().all()
-    created = 0
+    planned: list[tuple[Patient, schedule.DoseTimes]] = []
     for patient in patients:
-        created += await plan_patient(session, protocol, patient, now)
+        planned += plan_patient(protocol, patient, now)
+    created = await _create_doses(session, planned, now)
     return created, len(patients) == limit
 
 
-async def plan_patient(session: AsyncSession, protocol: Protocol, patient: Patient,
-                       now: datetime) -> int:
-    """Create a patient's dose rows up to a day ahead and move their planning watermark."""
+def plan_patient(protocol: Protocol, patient: Patient,
+                 now: datetime) -> list[tuple[Patient, schedule.DoseTimes]]:
+    """The days whose dose row is due to exist (up to a day ahead); moves the watermark."""
     end = schedule.end_of_doses(protocol, patient.baseline)
     day = patient.baseline
     if patient.planned_through is not None:
         day = max(day, patient.planned_through + timedelta(days=1))
     # Days gone by while the patient was paused (or the system down) are not scheduled.
     day = max(day, schedule.local_date(now, patient.tz) - timedelta(days=1))
-    created = 0
+    due: list[tuple[Patient, schedule.DoseTimes]] = []
     while day < end:
         times = schedule.dose_times(protocol.reminders, day, patient.dose_time, patient.tz)
         if times.due_at - PLAN_AHEAD > now:
             break
         # A day first planned after its follow-up time could not be reminded in time.
         if now < times.follow_up_at and schedule.is_active(patient.status, patient.opted_out):
-            created += await _create_dose(session, patient, times, now)
+            due.append((patient, times))
         patient.planned_through = day
         day += timedelta(days=1)
     if day < end:
@@ -110,29 +111,38 @@ async def plan_patient(session: AsyncSession, protocol: Protocol, patient: Patie
         patient.plan_next_at = None
         if patient.planned_through is None:
             patient.planned_through = end - timedelta(days=1)
-    return created
+    return due
 
 
-async def _create_dose(session: AsyncSession, patient: Patient, times: schedule.DoseTimes,
-                       now: datetime) -> int:
-    dose = Dose(due_at=times.due_at, follow_up_at=times.follow_up_at,
-                cutoff_at=times.cutoff_at)
-    values: dict[str, Any] = {name: getattr(dose, name) for name in DOSE_FIELDS}
-    values.update(state=dose.state.value, patient_id=patient.id, local_date=times.local_date,
-                  next_action_at=dose.next_action_at())
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (insert(DoseRecord).values(**values)
-                 .on_conflict_do_nothing(index_elements=["patient_id", "local_date"])
-                 .returning(DoseRecord.id))
-    dose_id = (await session.execute(statement)).scalar_one_or_none()
-    if dose_id is None:
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
+                        schedule.DoseTimes]], now: datetime) -> int:
+    """Insert the planned rows in one statement; an existing (patient, date) row is kept."""
+    if not planned:
         return 0
-    audit.record(session, at=now, actor=PLANNER, action="create", entity="doses",
-                 entity_id=str(dose_id),
-                 new=f"patient={patient.subject_id}, local_date={times.local_date.isoformat()}, "
-                     f"due_at={times.due_at.isoformat()}, state=scheduled")
-    return 1
+    values = []
+    for patient, times in planned:
+        dose = Dose(due_at=times.due_at, follow_up_at=times.follow_up_at,
+                    cutoff_at=times.cutoff_at)
+        row: dict[str, Any] = {name: getattr(dose, name) for name in DOSE_FIELDS}
+        row.update(state=dose.state.value, patient_id=patient.id, local_date=times.local_date,
+                   next_action_at=dose.next_action_at())
+        values.append(row)
+    statement = (_insert(session)(DoseRecord).values(values)
+                 .on_conflict_do_nothing(index_elements=["patient_id", "local_date"])
+                 .returning(DoseRecord.id, DoseRecord.patient_id, DoseRecord.local_date,
+                            DoseRecord.due_at))
+    subjects = {patient.id: patient.subject_id for patient, _ in planned}
+    created = (await session.execute(statement)).all()
+    for dose_id, patient_id, day, due_at in created:
+        audit.record(session, at=now, actor=PLANNER, action="create", entity="doses",
+                     entity_id=str(dose_id),
+                     new=f"patient={subjects[patient_id]}, local_date={day.isoformat()}, "
+                         f"due_at={due_at.isoformat()}, state=scheduled")
+    return len(created)
 
 
 # --- moving doses on --------------------------------------------------------------------------
@@ -147,9 +157,12 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
         .with_for_update(skip_locked=True, of=DoseRecord))).all()
     holds = await _visit_holds(session, protocol, [(p.id, d.local_date) for d, p in rows])
     changed = 0
-    for row, patient in rows:
-        changed += await advance_dose(session, protocol, row, patient, now,
-                                      hold=holds.get((patient.id, row.local_date)))
+    outgoing: list[dict[str, Any]] = []
+    with session.no_autoflush:  # one flush at commit, not one per statement
+        for row, patient in rows:
+            changed += advance_dose(session, protocol, row, patient, now, outgoing,
+                                    hold=holds.get((patient.id, row.local_date)))
+        await enqueue_many(session, outgoing, now=now)
     return changed, len(rows) == limit
 
 
@@ -172,9 +185,10 @@ async def _visit_holds(session: AsyncSession, protocol: Protocol,
     return holds
 
 
-async def advance_dose(session: AsyncSession, protocol: Protocol, row: DoseRecord,
-                       patient: Patient, now: datetime, *, hold: str | None = None) -> int:
-    """Do what is due for one dose as of `now`; return 1 if it changed."""
+def advance_dose(session: AsyncSession, protocol: Protocol, row: DoseRecord, patient: Patient,
+                 now: datetime, outgoing: list[dict[str, Any]], *,
+                 hold: str | None = None) -> int:
+    """Do what is due for one dose as of `now` (messages go to `outgoing`); 1 if it changed."""
     dose = to_dose(row)
     if now >= dose.cutoff_at:
         return int(store(session, row, rules.close(dose, now), now=now, actor=PLANNER,
@@ -188,8 +202,8 @@ async def advance_dose(session: AsyncSession, protocol: Protocol, row: DoseRecor
                                     f"{' and opted out' if patient.opted_out else ''}"))
         if route is not None and now < dose.follow_up_at:
             message_id = "dose.reminder_hold_for_visit" if hold else "dose.reminder"
-            await _send(session, protocol, patient, row, route, message_id, "reminder",
-                        due_at=dose.due_at, now=now)
+            outgoing.append(_message(protocol, patient, row, route, message_id, "reminder",
+                                     due_at=dose.due_at))
             return int(store(session, row, rules.remind(dose, now), now=now, actor=PLANNER,
                              hold_for_visit=hold))
         row.next_action_at = dose.cutoff_at  # no channel, or too late to remind: wait
@@ -198,15 +212,16 @@ async def advance_dose(session: AsyncSession, protocol: Protocol, row: DoseRecor
         if route is None:
             row.next_action_at = dose.cutoff_at  # nobody to follow up now
             return 0
-        await _send(session, protocol, patient, row, route, "dose.follow_up", "followup",
-                    due_at=dose.follow_up_at, now=now)
+        outgoing.append(_message(protocol, patient, row, route, "dose.follow_up", "followup",
+                                 due_at=dose.follow_up_at))
         return int(store(session, row, rules.follow_up(dose, now), now=now, actor=PLANNER))
     if dose.snoozed_until is not None and now >= dose.snoozed_until:
         if route is not None:
             message_id = ("dose.reminder_hold_for_visit" if row.hold_for_visit
                           else "dose.reminder")
-            await _send(session, protocol, patient, row, route, message_id,
-                        f"snooze:{row.id}:{dose.snoozes}", due_at=dose.snoozed_until, now=now)
+            outgoing.append(_message(protocol, patient, row, route, message_id,
+                                     f"snooze:{row.id}:{dose.snoozes}",
+                                     due_at=dose.snoozed_until))
         return int(store(session, row, rules.snooze_reminded(dose, now), now=now,
                          actor=PLANNER))
     row.next_action_at = dose.next_action_at()
@@ -232,19 +247,33 @@ def reminder_params(protocol: Protocol, patient: Patient, day: date) -> dict[str
     return {"label": label, "capsules": protocol.dose.capsules}
 
 
-async def _send(session: AsyncSession, protocol: Protocol, patient: Patient, row: DoseRecord,
-                route: Any, message_id: str, kind: str, *, due_at: datetime,
-                now: datetime) -> None:
+def _message(protocol: Protocol, patient: Patient, row: DoseRecord, route: Route,
+             message_id: str, kind: str, *, due_at: datetime) -> dict[str, Any]:
+    """An outbox row for one dose message, in the patient's language, with the dose's buttons."""
     template = catalogue.template(message_id, patient.language)
     body = template.render(**reminder_params(protocol, patient, row.local_date))
     choices = [{"label": c.label, "action": c.action, "sms_word": c.sms_word}
                for c in dose_choices(row.id, patient.language)]
     key = f"dose:{kind}" if kind.startswith("snooze:") else f"dose:{kind}:{row.id}"
-    await outbox.enqueue(session, key=key, channel=route.channel, address=route.address,
-                         template_id=message_id, template_version=template.version,
-                         language=patient.language, body=body, due_at=due_at, now=now,
-                         lane=outbox.ROUTINE, choices=choices, patient_id=patient.id,
-                         dose_id=row.id)
+    return {"dedupe_key": key, "channel": route.channel, "address": route.address,
+            "template_id": message_id, "template_version": template.version,
+            "language": patient.language, "body": body, "due_at": due_at,
+            "lane": outbox.ROUTINE, "choices": choices, "image": None, "patient_id": patient.id,
+            "staff_id": None, "dose_id": row.id, "alert_id": None, "visit_id": None,
+            "status": "queued", "attempts": 0}
+
+
+async def enqueue_many(session: AsyncSession, messages: Sequence[dict[str, Any]], *,
+                       now: datetime) -> int:
+    """`storage.outbox.enqueue` for a whole batch in one statement: the same row, the same
+    ON CONFLICT DO NOTHING on the dedupe key (a key already queued is not queued again)."""
+    if not messages:
+        return 0
+    statement = (_insert(session)(OutboundMessage)
+                 .values([{**m, "created_at": now} for m in messages])
+                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                 .returning(OutboundMessage.id))
+    return len((await session.execute(statement)).all())
 
 
 # --- the patient's answers --------------------------------------------------------------------
@@ -254,10 +283,11 @@ async def find_answerable(session: AsyncSession, patient: Patient, now: datetime
     """The dose an answer is about: the given one (if it is the patient's), else the open dose
     already due, else today's dose answered early, else the latest recent one."""
     if dose_id is not None:
-        return (await session.execute(
-            select(DoseRecord).where(DoseRecord.id == dose_id,
-                                     DoseRecord.patient_id == patient.id)
-            .with_for_update())).scalar_one_or_none()
+        # PostgreSQL: lock the row against a concurrent answer. SQLite's write transaction is
+        # already exclusive (BEGIN IMMEDIATE), so a row this session holds is used as it is.
+        locking = session.get_bind().dialect.name == "postgresql"
+        row = await session.get(DoseRecord, dose_id, with_for_update=locking or None)
+        return row if row is not None and row.patient_id == patient.id else None
     rows = (await session.execute(
         select(DoseRecord).where(DoseRecord.patient_id == patient.id,
                                  DoseRecord.due_at <= now + EARLY_ANSWER,

@@ -114,7 +114,7 @@ async def alert_rows(session: AsyncSession) -> AsyncIterator[Row]:
 MESSAGE_COLUMNS = (
     "direction", "message_id", "subject_id", "staff_id", "site", "channel", "at_utc",
     "at_local", "template_id", "template_version", "language", "lane", "status", "attempts",
-    "sent_at_utc", "error", "text", "has_image", "key",
+    "sent_at_utc", "handled_at_utc", "error", "text", "has_image", "key",
 )
 
 
@@ -131,7 +131,7 @@ async def message_rows(session: AsyncSession) -> AsyncIterator[Row]:
     async for m, subject, patient_tz, patient_site, staff_site, staff_tz in out:
         yield ("out", m.id, subject, m.staff_id, patient_site or staff_site, m.channel,
                m.created_at, local(m.created_at, patient_tz or staff_tz), m.template_id,
-               m.template_version, m.language, m.lane, m.status, m.attempts, m.sent_at,
+               m.template_version, m.language, m.lane, m.status, m.attempts, m.sent_at, None,
                m.last_error, m.body, m.image is not None, m.dedupe_key)
     inbound = await session.stream(
         select(InboundMessage, Patient.subject_id, Patient.tz, Patient.site_id, Staff.site_id,
@@ -141,7 +141,7 @@ async def message_rows(session: AsyncSession) -> AsyncIterator[Row]:
         .outerjoin(Site, Site.id == Staff.site_id)
         .order_by(InboundMessage.received_at, InboundMessage.id)
         .execution_options(yield_per=BATCH))
-    async for m, subject, patient_tz, patient_site, staff_site, staff_tz in inbound:
-        yield ("in", m.id, subject, m.staff_id, patient_site or staff_site, m.channel,
-               m.received_at, local(m.received_at, patient_tz or staff_tz), "", "", "", "",
-               m.outcome or "", "", m.handled_at, "", m.text, False, "")
+    async for i, subject, patient_tz, patient_site, staff_site, staff_tz in inbound:
+        yield ("in", i.id, subject, i.staff_id, patient_site or staff_site, i.channel,
+               i.received_at, local(i.received_at, patient_tz or staff_tz), "", "", "", "",
+               i.outcome or "", "", None, i.handled_at, "", i.text, False, "")

@@ -1,7 +1,6 @@
 """STOP pauses messages to a patient and tells the coordinator (never a withdrawal); START
 resumes; HELP gives the site's contact. A channel that can no longer reach a patient (a blocked
-bot, an invalid number) is marked and the coordinator told, and a safety message falls back to
-another channel."""
+bot, an invalid number, reported by a status callback) is marked and the coordinator told."""
 
 from __future__ import annotations
 
@@ -14,30 +13,17 @@ from messages import catalogue
 from messages.keywords import Keyword, normalize
 from storage import audit, outbox
 from storage.audit import Actor
-from storage.models import Alert, AlertEvent, OutboundMessage, Patient, Site, Staff
-from study.recipients import patient_route, staff_route
+from storage.models import Alert, AlertEvent, Patient, Site, Staff
+from study.recipients import staff_route
 from study.replies import Reply
 
-# Twilio's own opt-out keywords (answered and enforced by Twilio itself on long codes), and
-# ours: 退订 and TD are the Chinese carriers' convention.
+# Twilio's own keywords: on these Twilio replies (and, after a STOP word, blocks us) itself.
 TWILIO_STOP = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke",
                          "optout"})
 TWILIO_START = frozenset({"start", "yes", "unstop"})
 TWILIO_HELP = frozenset({"help", "info"})
 OPT_OUT_TYPES = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}
 NOTIFY_ROLES = ("coordinator", "investigator", "pi")
-
-
-def sms_keyword(text: str) -> Keyword | None:
-    """STOP/START/HELP in Twilio's wider sense (whole message, any case) for SMS senders."""
-    word = normalize(text)
-    if word in TWILIO_STOP:
-        return Keyword.STOP
-    if word in TWILIO_START:
-        return Keyword.START
-    if word in TWILIO_HELP:
-        return Keyword.HELP
-    return None
 
 
 def answered_by_twilio(text: str, opt_out_type: str | None) -> bool:
@@ -136,20 +122,3 @@ async def channel_unreachable(session: AsyncSession, patient: Patient, channel: 
                      actor=actor, message_id="chat.staff_unreachable",
                      summary=f"{patient.subject_id} unreachable on {channel} ({reason})")
     return True
-
-
-async def fall_back(session: AsyncSession, message: OutboundMessage, patient: Patient, *,
-                    now: datetime) -> OutboundMessage | None:
-    """Queue a failed safety message again on the patient's next reachable channel."""
-    if message.lane != outbox.SAFETY:
-        return None
-    route = patient_route(patient, safety=True)
-    if route is None or route.channel == message.channel:
-        return None
-    return await outbox.enqueue(
-        session, key=f"{message.dedupe_key}:via:{route.channel}"[:160], channel=route.channel,
-        address=route.address, template_id=message.template_id,
-        template_version=message.template_version, language=message.language,
-        body=message.body, choices=list(message.choices), due_at=now, now=now,
-        lane=outbox.SAFETY, patient_id=patient.id, dose_id=message.dose_id,
-        alert_id=message.alert_id, visit_id=message.visit_id)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from babel.dates import format_date
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
@@ -21,12 +21,12 @@ from storage.models import (
     Alert,
     AlertEvent,
     DeliveryEvent,
-    DoseRecord,
     OutboundMessage,
     Patient,
     Visit,
 )
 from study.recipients import patient_route
+from trial import phases
 from trial import visits as rules
 from trial.protocol import Protocol, VisitTemplate
 
@@ -138,24 +138,6 @@ async def cancel_notices(session: AsyncSession, visit: Visit, *, now: datetime,
     return len(cancelled)
 
 
-async def _sync_hold_dose(session: AsyncSession, protocol: Protocol, visit: Visit,
-                          old_day: date | None, new_day: date | None, *, now: datetime,
-                          actor: Actor, reason: str) -> None:
-    """Keep not-yet-reminded doses' visit-day hold in step with the visit's date."""
-    if not template_of(protocol, visit).hold_dose or old_day == new_day:
-        return
-    days = [d for d in (old_day, new_day) if d is not None]
-    doses = (await session.execute(select(DoseRecord).where(
-        DoseRecord.patient_id == visit.patient_id, DoseRecord.local_date.in_(days),
-        DoseRecord.state == "scheduled", DoseRecord.reminded_at.is_(None)))).scalars()
-    for dose in doses:
-        if dose.local_date == new_day:
-            audit.change(session, dose, at=now, actor=actor, reason=reason,
-                         hold_for_visit=visit.name)
-        elif dose.hold_for_visit == visit.name:
-            audit.change(session, dose, at=now, actor=actor, reason=reason, hold_for_visit=None)
-
-
 async def move_visit(session: AsyncSession, protocol: Protocol, patient: Patient, name: str,
                      new_date: date, *, reason: str, now: datetime, actor: Actor) -> VisitChange:
     """Reschedule a visit; its old notices are cancelled and new ones follow the new date."""
@@ -176,8 +158,6 @@ async def move_visit(session: AsyncSession, protocol: Protocol, patient: Patient
                  revision=visit.revision + 1, out_of_window=out, status="planned")
     cancelled = await cancel_notices(session, visit, now=now,
                                      reason=f"visit moved to {new_date.isoformat()}")
-    await _sync_hold_dose(session, protocol, visit, old_date, new_date, now=now, actor=actor,
-                          reason=reason)
     return VisitChange(patient.subject_id, visit.name, old_date, new_date, visit.window_start,
                        visit.window_end, out, cancelled)
 
@@ -200,23 +180,8 @@ async def mark_done(session: AsyncSession, protocol: Protocol, patient: Patient,
     audit.change(session, visit, at=now, actor=actor, reason=reason, status="done",
                  done_date=day, out_of_window=out)
     cancelled = await cancel_notices(session, visit, now=now, reason="visit done")
-    if day < old_date:  # done early: the planned visit day needs no hold any more
-        await _sync_hold_dose(session, protocol, visit, old_date, None, now=now, actor=actor,
-                              reason="visit done")
     return VisitChange(patient.subject_id, visit.name, old_date, day, visit.window_start,
                        visit.window_end, out, cancelled)
-
-
-async def hold_dose_visit(session: AsyncSession, protocol: Protocol, patient_id: int,
-                          day: date) -> Visit | None:
-    """The visit on a patient's local date whose protocol says to take the dose after the
-    blood test (planned that day, or done that day), or None."""
-    hold = [v.name for v in protocol.visits.table if v.hold_dose]
-    return (await session.execute(select(Visit).where(
-        Visit.patient_id == patient_id, Visit.name.in_(hold),
-        or_(and_(Visit.status == "planned", Visit.scheduled_date == day),
-            and_(Visit.status == "done", Visit.done_date == day)))
-        .order_by(Visit.id).limit(1))).scalar_one_or_none()
 
 
 @dataclass(frozen=True)
@@ -318,12 +283,13 @@ async def plan_phase_notices(session: AsyncSession, protocol: Protocol, now: dat
     """Queue the neutral phase-change notice and the end-of-study thank-you once each."""
     at = rules.notice_time(protocol.visits, protocol.quiet_hours)
     utc_today = now.astimezone(UTC).date()
-    # (key suffix, message id, dose label, offset of the notice day from baseline)
+    # (key suffix, message id, dose label, offset of the notice day from baseline); the
+    # thank-you goes out the day after the final visit's target, when reminders have stopped.
+    origin = date(2001, 1, 1)
     events: list[tuple[str, str, str | None, timedelta]] = [
-        (p.name, "phase.changed", p.dose_label, timedelta(days=7 * p.start_week))
-        for p in protocol.phases[1:]]
-    # The thank-you goes out the day after the last study day, when reminders have stopped.
-    events.append(("end", "phase.end", None, timedelta(days=7 * protocol.study.end_week + 1)))
+        (c.phase.name, "phase.changed", c.phase.dose_label, c.starts - origin)
+        for c in phases.phase_changes(protocol, origin)]
+    events.append(("end", "phase.end", None, phases.thank_you_day(protocol, origin) - origin))
     planned = 0
     for suffix, message_id, label, offset in events:
         low = utc_today - offset - PHASE_NOTICE_GRACE - timedelta(days=1)

@@ -1,4 +1,4 @@
-"""The catalogues: complete in both languages, same placeholders, compiled at build, loaded safely."""
+"""The catalogues: complete in both languages, same placeholders, compiled, loaded safely."""
 
 from __future__ import annotations
 
@@ -67,12 +67,13 @@ def test_the_build_hook_compiles_every_catalogue(tmp_path: Path) -> None:
     built = tmp_path / "messages" / "locale"
     pos = {p.relative_to(built).with_suffix("") for p in built.glob("*/LC_MESSAGES/*.po")}
     mos = {p.relative_to(built).with_suffix("") for p in built.glob("*/LC_MESSAGES/*.mo")}
-    assert pos and pos == mos
+    assert pos
+    assert pos == mos
 
 
 def test_a_broken_po_fails_compilation_naming_the_file() -> None:
     broken = b'msgid "common.x"\nmsgstr "unterminated\n'
-    with pytest.raises(CatalogueSyntaxError, match="broken.po"):
+    with pytest.raises(CatalogueSyntaxError, match=r"broken\.po"):
         compile_po(broken, "en", "broken.po")
 
 
@@ -132,8 +133,8 @@ def test_placeholders_of_a_template() -> None:
     assert placeholders("no placeholders") == frozenset()
 
 
-def test_runtime_reads_a_current_mo_without_parsing_the_po(tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_runtime_reads_a_current_mo_without_parsing_the_po(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     po = write_po(tmp_path, "en", "dose", {"dose.a": "Take it at {time}."})
     po.with_suffix(".mo").write_bytes(compile_po(po.read_bytes(), "en"))
     with caplog.at_level(logging.WARNING):
@@ -142,8 +143,8 @@ def test_runtime_reads_a_current_mo_without_parsing_the_po(tmp_path: Path,
     assert caplog.records == []
 
 
-def test_runtime_compiles_a_missing_or_stale_mo_in_memory(tmp_path: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_runtime_compiles_a_missing_or_stale_mo_in_memory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     po = write_po(tmp_path, "en", "dose", {"dose.a": "Old wording."})
     po.with_suffix(".mo").write_bytes(compile_po(po.read_bytes(), "en"))
     write_po(tmp_path, "en", "dose", {"dose.a": "New wording."})  # edited after the build
@@ -155,6 +156,14 @@ def test_runtime_compiles_a_missing_or_stale_mo_in_memory(tmp_path: Path,
     assert len(warnings) == 2
     assert "dose.mo is older than dose.po" in warnings[0]
     assert "visit.po is not compiled" in warnings[1]
+
+
+def test_runtime_survives_a_corrupt_mo(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    po = write_po(tmp_path, "zh_CN", "dose", {"dose.a": "该服药了。"})
+    po.with_suffix(".mo").write_bytes(compile_po(po.read_bytes(), "zh_CN")[:40])
+    with caplog.at_level(logging.WARNING, logger="messages.catalogue"):
+        assert load_texts(tmp_path, "zh_CN") == {"dose.a": "该服药了。"}
+    assert "dose.mo is unreadable" in caplog.text
 
 
 def test_mo_and_po_give_the_same_texts_for_every_catalogue() -> None:

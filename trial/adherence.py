@@ -17,7 +17,7 @@ What each figure counts (over a window of local dates, per patient; a site sums 
 
 Flags: confirmed adherence below 80 % over any 7 consecutive local days (windows with at least
 one scheduled day), and 2 or more missed-or-no_response days in a row (counting scheduled days
-only: a not-scheduled day neither breaks nor extends a run; a taken, late or skipped day breaks it).
+only: a not-scheduled day neither breaks nor extends a run; taken, late or skipped breaks it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Study phases of a patient by local date: pure rules from the baseline and the protocol.
 
-Day 0 is the baseline date; week N starts on day 7N. The study's last day is the day of week
-`study.end_week` (the final visit's target), after which no dose is planned.
+Day 0 is the baseline date; week N starts on day 7N. The study ends on the day of week
+`study.end_week` (the final visit's target): from that day on no dose is planned (the same
+boundary as `trial.schedule.end_of_doses`), and the thank-you goes out the day after.
 """
 
 from __future__ import annotations
@@ -26,20 +27,25 @@ def week_start(baseline: date, week: int) -> date:
 
 
 def end_of_study(protocol: Protocol, baseline: date) -> date:
-    """The last study day of a patient (doses and reminders stop after it)."""
+    """The day the study ends for a patient: the first local date with no dose."""
     return week_start(baseline, protocol.study.end_week)
 
 
+def thank_you_day(protocol: Protocol, baseline: date) -> date:
+    """The local date of the end-of-study thank-you: the day after the final visit's target."""
+    return end_of_study(protocol, baseline) + timedelta(days=1)
+
+
 def in_study(protocol: Protocol, baseline: date, day: date) -> bool:
-    """Whether a local date is inside the patient's study period (baseline to end, inclusive)."""
-    return baseline <= day <= end_of_study(protocol, baseline)
+    """Whether a local date is a study day (baseline included, end of study excluded)."""
+    return baseline <= day < end_of_study(protocol, baseline)
 
 
 def phase_on(protocol: Protocol, baseline: date, day: date) -> Phase | None:
-    """The phase a local date falls in, or None before baseline and after the end of study."""
+    """The phase a local date falls in, or None before baseline and from the end of study."""
     if not in_study(protocol, baseline, day):
         return None
-    return protocol.phase_at_week((day - baseline).days / 7)
+    return protocol.phase_at_week((day - baseline).days // 7)
 
 
 def phase_changes(protocol: Protocol, baseline: date) -> list[PhaseChange]:

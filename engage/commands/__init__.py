@@ -9,4 +9,5 @@ COMMAND_MODULES = [
     "engage.commands.protocol",
     "engage.commands.export",
     "engage.commands.visit",
+    "engage.commands.run",
 ]

@@ -26,6 +26,7 @@ from engage.commands.site import cli_actor, now, open_database
 from engage.config import Settings
 from storage import audit
 from storage.models import AuditEntry
+from study import exports
 
 Row = Sequence[Any]
 
@@ -64,6 +65,10 @@ async def audit_rows(session: AsyncSession) -> AsyncIterator[Row]:
 EXPORTS: dict[str, Export] = {
     "audit": Export(("id", "at_utc", "actor_kind", "actor_id", "action", "entity", "entity_id",
                      "field", "old_value", "new_value", "reason"), audit_rows, "audit_log"),
+    "doses": Export(exports.DOSE_COLUMNS, exports.dose_rows, "doses"),
+    "symptoms": Export(exports.SYMPTOM_COLUMNS, exports.symptom_rows, "symptom_reports"),
+    "alerts": Export(exports.ALERT_COLUMNS, exports.alert_rows, "alerts"),
+    "messages": Export(exports.MESSAGE_COLUMNS, exports.message_rows, "outbound_messages"),
 }
 
 

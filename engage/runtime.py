@@ -1,0 +1,169 @@
+"""Wiring for `engage run`: settings -> database, protocol, channels, dispatcher, scheduler,
+conversation, Telegram polling or webhook, and the HTTP server; a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from aiogram import Bot
+from aiohttp import web
+
+from bot.channels import Channel
+from bot.conversation import Conversation
+from bot.http import Server, TelegramWebhook, build_app
+from bot.sms import SmsChannel
+from bot.telegram import UPDATE_TYPES, TelegramChannel, TelegramPoller, build_dispatcher, make_bot
+from engage.clock import Clock, SystemClock
+from engage.config import Settings
+from scheduler.dispatcher import Dispatcher
+from scheduler.runner import Runner
+from storage.db import Database
+from storage.migrate import upgrade
+from trial.protocol import Protocol, load_protocol
+
+log = logging.getLogger(__name__)
+
+PENDING_SWEEP_SECONDS = 60.0
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+@dataclass
+class Runtime:
+    """Everything `engage run` starts, in the order it starts."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    tick_seconds: float = 60.0
+    db: Database | None = None
+    protocol: Protocol | None = None
+    channels: dict[str, Channel] = field(default_factory=dict)
+    bot: Bot | None = None
+    sms: SmsChannel | None = None
+    runner: Runner | None = None
+    poller: TelegramPoller | None = None
+    http: web.AppRunner | None = None
+    port: int | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Bring every part up; raises (after cleaning up) if one cannot start."""
+        settings = self.settings
+        try:
+            self.protocol = load_protocol(settings.protocol)
+            self.db = Database(settings.database_url)
+            if self.db.is_sqlite:
+                await upgrade(self.db.engine)
+            if settings.telegram_token is not None:
+                self.bot = make_bot(settings.telegram_token.get_secret_value(),
+                                    settings.telegram_api_url)
+                self.channels["telegram"] = TelegramChannel(self.bot)
+            if settings.twilio_account_sid and settings.twilio_auth_token:
+                self.sms = SmsChannel(
+                    account_sid=settings.twilio_account_sid,
+                    auth_token=settings.twilio_auth_token.get_secret_value(),
+                    api_url=settings.twilio_api_url,
+                    status_callback=f"{settings.public_url}/twilio/status",
+                    sender=settings.twilio_from,
+                    messaging_service_sid=settings.twilio_messaging_service_sid,
+                    validity_seconds=self.protocol.sms.validity_period_seconds)
+                self.channels["sms"] = self.sms
+            dispatcher = Dispatcher(self.db, self.protocol, self.channels, self.clock,
+                                    worker_id=f"{socket.gethostname()}:{os.getpid()}")
+            conversation = Conversation(self.db, self.protocol, self.clock, wake=dispatcher.wake)
+            self.runner = Runner(self.db, self.protocol, dispatcher, self.clock,
+                                 tick_seconds=self.tick_seconds)
+            await self.runner.start()
+            webhook = await self._start_telegram(conversation)
+            await self._start_http(conversation, webhook)
+            self._tasks.append(asyncio.create_task(self._sweep(conversation)))
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("engage is running: channels %s, HTTP on %s:%s",
+                 ", ".join(sorted(self.channels)) or "none", settings.http_host, self.port)
+
+    async def _start_telegram(self, conversation: Conversation) -> TelegramWebhook | None:
+        if self.bot is None:
+            return None
+        dispatcher = build_dispatcher(conversation, self.clock)
+        if self.settings.telegram_mode == "webhook":
+            secret = self.settings.telegram_webhook_secret
+            assert secret is not None  # Settings refuses webhook mode without one
+            await self.bot.set_webhook(f"{self.settings.public_url}/telegram/webhook",
+                                       secret_token=secret.get_secret_value(),
+                                       allowed_updates=UPDATE_TYPES)
+            return TelegramWebhook(self.bot, dispatcher, secret.get_secret_value())
+        self.poller = TelegramPoller(self.bot, dispatcher)
+        self._tasks.append(asyncio.create_task(self.poller.run(self._stop)))
+        return None
+
+    async def _start_http(self, conversation: Conversation,
+                          webhook: TelegramWebhook | None) -> None:
+        assert self.db is not None
+        token = self.settings.twilio_auth_token
+        server = Server(db=self.db, clock=self.clock, public_url=self.settings.public_url,
+                        conversation=conversation,
+                        twilio_auth_token=token.get_secret_value() if token else None,
+                        telegram=webhook, scheduler_alive=self.alive)
+        self.http = web.AppRunner(build_app(server), access_log=None,
+                                  shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        await self.http.setup()
+        site = web.TCPSite(self.http, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        addresses = self.http.addresses
+        self.port = int(addresses[0][1]) if addresses else self.settings.http_port
+
+    def alive(self) -> bool:
+        """Whether the scheduler (and the Telegram poller, when polling) are running."""
+        scheduler = self.runner is not None and self.runner.running
+        polling = self.poller is None or all(not t.done() for t in self._tasks)
+        return scheduler and polling
+
+    async def _sweep(self, conversation: Conversation) -> None:
+        # Messages stored but never handled (a crash in between) are handled here.
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=PENDING_SWEEP_SECONDS)
+            if self._stop.is_set():
+                return
+            try:
+                await conversation.handle_pending()
+            except Exception:
+                log.exception("handling pending inbound messages failed")
+
+    async def stop(self) -> None:
+        """Stop taking input, let in-flight work finish, leave the rest queued; idempotent."""
+        self._stop.set()
+        if self._tasks:  # the poller finishes the update it is handling, then returns
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+        if self.http is not None:  # no new requests; in-flight webhooks finish
+            await self.http.cleanup()
+            self.http = None
+        if self.runner is not None:  # the running tick commits, in-flight sends finish
+            await self.runner.stop()
+            self.runner = None
+        if self.bot is not None:
+            await self.bot.session.close()
+            self.bot = None
+        if self.sms is not None:
+            await self.sms.close()
+            self.sms = None
+        if self.db is not None:
+            await self.db.dispose()
+            self.db = None
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("engage is stopping")
+            await self.stop()

@@ -1,0 +1,563 @@
+"""The outbox dispatcher: claims due messages with a lease, sends them outside any transaction,
+and records what the provider said.
+
+Two lanes run side by side, each with its own claims and its own bound on sends in flight, so a
+10,000-message routine fan-out never queues a safety message behind it; the rate limiter gives
+safety messages the next free slot. Before a message goes, its recipient is checked again
+(paused, withdrawn, opted out: routine messages are cancelled), quiet hours hold routine
+messages to the end of the window, and the per-recipient daily SMS cap drops the least important
+routine SMS. Safety messages are never held, capped or cancelled for a pause.
+
+Failures: a transient error is retried with exponential backoff and full jitter (a provider's
+`retry_after` exactly, for that chat and the whole channel) and given up after `max_attempts`.
+A send that may have reached the provider (a timeout after the request was written) is never
+sent again blindly: the row becomes `unknown` until a status callback (`record_status`) or an
+operator (`storage.outbox.requeue_unknown`) decides. A permanent error fails the row at once; if
+the recipient is unreachable or opted out, the flag is set (audited), the site's coordinators
+get an alert and a message, and a safety message to a patient goes again by SMS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.channels import Channel, Choice, OutgoingMessage, PermanentSendError, TransientSendError
+from engage.clock import Clock
+from messages import catalogue
+from scheduler.ratelimit import ChannelRate, Monotonic, RateLimiter, Sleep
+from storage import audit, outbox
+from storage.audit import Actor
+from storage.db import Database
+from storage.models import Alert, AlertEvent, OutboundMessage, Patient, Site, Staff
+from study.recipients import patient_route, staff_route
+from trial.protocol import Protocol, QuietHours
+
+log = logging.getLogger(__name__)
+
+SYSTEM = Actor.system("dispatcher")
+LANES = (outbox.SAFETY, outbox.ROUTINE)
+
+# Which routine message the daily SMS cap keeps first, by template id prefix (longest wins).
+IMPORTANCE: tuple[tuple[str, int], ...] = (
+    ("dose.reminder", 100),
+    ("visit.", 80),
+    ("phase.", 70),
+    ("dose.follow", 60),
+    ("dose.", 50),
+    ("report.", 40),
+    ("questionnaire.", 40),
+    ("chat.", 30),
+    ("digest.", 20),
+)
+DEFAULT_IMPORTANCE = 10
+
+# Statuses that used one of the day's SMS (an unknown one may have).
+_COUNTS_FOR_CAP = (outbox.SENT, outbox.DELIVERED, outbox.READ, outbox.UNKNOWN,
+                   outbox.UNDELIVERED)
+
+
+def importance(template_id: str) -> int:
+    """How much a routine message matters when the daily SMS cap forces a choice."""
+    best, length = DEFAULT_IMPORTANCE, -1
+    for prefix, rank in IMPORTANCE:
+        if template_id.startswith(prefix) and len(prefix) > length:
+            best, length = rank, len(prefix)
+    return best
+
+
+def quiet_until(quiet: QuietHours, now: datetime, tz: ZoneInfo) -> datetime | None:
+    """The end of the quiet window `now` falls in (UTC), or None outside quiet hours."""
+    local = now.astimezone(tz)
+    if not quiet.contains(local.time()):
+        return None
+    end = datetime.combine(local.date(), quiet.end, tzinfo=tz).astimezone(UTC)
+    if end <= now:
+        end = datetime.combine(local.date() + timedelta(days=1), quiet.end,
+                               tzinfo=tz).astimezone(UTC)
+    return end
+
+
+def local_day(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The recipient's local calendar day around `now`, as a UTC interval [start, end)."""
+    day = now.astimezone(tz).date()
+    start = datetime.combine(day, clock_time(0), tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), clock_time(0), tzinfo=tz).astimezone(UTC)
+    return start, end
+
+
+def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds before retry number `attempt` (1-based): exponential with full jitter."""
+    return rng.uniform(0.0, min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+class Dispatcher:
+    """Sends the outbox through the channels; one per worker process (`worker_id` unique)."""
+
+    def __init__(self, db: Database, protocol: Protocol, channels: Mapping[str, Channel],
+                 clock: Clock, *, worker_id: str, lease: timedelta = timedelta(seconds=60),
+                 concurrency: int = 50, safety_concurrency: int = 20, max_attempts: int = 8,
+                 backoff_base: float = 2.0, backoff_cap: float = 600.0,
+                 safety_backoff_cap: float = 30.0, telegram_rate: float = 30.0,
+                 telegram_chat_rate: float = 1.0, sms_rate: float = 1.0,
+                 rates: Mapping[str, ChannelRate] | None = None, max_rate_wait: float = 5.0,
+                 send_timeout: float | None = None, poll_interval: float = 1.0,
+                 rng: random.Random | None = None, monotonic: Monotonic = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.db = db
+        self.protocol = protocol
+        self.channels = dict(channels)
+        self.clock = clock
+        self.worker_id = worker_id[:48]
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_caps = {outbox.SAFETY: safety_backoff_cap, outbox.ROUTINE: backoff_cap}
+        self.concurrency = {outbox.SAFETY: safety_concurrency, outbox.ROUTINE: concurrency}
+        self.max_rate_wait = max_rate_wait
+        # A send must end well inside its lease, or another worker could take the row over.
+        self.send_timeout = send_timeout or lease.total_seconds() / 3
+        self.poll_interval = poll_interval
+        self.rng = rng or random.Random()
+        if rates is None:
+            rates = {"telegram": ChannelRate(telegram_rate, telegram_chat_rate),
+                     "sms": ChannelRate(sms_rate)}
+        self.limits = RateLimiter(rates, monotonic=monotonic, sleep=sleep)
+        self._sequence = itertools.count(1)
+        self._wakes = {lane: asyncio.Event() for lane in LANES}
+        self._stop: asyncio.Event | None = None
+
+    # --- public face ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something was queued (a safety message): claim now, not at the next poll."""
+        for event in self._wakes.values():
+            event.set()
+
+    async def run_once(self) -> int:
+        """Claim what is due as of `clock.now()`, send it, and return how many rows were handled
+        (sent, failed, held, cancelled or dropped); rows queued meanwhile are included."""
+        handled = 0
+        for _ in range(5):  # follow-ups (a reroute, a coordinator notice) are due at once
+            done = sum([await self._pump(lane, None) for lane in LANES])
+            handled += done
+            if done == 0:
+                break
+        return handled
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until `stop` is set; in-flight sends finish, everything else stays queued."""
+        self._stop = stop
+        await asyncio.gather(*(self._pump(lane, stop) for lane in LANES))
+
+    # --- the lane loop ----------------------------------------------------------------------
+
+    async def _pump(self, lane: str, stop: asyncio.Event | None) -> int:
+        limit = self.concurrency[lane]
+        low_water = max(1, limit // 5)  # claim in batches, not one row per finished send
+        tasks: set[asyncio.Task[None]] = set()
+        handled, exhausted = 0, False
+        while stop is None or not stop.is_set():
+            tasks = {task for task in tasks if not task.done()}
+            free = limit - len(tasks)
+            if not exhausted and free >= low_water:
+                try:
+                    count, rows, token = await self._claim(lane, free)
+                except Exception:
+                    if stop is None:
+                        raise
+                    log.exception("claiming the %s lane failed; retrying", lane)
+                    count, rows, token = 0, [], ""
+                handled += count
+                tasks.update(asyncio.create_task(self._deliver(row, token, lane, stop))
+                             for row in rows)
+                exhausted = count < free
+                continue
+            if stop is None:
+                if not tasks:
+                    break
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            await self._idle(lane, tasks, stop)
+            exhausted = False
+        if tasks:
+            await asyncio.gather(*tasks)
+        return handled
+
+    async def _idle(self, lane: str, tasks: set[asyncio.Task[None]],
+                    stop: asyncio.Event) -> None:
+        wake = self._wakes[lane]
+        helpers = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+        try:
+            await asyncio.wait([*helpers, *tasks], timeout=self.poll_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            wake.clear()
+
+    # --- claiming and screening -------------------------------------------------------------
+
+    async def _claim(self, lane: str, limit: int) -> tuple[int, list[OutboundMessage], str]:
+        token = f"{self.worker_id}:{lane[0]}{next(self._sequence)}"
+        async with self.db.write() as session:
+            now = self.clock.now()
+            rows = await outbox.claim(session, lane=lane, channels=self.channels, now=now,
+                                      limit=limit)
+            if not rows:
+                return 0, [], token
+            ready = await self._screen(session, rows, now, token)
+            outbox.lease(ready, token=token, now=now, until=now + self.lease)
+        return len(rows), ready, token
+
+    async def _screen(self, session: AsyncSession, rows: Sequence[OutboundMessage],
+                      now: datetime, token: str) -> list[OutboundMessage]:
+        """Cancel, reroute, hold or drop claimed rows; return those to send now."""
+        patients = await _by_id(session, Patient, {r.patient_id for r in rows})
+        staff = await _by_id(session, Staff, {r.staff_id for r in rows})
+        sites = await _by_id(session, Site, {s.site_id for s in staff.values()})
+        ready: list[OutboundMessage] = []
+        accepted: dict[str, int] = {}
+        accepted_ids: set[int] = set()
+        for row in rows:
+            patient = patients.get(row.patient_id) if row.patient_id else None
+            member = staff.get(row.staff_id) if row.staff_id else None
+            refusal = _refusal(row, patient, member)
+            if refusal is None and patient is not None:
+                refusal = self._reroute(session, row, patient, now)
+            if refusal is not None:
+                outbox.settle(session, row, status=outbox.CANCELLED, now=now, reason=refusal)
+                continue
+            if row.channel not in self.channels:  # rerouted to a channel another worker serves
+                outbox.settle(session, row, status=outbox.QUEUED, now=now, due_at=now,
+                              reason=f"rerouted to {row.channel}")
+                continue
+            if row.lane == outbox.ROUTINE:
+                tz = _recipient_tz(patient, member, sites)
+                held = quiet_until(self.protocol.quiet_hours, now, tz) if tz else None
+                if held is not None:
+                    outbox.settle(session, row, status=outbox.QUEUED, now=now, due_at=held,
+                                  reason=f"quiet hours until {held.isoformat()}")
+                    continue
+                if row.channel == "sms":
+                    drop = await self._over_cap(session, row, tz or ZoneInfo("UTC"), now, token,
+                                                accepted, accepted_ids)
+                    if drop is not None:
+                        outbox.settle(session, row, status=outbox.DROPPED, now=now, reason=drop)
+                        continue
+            ready.append(row)
+        return ready
+
+    def _reroute(self, session: AsyncSession, row: OutboundMessage, patient: Patient,
+                 now: datetime) -> str | None:
+        """Move a patient's message off a channel that cannot reach them; a reason if none can."""
+        if _usable(patient, row.channel):
+            return None
+        route = patient_route(patient, safety=row.lane == outbox.SAFETY)
+        if route is None or route.channel == row.channel:
+            return f"patient unreachable by {row.channel}"
+        outbox.note(session, row.id, "rerouted", now,
+                      f"{row.channel} unreachable; now {route.channel}")
+        row.channel, row.address = route.channel, route.address
+        return None
+
+    async def _over_cap(self, session: AsyncSession, row: OutboundMessage, tz: ZoneInfo,
+                        now: datetime, token: str, accepted: dict[str, int],
+                        accepted_ids: set[int]) -> str | None:
+        """Why a routine SMS must be dropped for the daily cap, or None if it fits."""
+        cap = self.protocol.sms.daily_cap
+        start, end = local_day(now, tz)
+        to_address = (OutboundMessage.channel == "sms", OutboundMessage.address == row.address)
+        used = (await session.execute(select(func.count()).where(
+            *to_address, OutboundMessage.status.in_(_COUNTS_FOR_CAP),
+            OutboundMessage.sent_at >= start, OutboundMessage.sent_at < end))).scalar_one()
+        in_flight = (await session.execute(select(func.count()).where(
+            *to_address, OutboundMessage.status == outbox.SENDING,
+            OutboundMessage.leased_by != token))).scalar_one()
+        budget = cap - used - in_flight - accepted.get(row.address, 0)
+        if budget <= 0:
+            return f"daily SMS cap of {cap} reached"
+        # Routine SMS still to go today compete for what is left: the more important first.
+        others = (await session.execute(select(
+            OutboundMessage.id, OutboundMessage.template_id, OutboundMessage.due_at).where(
+            *to_address, OutboundMessage.lane == outbox.ROUTINE,
+            OutboundMessage.status == outbox.QUEUED, OutboundMessage.due_at < end,
+            OutboundMessage.id != row.id))).all()
+        mine = (-importance(row.template_id), row.due_at, row.id)
+        ahead = sum(1 for other_id, template_id, due_at in others
+                    if other_id not in accepted_ids
+                    and (-importance(template_id), due_at, other_id) < mine)
+        if ahead >= budget:
+            return f"daily SMS cap of {cap}: {ahead} more important SMS due today"
+        accepted[row.address] = accepted.get(row.address, 0) + 1
+        accepted_ids.add(row.id)
+        return None
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _deliver(self, row: OutboundMessage, token: str, lane: str,
+                       stop: asyncio.Event | None) -> None:
+        try:
+            await self._deliver_one(row, token, lane, stop)
+        except Exception:
+            log.exception("dispatching message %s failed; its lease will expire", row.id)
+
+    async def _deliver_one(self, row: OutboundMessage, token: str, lane: str,
+                           stop: asyncio.Event | None) -> None:
+        urgent = lane == outbox.SAFETY
+        wait = self.limits.delay(row.channel, row.address)
+        longest = self.lease.total_seconds() / 3 if urgent else self.max_rate_wait
+        if wait > longest:  # do not sit on a lease and a send slot for that long
+            await self._release(row, token, wait, f"rate limit: about {wait:.1f}s to wait")
+            return
+        await self.limits.acquire(row.channel, row.address, urgent=urgent)
+        if stop is not None and stop.is_set():
+            await self._release(row, token, 0.0, "dispatcher stopping")
+            return
+        left = (row.lease_until - self.clock.now()).total_seconds() if row.lease_until else 0.0
+        if left < self.send_timeout:
+            await self._release(row, token, 0.0, "lease too short to send safely")
+            return
+        message = OutgoingMessage(
+            message_id=row.id, address=row.address, text=row.body,
+            choices=tuple(Choice(**choice) for choice in row.choices), image=row.image,
+            validity_seconds=(self.protocol.sms.validity_period_seconds
+                              if row.channel == "sms" else None))
+        try:
+            result = await asyncio.wait_for(self.channels[row.channel].send(message),
+                                            timeout=self.send_timeout)
+        except TimeoutError:
+            await self._transient(row, token, TransientSendError(
+                f"no answer within {self.send_timeout:.0f}s", maybe_sent=True))
+        except TransientSendError as exc:
+            await self._transient(row, token, exc)
+        except PermanentSendError as exc:
+            await self._permanent(row, token, exc)
+        except Exception as exc:  # an adapter bug: not sent as far as we know, so retry
+            log.exception("channel %s raised on message %s", row.channel, row.id)
+            await self._transient(row, token, TransientSendError(f"{type(exc).__name__}: {exc}"))
+        else:
+            await self._write(lambda s: outbox.complete(
+                s, message_id=row.id, token=token, provider_id=result.provider_id,
+                status=result.status, now=self.clock.now()))
+
+    async def _release(self, row: OutboundMessage, token: str, after: float,
+                       reason: str) -> None:
+        now = self.clock.now()
+        await self._write(lambda s: outbox.release(
+            s, message_id=row.id, token=token, now=now, due_at=now + timedelta(seconds=after),
+            reason=reason))
+
+    async def _transient(self, row: OutboundMessage, token: str,
+                         exc: TransientSendError) -> None:
+        now = self.clock.now()
+        if exc.maybe_sent:
+            log.warning("message %s may have reached %s (%s): left as unknown, not resent",
+                        row.id, row.channel, exc)
+            await self._write(lambda s: outbox.fail(
+                s, message_id=row.id, token=token, now=now, status=outbox.UNKNOWN,
+                error=f"maybe sent: {exc}"))
+            return
+        if exc.retry_after is not None:
+            # The provider said how long: that chat and the whole channel wait exactly that.
+            self.limits.hold(row.channel, exc.retry_after, row.address)
+            self.limits.hold(row.channel, exc.retry_after)
+            due = now + timedelta(seconds=exc.retry_after)
+            await self._write(lambda s: outbox.retry(
+                s, message_id=row.id, token=token, now=now, error=str(exc), due_at=due,
+                count=False))
+            return
+        if row.attempts >= self.max_attempts:
+            await self._give_up(row, token, f"{exc} (after {row.attempts} attempts)")
+            return
+        delay = backoff(row.attempts, base=self.backoff_base, cap=self.backoff_caps[row.lane],
+                        rng=self.rng)
+        due = now + timedelta(seconds=max(delay, 0.001))
+        await self._write(lambda s: outbox.retry(
+            s, message_id=row.id, token=token, now=now, error=str(exc), due_at=due))
+
+    async def _permanent(self, row: OutboundMessage, token: str,
+                         exc: PermanentSendError) -> None:
+        if not (exc.unreachable or exc.opted_out):
+            await self._give_up(row, token, f"{exc.code} {exc}".strip())
+            return
+        now = self.clock.now()
+        follow_up = False
+
+        async def work(session: AsyncSession) -> bool:
+            nonlocal follow_up
+            if not await outbox.fail(session, message_id=row.id, token=token, now=now,
+                                     error=f"{exc.code} {exc}".strip()):
+                return False
+            follow_up = await self._unreachable(session, row, exc, now)
+            return True
+
+        await self._write(work)
+        if follow_up:
+            self.wake()
+
+    async def _give_up(self, row: OutboundMessage, token: str, error: str) -> None:
+        now = self.clock.now()
+        log.error("giving up on message %s to %s: %s", row.id, row.channel, error)
+
+        async def work(session: AsyncSession) -> bool:
+            if not await outbox.fail(session, message_id=row.id, token=token, now=now,
+                                     error=error):
+                return False
+            patient = await session.get(Patient, row.patient_id) if row.patient_id else None
+            if patient is not None:
+                await self._tell_coordinators(
+                    session, site_id=patient.site_id, patient_id=patient.id,
+                    kind="delivery_failed",
+                    summary=f"{patient.subject_id}: message {row.id} failed: {error}",
+                    message_id="delivery.failed", now=now,
+                    params={"subject": patient.subject_id, "count": row.attempts,
+                            "reason": error})
+            return True
+
+        await self._write(work)
+        self.wake()
+
+    async def _unreachable(self, session: AsyncSession, row: OutboundMessage,
+                           exc: PermanentSendError, now: datetime) -> bool:
+        """Mark the recipient unreachable on the row's channel and tell the coordinators;
+        reroute a patient's safety message. True if new rows were queued."""
+        reason = f"{row.channel} refused: {exc.code} {exc}".strip()
+        if row.patient_id is not None:
+            patient = await session.get(Patient, row.patient_id, with_for_update=True)
+            if patient is None:
+                return False
+            flag = {"opted_out": True} if exc.opted_out else {f"{row.channel}_reachable": False}
+            queued = False
+            if row.channel in ("telegram", "sms") and audit.change(
+                    session, patient, at=now, actor=SYSTEM, reason=reason, **flag):
+                await self._tell_coordinators(
+                    session, site_id=patient.site_id, patient_id=patient.id, kind="unreachable",
+                    summary=f"{patient.subject_id}: {reason}", now=now,
+                    message_id="delivery.opted_out" if exc.opted_out else "delivery.unreachable",
+                    params={"subject": patient.subject_id, "channel": row.channel,
+                            "reason": str(exc)})
+                queued = True
+            if row.lane == outbox.SAFETY:
+                route = patient_route(patient, safety=True)
+                if route is not None and route.channel != row.channel:
+                    queued = await outbox.enqueue(
+                        session, key=f"{row.dedupe_key}:via:{route.channel}"[:160],
+                        channel=route.channel, address=route.address,
+                        template_id=row.template_id, template_version=row.template_version,
+                        language=row.language, body=row.body, choices=row.choices,
+                        image=row.image, due_at=now, now=now, lane=outbox.SAFETY,
+                        patient_id=patient.id, dose_id=row.dose_id, alert_id=row.alert_id,
+                        visit_id=row.visit_id) is not None or queued
+            return queued
+        if row.staff_id is not None:
+            member = await session.get(Staff, row.staff_id, with_for_update=True)
+            if member is None or row.channel != "telegram" or not audit.change(
+                    session, member, at=now, actor=SYSTEM, reason=reason,
+                    telegram_reachable=False):
+                return False
+            if member.site_id is not None:
+                await self._tell_coordinators(
+                    session, site_id=member.site_id, patient_id=None, kind="unreachable",
+                    summary=f"staff {member.id} ({member.role}): {reason}", now=now,
+                    message_id="delivery.staff_unreachable", exclude=member.id,
+                    params={"name": member.name, "role": member.role, "channel": row.channel,
+                            "reason": str(exc)})
+                return True
+        return False
+
+    async def _tell_coordinators(self, session: AsyncSession, *, site_id: str,
+                                 patient_id: int | None, kind: str, summary: str,
+                                 message_id: str, params: Mapping[str, object], now: datetime,
+                                 exclude: int | None = None) -> None:
+        """Open a routine alert for the site and message each of its coordinators."""
+        alert = Alert(site_id=site_id, patient_id=patient_id, kind=kind, tier="routine",
+                      status="open", summary=summary[:1000], opened_at=now, received_at=now,
+                      level=0, pages=0)
+        await audit.create(session, alert, at=now, actor=SYSTEM)
+        session.add(AlertEvent(alert_id=alert.id, step=0, kind="opened", level=0, at=now,
+                               detail=summary[:1000]))
+        coordinators = (await session.execute(select(Staff).where(
+            Staff.site_id == site_id, Staff.role == "coordinator",
+            Staff.active.is_(True)).order_by(Staff.id))).scalars().all()
+        for member in coordinators:
+            routes = staff_route(member)
+            if member.id == exclude or not routes:
+                continue
+            route = routes[0]  # a routine notice goes once, by the first channel
+            language = member.language if member.language in catalogue.LOCALES else "en"
+            texts = dict(params)
+            if "channel" in texts:
+                texts["channel"] = catalogue.render(f"delivery.channel_{texts['channel']}",
+                                                    language)
+            template = catalogue.template(message_id, language)
+            await outbox.enqueue(
+                session, key=f"notice:{kind}:{alert.id}:{member.id}:{route.channel}",
+                channel=route.channel, address=route.address, template_id=message_id,
+                template_version=template.version, language=language,
+                body=template.render(**texts), due_at=now, now=now, lane=outbox.ROUTINE,
+                staff_id=member.id, alert_id=alert.id)
+
+    async def _write(self, work: Callable[[AsyncSession], Awaitable[bool]]) -> None:
+        """Record an outcome; retried briefly, since losing it means sending the row again."""
+        for attempt in range(3):
+            try:
+                async with self.db.write() as session:
+                    if not await work(session):
+                        log.warning("lease lost before the outcome was recorded (%s)",
+                                    self.worker_id)
+                return
+            except Exception:
+                if attempt == 2:
+                    raise
+                log.exception("recording a send outcome failed; retrying")
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+
+async def _by_id(session: AsyncSession, model: Any, ids: set[Any]) -> dict[Any, Any]:
+    wanted = [i for i in ids if i is not None]
+    if not wanted:
+        return {}
+    rows = (await session.execute(select(model).where(model.id.in_(wanted)))).scalars().all()
+    return {row.id: row for row in rows}
+
+
+def _refusal(row: OutboundMessage, patient: Patient | None, member: Staff | None) -> str | None:
+    """Why a message must not go to its recipient at all, or None."""
+    if member is not None and not member.active:
+        return "staff member no longer active"
+    if patient is None or row.lane == outbox.SAFETY:
+        return None
+    if patient.status != "active":
+        return f"patient {patient.status}"
+    if patient.opted_out:
+        return "patient opted out"
+    return None
+
+
+def _usable(patient: Patient, channel: str) -> bool:
+    if channel == "telegram":
+        return patient.telegram_id is not None and patient.telegram_reachable
+    if channel == "sms":
+        return bool(patient.phone) and patient.sms_reachable and not patient.opted_out
+    return True
+
+
+def _recipient_tz(patient: Patient | None, member: Staff | None,
+                  sites: Mapping[str, Site]) -> ZoneInfo | None:
+    if patient is not None:
+        return ZoneInfo(patient.tz)
+    if member is not None and member.site_id is not None and member.site_id in sites:
+        return ZoneInfo(sites[member.site_id].tz)
+    return None

@@ -1,0 +1,289 @@
+"""Alerts: open, page, escalate, acknowledge, resolve. Every step audited, every page queued.
+
+Each page is one AlertEvent with a unique (alert_id, step) and outbox rows keyed
+`alert:{alert_id}:page:{step}:{staff_id}:{channel}`, written in the same transaction as the
+alert's new level and next escalation time: a restart between steps neither skips nor repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from messages import catalogue
+from storage import audit
+from storage.audit import Actor
+from storage.models import Alert, AlertEvent, Patient, Site, Staff, SymptomReport
+from storage.outbox import SAFETY, enqueue
+from study.recipients import Route, staff_route
+from trial.escalation import next_escalation, plan_page, sae_deadline
+from trial.protocol import Protocol, Tier
+
+OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
+PAGING_ROLES = ("coordinator", "investigator", "pi")
+
+
+class AlertError(Exception):
+    """A staff action on an alert that cannot be done; `code` names the catalogue reply."""
+
+    def __init__(self, code: str, alert_id: int | None = None) -> None:
+        self.code = code
+        self.alert_id = alert_id
+        super().__init__(f"alert {alert_id}: {code}")
+
+
+@dataclass(frozen=True)
+class _Target:
+    staff: Staff
+    routes: list[Route]
+
+
+async def _next_step(session: AsyncSession, alert_id: int) -> int:
+    last = (await session.execute(select(func.max(AlertEvent.step)).where(
+        AlertEvent.alert_id == alert_id))).scalar_one_or_none()
+    return 0 if last is None else last + 1
+
+
+async def _event(session: AsyncSession, alert: Alert, kind: str, *, now: datetime,
+                 staff_id: int | None = None, detail: str = "") -> AlertEvent:
+    event = AlertEvent(alert_id=alert.id, step=await _next_step(session, alert.id), kind=kind,
+                       level=alert.level, staff_id=staff_id, at=now, detail=detail)
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def open_alert(session: AsyncSession, protocol: Protocol, *, site_id: str,
+                     patient: Patient | None, kind: str, tier: Tier, now: datetime,
+                     received_at: datetime, report: SymptomReport | None = None,
+                     summary: str = "", possible_sae: bool = False,
+                     actor: Actor | None = None) -> Alert:
+    """Open an alert; an urgent one pages level 0 of the escalation chain at once."""
+    alert = Alert(site_id=site_id, patient_id=patient.id if patient else None,
+                  report_id=report.id if report else None, kind=kind, tier=tier.value,
+                  status=OPEN, summary=summary, opened_at=now, received_at=received_at,
+                  sae_deadline_at=(sae_deadline(protocol.escalation, received_at)
+                                   if possible_sae else None),
+                  level=0, pages=0, next_escalation_at=None)
+    await audit.create(session, alert, at=now, actor=actor or Actor.system("triage"),
+                       reason=f"{kind} {tier.value}")
+    await _event(session, alert, "opened", now=now, detail=f"{kind} {tier.value}")
+    if tier.is_urgent:
+        await page(session, protocol, alert, now=now)
+    return alert
+
+
+async def _targets(session: AsyncSession, site_id: str) -> dict[str, list[_Target]]:
+    staff = (await session.execute(select(Staff).where(
+        Staff.active.is_(True), Staff.site_id == site_id, Staff.role.in_(PAGING_ROLES))
+        .order_by(Staff.id))).scalars().all()
+    by_role: dict[str, list[_Target]] = {}
+    for member in staff:
+        routes = staff_route(member)
+        if routes:
+            by_role.setdefault(member.role, []).append(_Target(member, routes))
+    return by_role
+
+
+async def _admins(session: AsyncSession) -> list[_Target]:
+    admins = (await session.execute(select(Staff).where(
+        Staff.active.is_(True), Staff.role == "admin").order_by(Staff.id))).scalars().all()
+    return [_Target(a, staff_route(a)) for a in admins if staff_route(a)]
+
+
+async def page(session: AsyncSession, protocol: Protocol, alert: Alert, *,
+               now: datetime) -> AlertEvent:
+    """Page the next level of the chain for an open alert (one escalation step)."""
+    chain = protocol.escalation.chain
+    by_role = await _targets(session, alert.site_id)
+    plan = plan_page(chain, set(by_role), None if alert.pages == 0 else alert.level)
+    notes = [f"skipped {role}: nobody to page" for role in plan.skipped]
+    if plan.role is not None and plan.level is not None:
+        targets, level = by_role[plan.role], plan.level
+        notes.insert(0, f"level {level} {plan.role}")
+    else:
+        # Nobody on the site's chain can be paged: the study's admins must hear of it.
+        targets, level = await _admins(session), alert.level
+        notes.insert(0, "no site staff on the chain; admins paged" if targets
+                     else "nobody can be paged; retrying")
+    tier = Tier(alert.tier)
+    audit.change(session, alert, at=now, actor=Actor.system("escalation"), level=level,
+                 pages=alert.pages + 1,
+                 next_escalation_at=next_escalation(protocol.escalation, tier, now))
+    step = await _next_step(session, alert.id)
+    context = await _context(session, alert)
+    sent = []
+    for target in targets:
+        for route in target.routes:
+            await _enqueue_page(session, alert, step, target.staff, route, context, now=now)
+            sent.append(f"{target.staff.id}/{route.channel}")
+    detail = "; ".join([*notes, "paged " + (", ".join(sent) or "nobody")])
+    event = AlertEvent(alert_id=alert.id, step=step, kind="paged", level=level, at=now,
+                       detail=detail)
+    session.add(event)
+    await session.flush()
+    audit.record(session, at=now, actor=Actor.system("escalation"), action="page",
+                 entity="alerts", entity_id=str(alert.id), new=f"step {step}: {detail}")
+    return event
+
+
+async def _context(session: AsyncSession, alert: Alert) -> dict[str, Any]:
+    site = await session.get(Site, alert.site_id)
+    patient = await session.get(Patient, alert.patient_id) if alert.patient_id else None
+    report = await session.get(SymptomReport, alert.report_id) if alert.report_id else None
+    tz = ZoneInfo(site.tz) if site else ZoneInfo("UTC")
+    return {"site": site, "tz": tz, "subject": patient.subject_id if patient else "-",
+            "report": report}
+
+
+def _utc(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _local(moment: datetime, tz: ZoneInfo) -> str:
+    return moment.astimezone(tz).strftime(f"%Y-%m-%d %H:%M {tz.key}")
+
+
+def reasons_text(reasons: list[Any], language: str) -> str:
+    """Reasons as staff read them: a label per code and the words that fired."""
+    parts = []
+    for reason in reasons:
+        code = str(reason.get("code", "")) if isinstance(reason, dict) else str(reason)
+        matched = reason.get("matched", []) if isinstance(reason, dict) else []
+        try:
+            label = catalogue.render(f"alert.reason_{code}", language)
+        except catalogue.MissingMessageError:
+            label = code
+        parts.append(f"{label}: {', '.join(str(m) for m in matched)}" if matched else label)
+    return "; ".join(parts) or "-"
+
+
+def alert_params(alert: Alert, context: dict[str, Any], language: str) -> dict[str, object]:
+    """Placeholders of every staff-facing alert text."""
+    report: SymptomReport | None = context["report"]
+    return {
+        "id": alert.id, "subject": context["subject"],
+        "tier": catalogue.render(f"alert.tier_{alert.tier}", language),
+        "reasons": reasons_text(report.reasons if report else [], language),
+        "text": report.raw_text if report else alert.summary,
+        "received_utc": _utc(alert.received_at),
+        "received_local": _local(alert.received_at, context["tz"]),
+        "deadline_utc": _utc(alert.sae_deadline_at) if alert.sae_deadline_at else "",
+        "page": alert.pages, "status": catalogue.render(f"alert.status_{alert.status}", language),
+    }
+
+
+async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: Staff,
+                        route: Route, context: dict[str, Any], *, now: datetime) -> None:
+    language = staff.language if staff.language in catalogue.LOCALES else "zh"
+    sae = "_sae" if alert.sae_deadline_at else ""
+    # Staff SMS names the subject id only: never the report's words, drug, disease or trial.
+    message_id = f"alert.page{sae}" if route.channel == "telegram" else f"alert.page_sms{sae}"
+    template = catalogue.template(message_id, language)
+    choices = []
+    if route.channel == "telegram":
+        choices = [
+            {"label": catalogue.render("alert.button_ack", language),
+             "action": f"alert:ack:{alert.id}", "sms_word": ""},
+            {"label": catalogue.render("alert.button_resolve", language),
+             "action": f"alert:resolve:{alert.id}", "sms_word": ""},
+        ]
+    await enqueue(session, key=f"alert:{alert.id}:page:{step}:{staff.id}:{route.channel}",
+                  channel=route.channel, address=route.address, template_id=message_id,
+                  template_version=template.version, language=language,
+                  body=template.render(**alert_params(alert, context, language)), due_at=now,
+                  now=now, lane=SAFETY, choices=choices, staff_id=staff.id, alert_id=alert.id)
+
+
+async def escalate_due(session: AsyncSession, protocol: Protocol, *, now: datetime,
+                       limit: int = 100) -> int:
+    """Page the next level of every open alert whose acknowledgement timeout has passed."""
+    due = (await session.execute(
+        select(Alert).where(Alert.status == OPEN, Alert.next_escalation_at <= now)
+        .order_by(Alert.next_escalation_at, Alert.id).limit(limit)
+        .with_for_update(skip_locked=True))).scalars().all()
+    for alert in due:
+        await page(session, protocol, alert, now=now)
+    return len(due)
+
+
+def can_see(staff: Staff, alert: Alert) -> bool:
+    """Admins see every site; everyone else only their own site's alerts."""
+    return staff.active and (staff.role == "admin" or staff.site_id == alert.site_id)
+
+
+async def find(session: AsyncSession, staff: Staff, alert_id: int, *,
+               lock: bool = False) -> Alert:
+    """An alert the staff member may see; another site's alert is 'not found', like no alert."""
+    query = select(Alert).where(Alert.id == alert_id)
+    if lock:
+        query = query.with_for_update()
+    alert = (await session.execute(query)).scalar_one_or_none()
+    if alert is None or not can_see(staff, alert):
+        raise AlertError("not_found", alert_id)
+    return alert
+
+
+async def visible(session: AsyncSession, staff: Staff, *, now: datetime,
+                  limit: int = 20) -> list[Alert]:
+    """Unresolved alerts of the staff member's site (all sites for an admin), oldest first."""
+    query = select(Alert).where(Alert.status != RESOLVED)
+    if staff.role != "admin":
+        query = query.where(Alert.site_id == staff.site_id)
+    alerts = list((await session.execute(
+        query.order_by(Alert.opened_at, Alert.id).limit(limit))).scalars().all())
+    audit.record(session, at=now, actor=Actor.staff(staff.id), action="query", entity="alerts",
+                 entity_id=staff.site_id or "*", new=f"{len(alerts)} open alerts")
+    return alerts
+
+
+def _may_act(staff: Staff, alert: Alert) -> None:
+    if staff.role == "monitor":
+        raise AlertError("not_permitted", alert.id)  # monitors read, never act
+
+
+async def acknowledge(session: AsyncSession, staff: Staff, alert_id: int, *,
+                      now: datetime) -> tuple[Alert, bool]:
+    """Take responsibility for an alert: escalation stops. Returns (alert, newly acknowledged)."""
+    alert = await find(session, staff, alert_id, lock=True)
+    _may_act(staff, alert)
+    if alert.status == RESOLVED:
+        raise AlertError("already_resolved", alert.id)
+    if alert.status == ACKNOWLEDGED:
+        return alert, False
+    audit.change(session, alert, at=now, actor=Actor.staff(staff.id), status=ACKNOWLEDGED,
+                 acknowledged_at=now, acknowledged_by=staff.id, next_escalation_at=None)
+    await _event(session, alert, "acknowledged", now=now, staff_id=staff.id)
+    return alert, True
+
+
+async def resolve(session: AsyncSession, staff: Staff, alert_id: int, note: str, *,
+                  now: datetime) -> Alert:
+    """Close an alert with a note of what was done (required); acknowledges it if need be."""
+    alert = await find(session, staff, alert_id, lock=True)
+    _may_act(staff, alert)
+    note = note.strip()
+    if not note:
+        raise AlertError("note_required", alert.id)
+    if alert.status == RESOLVED:
+        raise AlertError("already_resolved", alert.id)
+    actor = Actor.staff(staff.id)
+    if alert.status == OPEN:
+        audit.change(session, alert, at=now, actor=actor, reason="resolved without a separate "
+                     "acknowledgement", status=ACKNOWLEDGED, acknowledged_at=now,
+                     acknowledged_by=staff.id, next_escalation_at=None)
+        await _event(session, alert, "acknowledged", now=now, staff_id=staff.id)
+    audit.change(session, alert, at=now, actor=actor, reason=note, status=RESOLVED,
+                 resolved_at=now, resolved_by=staff.id, resolution_note=note)
+    await _event(session, alert, "resolved", now=now, staff_id=staff.id, detail=note)
+    return alert
+
+
+async def describe(session: AsyncSession, alert: Alert, language: str) -> dict[str, object]:
+    """Placeholders for showing one alert to a staff member."""
+    return alert_params(alert, await _context(session, alert), language)

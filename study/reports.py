@@ -1,0 +1,62 @@
+"""Symptom reports: store, triage, open and page an alert when urgent, answer with the script.
+
+The patient's reply is the tier's scripted text only: the bot never reassures, grades or judges
+causality. Routine reports are not paged; they wait for the site's digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import audit
+from storage.audit import Actor
+from storage.models import Patient, SymptomReport
+from study import alerts
+from study.replies import Reply
+from trial.protocol import Protocol, Tier
+from trial.triage import Report, triage
+
+REPLIES = {Tier.EMERGENCY: "report.reply_emergency", Tier.SAME_DAY: "report.reply_same_day",
+           Tier.ROUTINE: "report.reply_routine"}
+
+
+async def record_report(session: AsyncSession, protocol: Protocol, patient: Patient, text: str,
+                        *, now: datetime, inbound_id: int | None, source: str = "free_text",
+                        temperature_c: float | None = None,
+                        answers: Mapping[str, Mapping[str, int]] | None = None,
+                        extra: Mapping[str, object] | None = None) -> SymptomReport:
+    """Store and triage a report; urgent tiers open an alert that pages the site at once."""
+    assessment = triage(Report(text, temperature_c, answers or {}), protocol.triage)
+    parsed = {**assessment.parsed(), **({"answers": dict(answers)} if answers else {}),
+              **(dict(extra) if extra else {})}
+    report = SymptomReport(
+        patient_id=patient.id, inbound_id=inbound_id, source=source, raw_text=text,
+        parsed=parsed, temperature_c=assessment.temperature_c, tier=assessment.tier.value,
+        reasons=[r.as_dict() for r in assessment.reasons], possible_sae=assessment.possible_sae,
+        received_at=now, reviewed_in_digest_at=None)
+    await audit.create(session, report, at=now, actor=Actor.patient(patient.subject_id),
+                       reason=source)
+    if assessment.tier.is_urgent:
+        await alerts.open_alert(session, protocol, site_id=patient.site_id, patient=patient,
+                                kind="symptom", tier=assessment.tier, now=now, received_at=now,
+                                report=report, possible_sae=assessment.possible_sae)
+    return report
+
+
+def scripted_reply(tier: Tier) -> Reply:
+    """The tier's scripted reply (urgent ones in the safety lane)."""
+    return Reply(REPLIES[tier], safety=tier.is_urgent)
+
+
+async def receive_report(session: AsyncSession, protocol: Protocol, patient: Patient, text: str,
+                         *, now: datetime, inbound_id: int | None,
+                         source: str = "free_text") -> list[Reply]:
+    """A report in free text: stored, triaged, paged if urgent; the patient's scripted reply."""
+    if not text.strip():
+        return [Reply("report.empty")]
+    report = await record_report(session, protocol, patient, text, now=now,
+                                 inbound_id=inbound_id, source=source)
+    return [scripted_reply(Tier(report.tier))]
