@@ -247,6 +247,9 @@ class Conversation:
                                                    now)
         else:
             outcome, replies = await self._stranger(session, event, now)
+            if outcome == f"link_{linking.LinkOutcome.LINKED}":
+                sender = await self._identify(session, event)  # answer in their language
+                row.patient_id = sender.patient.id if sender.patient else None
         if sender.patient is not None:
             sender.language = sender.patient.language  # may have just changed (LANG)
         row.outcome = outcome

@@ -15,6 +15,7 @@ TELEGRAM_LIMIT = 4096
 # the final text, so this is only a starting budget.
 PAGE_BUDGET = 3800
 ROWS_PER_PAGE = 20  # readable on a phone without scrolling back and forth
+UNLIMITED_ROWS = 1 << 30  # split by size only (messages sent one after another, no buttons)
 ACTION_PREFIX = "page"
 MAX_ACTION_BYTES = 64
 

@@ -15,7 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import Choice
-from bot.pagination import ROWS_PER_PAGE, page_action, paginate, parse_page_payload, pick
+from bot.pagination import (
+    ROWS_PER_PAGE,
+    UNLIMITED_ROWS,
+    page_action,
+    paginate,
+    parse_page_payload,
+    pick,
+)
 from bot.staff_commands import register_action, register_command
 from messages import catalogue
 from storage.models import DoseRecord, Patient, Site, Staff, Visit
@@ -283,7 +290,8 @@ async def digest_now(session: AsyncSession, protocol: Protocol, staff: Staff, ar
         return _not_found(target)
     content = await digest.gather(session, protocol, site, now=now)
     header, lines = digest.render(content, staff.language)
-    replies = [Reply("staff.text", {"body": page.text}) for page in paginate(header, lines)]
+    pages = paginate(header, lines, rows_per_page=UNLIMITED_ROWS)
+    replies = [Reply("staff.text", {"body": page.text}) for page in pages]
     await enqueue_chart(session, site, staff, content.local_date, now=now,
                         key=f"digest:{site.id}:now:{staff.id}:{now.isoformat()}")
     return replies

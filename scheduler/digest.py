@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.pagination import paginate
+from bot.pagination import UNLIMITED_ROWS, paginate
 from messages import catalogue
 from storage import audit, outbox
 from storage.audit import Actor
@@ -103,7 +103,7 @@ async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
         header, lines = digest.render(content, staff.language)
         template_id = "digest.quiet" if content.quiet else "digest.header"
         version = catalogue.template(template_id, staff.language).version
-        for page in paginate(header, lines):
+        for page in paginate(header, lines, rows_per_page=UNLIMITED_ROWS):
             row = await outbox.enqueue(
                 session, key=f"{base}:{staff.id}:{page.number}", channel="telegram",
                 address=address, template_id=template_id, template_version=version,

@@ -137,6 +137,9 @@ class Dispatcher:
         self._sequence = itertools.count(1)
         self._wakes = {lane: asyncio.Event() for lane in LANES}
         self._stop: asyncio.Event | None = None
+        # Successful sends are recorded in batches: one commit for many rows, not one each.
+        self._completions: list[tuple[int, str, str, str, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     # --- public face ------------------------------------------------------------------------
 
@@ -278,7 +281,9 @@ class Dispatcher:
         """Why a routine SMS must be dropped for the daily cap, or None if it fits."""
         cap = self.protocol.sms.daily_cap
         start, end = local_day(now, tz)
-        to_address = (OutboundMessage.channel == "sms", OutboundMessage.address == row.address)
+        # The cap limits routine SMS: safety SMS are neither capped nor counted against it.
+        to_address = (OutboundMessage.channel == "sms", OutboundMessage.address == row.address,
+                      OutboundMessage.lane == outbox.ROUTINE)
         used = (await session.execute(select(func.count()).where(
             *to_address, OutboundMessage.status.in_(_COUNTS_FOR_CAP),
             OutboundMessage.sent_at >= start, OutboundMessage.sent_at < end))).scalar_one()
@@ -291,8 +296,7 @@ class Dispatcher:
         # Routine SMS still to go today compete for what is left: the more important first.
         others = (await session.execute(select(
             OutboundMessage.id, OutboundMessage.template_id, OutboundMessage.due_at).where(
-            *to_address, OutboundMessage.lane == outbox.ROUTINE,
-            OutboundMessage.status == outbox.QUEUED, OutboundMessage.due_at < end,
+            *to_address, OutboundMessage.status == outbox.QUEUED, OutboundMessage.due_at < end,
             OutboundMessage.id != row.id))).all()
         mine = (-importance(row.template_id), row.due_at, row.id)
         ahead = sum(1 for other_id, template_id, due_at in others
@@ -348,9 +352,41 @@ class Dispatcher:
             log.exception("channel %s raised on message %s", row.channel, row.id)
             await self._transient(row, token, TransientSendError(f"{type(exc).__name__}: {exc}"))
         else:
-            await self._write(lambda s: outbox.complete(
-                s, message_id=row.id, token=token, provider_id=result.provider_id,
-                status=result.status, now=self.clock.now()))
+            await self._recorded(row.id, token, result.provider_id, result.status)
+
+    async def _recorded(self, message_id: int, token: str, provider_id: str,
+                        status: str) -> None:
+        """Record a successful send; returns once it is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._completions.append((message_id, token, provider_id, status, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_completions())
+        await done
+
+    async def _record_completions(self) -> None:
+        while self._completions:
+            await asyncio.sleep(0)  # let sends finishing at the same moment join the batch
+            batch, self._completions = self._completions[:500], self._completions[500:]
+            now = self.clock.now()
+
+            async def work(session: AsyncSession,
+                           batch: list[tuple[int, str, str, str, asyncio.Future[None]]] = batch,
+                           now: datetime = now) -> bool:
+                done = await outbox.complete_many(session, [item[:4] for item in batch],
+                                                  now=now)
+                if len(done) < len(batch):
+                    log.warning("%d sends finished after their lease was taken over",
+                                len(batch) - len(done))
+                return True
+
+            try:
+                await self._write(work)
+            except Exception as exc:
+                for *_, done in batch:
+                    done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    done.set_result(None)
 
     async def _release(self, row: OutboundMessage, token: str, after: float,
                        reason: str) -> None:

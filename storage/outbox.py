@@ -6,11 +6,11 @@ Planning the same message twice (two ticks, two workers) inserts one row: the de
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -148,6 +148,32 @@ async def complete(session: AsyncSession, *, message_id: int, token: str, provid
     return await _finish(session, message_id=message_id, token=token, now=now, event=final,
                          detail=f"provider {provider_id}", status=final, provider_id=provider_id,
                          sent_at=now, last_error=None)
+
+
+async def complete_many(session: AsyncSession, sends: Sequence[tuple[int, str, str, str]], *,
+                        now: datetime) -> set[int]:
+    """Record many accepted sends `(message_id, token, provider_id, status)` at once; return the
+    ids recorded (a send whose lease was taken over is left to its new owner)."""
+    if not sends:
+        return set()
+    table = cast(Table, OutboundMessage.__table__)
+    # Lock the rows first, so the lease check and the update see the same state.
+    held = {row_id: (leased_by, status) for row_id, leased_by, status in (await session.execute(
+        select(table.c.id, table.c.leased_by, table.c.status)
+        .where(table.c.id.in_([s[0] for s in sends])).with_for_update())).all()}
+    mine = [s for s in sends if held.get(s[0]) == (s[1], SENDING)]
+    if mine:
+        finals = [DELIVERED if _PROVIDER_STATUS.get(s[3]) == DELIVERED else SENT for s in mine]
+        await session.execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values(status=bindparam("b_status"), provider_id=bindparam("b_provider"),
+                    sent_at=now, leased_by=None, lease_until=None, last_error=None),
+            [{"b_id": s[0], "b_status": final, "b_provider": s[2]}
+             for s, final in zip(mine, finals, strict=True)])
+        await session.execute(insert(cast(Table, DeliveryEvent.__table__)), [
+            {"message_id": s[0], "status": final, "at": now, "detail": f"provider {s[2]}"}
+            for s, final in zip(mine, finals, strict=True)])
+    return {s[0] for s in mine}
 
 
 async def fail(session: AsyncSession, *, message_id: int, token: str, now: datetime,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, and_, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +22,7 @@ from bot.channels import Choice
 from messages import catalogue
 from storage import audit, outbox
 from storage.audit import Actor
-from storage.models import DoseRecord, OutboundMessage, Patient, Visit
+from storage.models import AuditEntry, DoseRecord, OutboundMessage, Patient, Visit
 from study.recipients import Route, patient_route
 from study.replies import Reply
 from trial import dose as rules
@@ -63,6 +63,24 @@ def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, 
     return changed
 
 
+async def flush_audit(session: AsyncSession) -> int:
+    """Write the audit rows this session holds in one statement, in the order they were made.
+
+    `storage.audit` builds every entry; this only writes a batch of them at once (the ORM would
+    insert them one by one on SQLite to learn each new id, which nobody needs here).
+    """
+    entries = [entry for entry in session.new if isinstance(entry, AuditEntry)]
+    if not entries:
+        return 0
+    for entry in entries:
+        session.expunge(entry)
+    columns = [c.key for c in AuditEntry.__table__.columns if c.key != "id"]
+    await session.execute(insert(cast(Table, AuditEntry.__table__)),
+                          [{name: getattr(entry, name) for name in columns}
+                           for entry in entries])
+    return len(entries)
+
+
 # --- planning rows ----------------------------------------------------------------------------
 
 def _due_patients(now: datetime, limit: int) -> Any:
@@ -82,6 +100,7 @@ async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime
     for patient in patients:
         planned += plan_patient(protocol, patient, now)
     created = await _create_doses(session, planned, now)
+    await flush_audit(session)
     return created, len(patients) == limit
 
 
@@ -131,12 +150,12 @@ async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
         row.update(state=dose.state.value, patient_id=patient.id, local_date=times.local_date,
                    next_action_at=dose.next_action_at())
         values.append(row)
-    statement = (_insert(session)(DoseRecord).values(values)
+    table = DoseRecord.__table__
+    statement = (_insert(session)(table)
                  .on_conflict_do_nothing(index_elements=["patient_id", "local_date"])
-                 .returning(DoseRecord.id, DoseRecord.patient_id, DoseRecord.local_date,
-                            DoseRecord.due_at))
+                 .returning(table.c.id, table.c.patient_id, table.c.local_date, table.c.due_at))
     subjects = {patient.id: patient.subject_id for patient, _ in planned}
-    created = (await session.execute(statement)).all()
+    created = (await session.execute(statement, values)).all()
     for dose_id, patient_id, day, due_at in created:
         audit.record(session, at=now, actor=PLANNER, action="create", entity="doses",
                      entity_id=str(dose_id),
@@ -163,6 +182,7 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
             changed += advance_dose(session, protocol, row, patient, now, outgoing,
                                     hold=holds.get((patient.id, row.local_date)))
         await enqueue_many(session, outgoing, now=now)
+        await flush_audit(session)
     return changed, len(rows) == limit
 
 
@@ -269,11 +289,12 @@ async def enqueue_many(session: AsyncSession, messages: Sequence[dict[str, Any]]
     ON CONFLICT DO NOTHING on the dedupe key (a key already queued is not queued again)."""
     if not messages:
         return 0
-    statement = (_insert(session)(OutboundMessage)
-                 .values([{**m, "created_at": now} for m in messages])
+    table = OutboundMessage.__table__
+    statement = (_insert(session)(table)
                  .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                 .returning(OutboundMessage.id))
-    return len((await session.execute(statement)).all())
+                 .returning(table.c.id))
+    rows = [{**m, "created_at": now} for m in messages]
+    return len((await session.execute(statement, rows)).all())
 
 
 # --- the patient's answers --------------------------------------------------------------------

@@ -97,7 +97,7 @@ async def is_active(session: AsyncSession, patient: Patient, now: datetime) -> b
 def question(patient: Patient, step: int) -> Reply:
     """The question at a step, rendered for the patient's language of the moment."""
     current = STEPS[step]
-    params = {"n": step + 1, "total": len(STEPS)}
+    params: dict[str, object] = {"n": step + 1, "total": len(STEPS)}
     # Labels are catalogue ids: rendered in the patient's language of the moment when queued.
     if current.item == TEMPERATURE:
         return Reply("questionnaire.q_temperature", params,

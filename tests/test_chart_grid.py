@@ -33,7 +33,9 @@ async def test_grid_cells_match_the_seeded_dose_records(db: Database) -> None:
         await add_dose(session, other, days[-1], "missed")
     async with db.read() as session:
         grid = await chart.adherence_grid(session, "BJ01", last_day=LAST)
-    assert grid.days == days and len(days) == 14 and days[-1] == LAST
+    assert grid.days == days
+    assert len(days) == 14
+    assert days[-1] == LAST
     assert grid.subjects == ("BJ01-001", "BJ01-002")
     expected_a = tuple({"cancelled": "not_scheduled", "reminded": "open"}.get(s, s)
                        for s in (states[i % len(states)] for i in range(14)))
@@ -54,7 +56,8 @@ def test_png_is_a_valid_image_of_the_expected_size() -> None:
     assert image.format == "PNG"
     assert image.size == chart.chart_size(30)
     width, height = image.size
-    assert width + height <= 10000 and width == 1000
+    assert width + height <= 10000
+    assert width == 1000
 
 
 def test_chart_size_grows_with_patients_and_stays_within_telegram_limits() -> None:
@@ -65,8 +68,9 @@ def test_chart_size_grows_with_patients_and_stays_within_telegram_limits() -> No
 def test_palette_is_distinct_and_every_status_has_a_legend_entry() -> None:
     colours = [colour for colour, _ in chart.CELLS.values()]
     assert len(set(colours)) == len(colours)
-    assert {k for k in chart.KINDS} == {"taken", "late", "skipped", "missed", "no_response",
+    assert set(chart.KINDS) == {"taken", "late", "skipped", "missed", "no_response",
                                         "open", "not_scheduled"}
     for language in ("en", "zh"):
         labels = [label for _, label in chart.legend(language)]
-        assert len(labels) == len(chart.KINDS) and all(labels)
+        assert len(labels) == len(chart.KINDS)
+        assert all(labels)

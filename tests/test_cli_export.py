@@ -69,3 +69,13 @@ def test_empty_trail_exports_only_the_header(tmp_path: Path,
     assert run_cli(capsys, "export", "audit", "--out", str(out)).status == 0
     assert out.read_text(encoding="utf-8-sig").splitlines() == [
         ",".join(EXPORTS["audit"].columns)]
+
+
+def test_text_cells_never_start_a_spreadsheet_formula() -> None:
+    from engage.commands.export import cell
+
+    assert cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert cell("@SUM(A1)") == "'@SUM(A1)"
+    assert cell("-3 days") == "'-3 days"
+    assert cell(-3) == "-3"
+    assert cell("发烧 38.6") == "发烧 38.6"

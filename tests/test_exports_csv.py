@@ -74,7 +74,8 @@ def _export(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     outcome = run_cli(capsys, "export", kind, "--out", str(out), "--json")
     assert outcome.status == 0, outcome.err
     raw = out.read_bytes()
-    assert raw.startswith(b"\xef\xbb\xbf") and raw.count(b"\xef\xbb\xbf") == 1
+    assert raw.startswith(b"\xef\xbb\xbf")
+    assert raw.count(b"\xef\xbb\xbf") == 1
     text = raw.decode("utf-8-sig")
     header = next(csv.reader(io.StringIO(text, newline="")))
     assert tuple(header) == EXPORTS[kind].columns
@@ -132,8 +133,10 @@ def test_messages_export_has_both_directions_and_no_addresses(
     assert [(r["direction"], r["subject_id"], r["site"], r["channel"]) for r in rows] == [
         ("out", "BJ01-001", "BJ01", "sms"), ("out", "", "BJ01", "telegram"),
         ("in", "BJ01-001", "BJ01", "sms")]
-    assert rows[0]["text"] == "请服用研究用药" and rows[2]["text"] == CHINESE
-    assert rows[1]["has_image"] == "true" and rows[0]["has_image"] == "false"
+    assert rows[0]["text"] == "请服用研究用药"
+    assert rows[2]["text"] == CHINESE
+    assert rows[1]["has_image"] == "true"
+    assert rows[0]["has_image"] == "false"
     assert datetime.fromisoformat(rows[2]["at_utc"]).astimezone(UTC) == T0 + timedelta(
         minutes=2)
     raw = (tmp_path / "messages.csv").read_text(encoding="utf-8-sig")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+import bot.staff_alerts  # noqa: F401 (registers the alert buttons)
+from bot.staff_commands import find_action
 from storage.db import Database
-from storage.models import AuditEntry
+from storage.models import Alert, AuditEntry
 from study import staff_access
-from tests.test_staff_fixtures import T0, add_patient, add_site, add_staff
+from tests.test_staff_fixtures import T0, add_alert, add_patient, add_site, add_staff
+from trial.protocol import load_protocol
 
 
 async def test_roles_see_and_act_on_their_own_site_only(sqlite_db: Database) -> None:
@@ -30,7 +33,8 @@ async def test_roles_see_and_act_on_their_own_site_only(sqlite_db: Database) -> 
     assert not staff_access.can_view(monitor, "SH02")
     assert not staff_access.can_act(monitor, "BJ01")
     assert not staff_access.can_acknowledge(monitor, "BJ01")
-    assert staff_access.can_view(admin, "SH02") and staff_access.can_acknowledge(admin, "SH02")
+    assert staff_access.can_view(admin, "SH02")
+    assert staff_access.can_acknowledge(admin, "SH02")
     assert not staff_access.is_staff(retired)
     assert not staff_access.can_view(retired, "BJ01")
     assert not staff_access.is_staff(None)
@@ -43,9 +47,11 @@ async def test_active_staff_by_telegram_id_ignores_inactive_and_strangers(
         active = await add_staff(session, "BJ01", "coordinator")
         retired = await add_staff(session, "BJ01", "coordinator", active=False)
     async with sqlite_db.read() as session:
-        assert active.telegram_id is not None and retired.telegram_id is not None
+        assert active.telegram_id is not None
+        assert retired.telegram_id is not None
         found = await staff_access.active_staff(session, active.telegram_id)
-        assert found is not None and found.id == active.id
+        assert found is not None
+        assert found.id == active.id
         assert await staff_access.active_staff(session, retired.telegram_id) is None
         assert await staff_access.active_staff(session, 12345) is None
 
@@ -65,8 +71,10 @@ async def test_other_sites_subject_is_not_found_like_a_missing_one_and_audited(
                                                 command="patient", now=T0)
         missing = await staff_access.find_patient(session, coordinator, "XX99-999",
                                                   command="patient", now=T0)
-    assert own is not None and own.subject_id == "BJ01-001"
-    assert other is None and missing is None
+    assert own is not None
+    assert own.subject_id == "BJ01-001"
+    assert other is None
+    assert missing is None
     async with db.read() as session:
         rows = (await session.execute(select(AuditEntry).where(
             AuditEntry.action == "query").order_by(AuditEntry.id))).scalars().all()
@@ -76,6 +84,40 @@ async def test_other_sites_subject_is_not_found_like_a_missing_one_and_audited(
         ("staff", str(coordinator.id), "XX99-999", "patient"),
     ]
     assert rows[0].reason is None
-    assert rows[1].reason is not None and rows[1].reason.startswith("refused")
-    assert rows[2].reason is not None and rows[2].reason.startswith("refused")
+    assert rows[1].reason is not None
+    assert rows[1].reason.startswith("refused")
+    assert rows[2].reason is not None
+    assert rows[2].reason.startswith("refused")
     assert all(r.at == T0 for r in rows)
+
+
+async def test_a_monitor_cannot_acknowledge_an_alert_and_another_site_sees_not_found(
+        db: Database) -> None:
+    protocol = load_protocol()
+    async with db.write() as session:
+        await add_site(session, "BJ01")
+        await add_site(session, "SH02")
+        monitor = await add_staff(session, "BJ01", "monitor")
+        stranger_site = await add_staff(session, "SH02", "coordinator")
+        coordinator = await add_staff(session, "BJ01", "coordinator")
+        patient = await add_patient(session, "BJ01-001", "BJ01")
+        alert = await add_alert(session, patient)
+    found = find_action(f"alert:ack:{alert.id}")
+    assert found is not None
+    handler, payload = found
+    for staff, refusal in ((monitor, "alert.error_not_permitted"),
+                           (stranger_site, "alert.error_not_found")):
+        async with db.write() as session:
+            replies = await handler(session, protocol, staff, payload, now=T0)
+        assert [r.message_id for r in replies] == [refusal]
+        async with db.read() as session:
+            still = await session.get(Alert, alert.id)
+            assert still is not None
+            assert still.status == "open"
+    async with db.write() as session:
+        await handler(session, protocol, coordinator, payload, now=T0)
+    async with db.read() as session:
+        acked = await session.get(Alert, alert.id)
+        assert acked is not None
+        assert acked.status == "acknowledged"
+    assert not staff_access.can_acknowledge(monitor, "BJ01")

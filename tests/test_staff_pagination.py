@@ -31,7 +31,8 @@ def test_size_limit_splits_before_the_row_that_would_overflow() -> None:
 
 def test_short_answer_is_one_page() -> None:
     pages = paginate("h", ["a", "b"])
-    assert len(pages) == 1 and pages[0].text == "h\na\nb"
+    assert len(pages) == 1
+    assert pages[0].text == "h\na\nb"
 
 
 def test_page_actions_round_trip_and_fit_in_64_bytes() -> None:

@@ -85,7 +85,8 @@ async def test_site_table_of_30_patients_pages_under_the_limit_with_buttons(
     assert len(pages) >= 2
     lines = []
     for n, reply in enumerate(pages, start=1):
-        assert reply.params["page"] == n and reply.params["pages"] == len(pages)
+        assert reply.params["page"] == n
+        assert reply.params["pages"] == len(pages)
         for language in ("en", "zh"):
             assert len(text(reply, language)) < TELEGRAM_LIMIT
         lines += [line for line in str(reply.params["body"]).split("\n")
@@ -112,7 +113,8 @@ async def test_site_table_of_30_patients_pages_under_the_limit_with_buttons(
                 f"{pct(week.counts.worst_case)} · {pct(month.counts.confirmed_adherence)}/"
                 f"{pct(month.counts.response_rate)}/{pct(month.counts.worst_case)}")
     assert expected in row
-    assert month.flags.any and "⚑" in row
+    assert month.flags.any
+    assert "⚑" in row
 
 
 async def test_other_sites_subject_or_site_is_not_found_and_audited(
@@ -152,7 +154,8 @@ async def test_monitor_reads_own_site_and_admin_reads_every_site(
         == "staff.not_found"
     everything = await run(db, protocol, admin, "adherence")
     body = str(everything[0].params["body"])
-    assert "BJ01-000" in body and "SH02-001" in body
+    assert "BJ01-000" in body
+    assert "SH02-001" in body
     assert (await run(db, protocol, admin, "patient", "SH02-001"))[0].message_id \
         == "staff.patient_card"
     audits = await query_audits(db)
@@ -167,7 +170,8 @@ async def test_subject_day_by_day_matches_the_dose_records(
     async with db.write() as session:
         coordinator = await add_staff(session, "BJ01", "coordinator", language="zh")
     replies = await run(db, protocol, coordinator, "adherence", "BJ01-000")
-    assert len(replies) == 1 and replies[0].message_id == "staff.text"
+    assert len(replies) == 1
+    assert replies[0].message_id == "staff.text"
     body = str(replies[0].params["body"]).split("\n")
     days = [line for line in body if line.startswith("2026-")]
     assert len(days) == 28
@@ -197,7 +201,8 @@ async def test_patient_card_shows_reachability_next_dose_visit_and_open_alerts(
     assert "Telegram: not set up; SMS: reachable" in rendered
     assert "Next dose: 2026-03-02 09:00" in rendered
     assert "W8 on 2026-03-05" in rendered
-    assert "fever 38.6" in rendered and "3 h" in rendered
+    assert "fever 38.6" in rendered
+    assert "3 h" in rendered
     assert "old one" not in rendered
     assert (await run(db, protocol, coordinator, "patient", ""))[0].message_id \
         == "staff.usage_patient"
@@ -220,8 +225,10 @@ async def test_visits_lists_upcoming_within_days_and_recently_missed(
     [week] = await run(db, protocol, coordinator, "visits")
     body = text(week)
     assert "2026-03-04 BJ01-001 W8" in body
-    assert "W12" not in body and "SH02" not in body
-    assert "BJ01-002 W4" in body and "Missed" in body
+    assert "W12" not in body
+    assert "SH02" not in body
+    assert "BJ01-002 W4" in body
+    assert "Missed" in body
     [fortnight] = await run(db, protocol, coordinator, "visits", "14")
     assert "2026-03-12 BJ01-002 W12" in text(fortnight)
     assert (await run(db, protocol, coordinator, "visits", "abc"))[0].message_id \
@@ -234,10 +241,13 @@ async def test_digest_command_answers_now_without_marking_reports(
     async with db.write() as session:
         coordinator = await add_staff(session, "BJ01", "coordinator")
     replies = await run(db, protocol, coordinator, "digest")
-    assert replies and all(r.message_id == "staff.text" for r in replies)
+    assert replies
+    assert all(r.message_id == "staff.text" for r in replies)
     assert "BJ01" in str(replies[0].params["body"])
     async with db.read() as session:
         photos = (await session.execute(select(OutboundMessage).where(
             OutboundMessage.image.is_not(None)))).scalars().all()
-    assert len(photos) == 1 and photos[0].staff_id == coordinator.id
-    assert photos[0].image is not None and photos[0].image.startswith(b"\x89PNG")
+    assert len(photos) == 1
+    assert photos[0].staff_id == coordinator.id
+    assert photos[0].image is not None
+    assert photos[0].image.startswith(b"\x89PNG")

@@ -11,12 +11,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from bot.channels import OutgoingMessage, SendResult
 from engage.clock import SimulatedClock
+from scheduler.dispatcher import Dispatcher
+from scheduler.ratelimit import ChannelRate
+from scheduler.tick import run_tick
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import Alert, OutboundMessage, Patient, Visit
 from study import visits
-from scheduler.tick import run_tick
 from tests import test_visits_support as support
 from trial.protocol import Protocol
 
@@ -33,14 +36,32 @@ def local(day: date, at: time, tz: str) -> datetime:
     return datetime.combine(day, at, tzinfo=ZoneInfo(tz)).astimezone(UTC)
 
 
-def instants(actions: dict[datetime, list[Action]]) -> list[datetime]:
-    """Every tick of the simulation: dose time, notice time and late evening in both zones."""
-    moments = set(actions)
+class Recorder:
+    """A channel that accepts everything and remembers when each outbox row went out."""
+
+    def __init__(self, name: str, clock: SimulatedClock) -> None:
+        self.name = name
+        self.clock = clock
+        self.sent: dict[int, datetime] = {}
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        assert message.message_id not in self.sent, "sent twice"
+        self.sent[message.message_id] = self.clock.now()
+        return SendResult(provider_id=f"{self.name}-{message.message_id}")
+
+
+def instants(extra: set[datetime]) -> list[datetime]:
+    """Every tick: 09:00 (notice time) in both zones every day, and 22:30 (quiet hours) in
+    each zone every other day.
+
+    22:30 in Beijing is mid-morning in New York and the other way round, so a quiet-hours tick
+    of one zone is also a late tick for the other.
+    """
+    moments = set(extra)
     day = START.date()
     while day <= END.date():
-        for tz in (SH, NY):
-            for at in (time(8, 0), time(9, 0), time(22, 30)):
-                moments.add(local(day, at, tz))
+        moments |= {local(day, time(9, 0), SH), local(day, time(9, 0), NY)}
+        moments.add(local(day, time(22, 30), (SH, NY)[day.toordinal() % 2]))
         day += timedelta(days=1)
     return sorted(m for m in moments if START <= m < END)
 
@@ -74,13 +95,14 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
     def done(subject: str, name: str, day: date | None = None) -> Action:
         return lambda now: act(visits.mark_done, subject, name, done_date=day)
 
+    # B's W16 (target Tue 06-02) is moved right after its 3-day notice was planned on 05-30,
+    # before the dispatcher got to it: that notice must never go out.
+    after_tick = {local(date(2026, 5, 30), time(9), NY): [
+        move("NY01-001", "W16", date(2026, 6, 5), "patient asked")]}
     actions: dict[datetime, list[Action]] = {
         # A's W12 (target Mon 05-25) is moved two weeks ahead of its notices.
         local(date(2026, 5, 10), time(12), SH): [move("BJ01-001", "W12", date(2026, 5, 27),
                                                       "clinic holiday")],
-        # B's W16 (target Tue 06-02) is moved after its 3-day notice was planned (05-30).
-        local(date(2026, 5, 30), time(12), NY): [move("NY01-001", "W16", date(2026, 6, 5),
-                                                      "patient asked")],
         # A's W36 (target 11-09, window 11-02..11-16) is moved outside its window.
         local(date(2026, 10, 20), time(12), SH): [move("BJ01-001", "W36", date(2026, 11, 18),
                                                        "patient abroad")],
@@ -99,18 +121,20 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
             actions.setdefault(local(day, time(15), tz), []).append(
                 done(patient.subject_id, row.name))
 
-    quiet_plans = []
-    for moment in instants(actions):
+    # B's dose reminders (08:00 New York) around the moved visit: old and new visit day.
+    dose_ticks = {local(date(2026, 6, d), time(8), NY) for d in range(1, 7)}
+    channels = {name: Recorder(name, clock) for name in ("telegram", "sms")}
+    rates = {name: ChannelRate(0.0) for name in channels}  # no real-time waits
+    dispatcher = Dispatcher(db, protocol, channels, clock, worker_id="sim", rates=rates)
+    for moment in instants(set(actions) | set(after_tick) | dose_ticks):
         clock.set(moment)
         for action in actions.get(moment, []):
             await action(moment)
-        report = await run_tick(db, protocol, clock.now())
-        planned = report.counts["visit_notices"] + report.counts["phase_notices"]
-        async with db.read() as session:
-            zones = {p.id: p.tz for p in (await session.execute(select(Patient))).scalars()}
-        if planned and any(protocol.quiet_hours.contains(
-                moment.astimezone(ZoneInfo(tz)).time()) for tz in zones.values()):
-            quiet_plans.append(moment)
+        await run_tick(db, protocol, clock.now())
+        for action in after_tick.get(moment, []):
+            await action(moment)
+        await dispatcher.run_once()
+    sent = channels["telegram"].sent | channels["sms"].sent
 
     messages = await support.visit_messages(db)
     async with db.read() as session:
@@ -126,8 +150,12 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
     for m in messages:
         tz = SH if m.patient_id == a.id else NY
         assert m.due_at.astimezone(ZoneInfo(tz)).time() == time(9, 0), m.dedupe_key
-        assert m.created_at == m.due_at, m.dedupe_key
-        assert not protocol.quiet_hours.contains(m.due_at.astimezone(ZoneInfo(tz)).time())
+        assert m.created_at == m.due_at, m.dedupe_key  # planned at its instant, not before
+        if m.status != "cancelled":  # sent at once, once, outside quiet hours
+            assert (m.status, sent[m.id]) == ("sent", m.due_at), m.dedupe_key
+            assert not protocol.quiet_hours.contains(sent[m.id].astimezone(ZoneInfo(tz)).time())
+        else:
+            assert m.id not in sent
 
     def notices_of(patient: Patient) -> dict[str, list[tuple[str, date, str]]]:
         tz = SH if patient is a else NY
@@ -144,16 +172,16 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
     # 13 notified visits x 2 notices, SCR never.
     assert sorted(a_notices) == sorted(b_notices) == sorted(
         v.name for v in protocol.visits.table if v.notify)
-    assert a_notices["W12"] == [("r1:d3", date(2026, 5, 24), "queued"),
-                                ("r1:d1", date(2026, 5, 26), "queued")]
+    assert a_notices["W12"] == [("r1:d3", date(2026, 5, 24), "sent"),
+                                ("r1:d1", date(2026, 5, 26), "sent")]
     assert b_notices["W16"] == [("r0:d3", date(2026, 5, 30), "cancelled"),
-                                ("r1:d3", date(2026, 6, 2), "queued"),
-                                ("r1:d1", date(2026, 6, 4), "queued")]
-    assert a_notices["W36"] == [("r1:d3", date(2026, 11, 15), "queued"),
-                                ("r1:d1", date(2026, 11, 17), "queued")]
+                                ("r1:d3", date(2026, 6, 2), "sent"),
+                                ("r1:d1", date(2026, 6, 4), "sent")]
+    assert a_notices["W36"] == [("r1:d3", date(2026, 11, 15), "sent"),
+                                ("r1:d1", date(2026, 11, 17), "sent")]
     # Across the March DST change in New York: W4 on Tue 03-10, both notices at 09:00 local.
-    assert b_notices["W4"] == [("r0:d3", date(2026, 3, 7), "queued"),
-                               ("r0:d1", date(2026, 3, 9), "queued")]
+    assert b_notices["W4"] == [("r0:d3", date(2026, 3, 7), "sent"),
+                               ("r0:d1", date(2026, 3, 9), "sent")]
     assert [m.due_at for m in messages if m.patient_id == b.id and m.dedupe_key.startswith(
         f"visit:{next(v.id for v in stored.values() if v.patient_id == b.id and v.name == 'W4')}:")
     ] == [datetime(2026, 3, 7, 14, tzinfo=UTC), datetime(2026, 3, 9, 13, tzinfo=UTC)]
@@ -164,9 +192,14 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
     # The missed window reached the coordinator as one routine alert; the late visit keeps its
     # real date and is flagged, as is the visit moved outside its window.
     by_name = {(v.patient_id, v.name): v for v in stored.values()}
-    assert [(al.kind, al.tier, al.status, al.patient_id) for al in alerts] == [
-        ("missed_visit", "routine", "open", a.id)]
-    assert alerts[0].opened_at == local(date(2026, 7, 28), time(8), SH)  # first tick after
+    missed = [al for al in alerts if al.kind == "missed_visit"]
+    assert [(al.tier, al.status, al.pages) for al in missed] == [("routine", "open", 0)] * len(
+        missed)
+    [a_missed] = [al for al in missed if al.patient_id == a.id]
+    assert a_missed.opened_at == local(date(2026, 7, 28), time(9), SH)  # first tick after
+    assert not [al for al in missed if al.patient_id in (b.id, silent[2].id)]  # withdrawn
+    # Paused or opted-out patients are still in the study: their unrecorded visits count.
+    assert {al.patient_id for al in missed} == {a.id, silent[0].id, silent[1].id}
     w20, w36 = by_name[(a.id, "W20")], by_name[(a.id, "W36")]
     assert (w20.status, w20.done_date, w20.out_of_window) == ("done", date(2026, 7, 29), True)
     assert (w36.status, w36.done_date, w36.out_of_window) == ("done", date(2026, 11, 18), True)
@@ -189,12 +222,11 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
     assert "study medication" in phase[0][3]
 
     # The visit-day dose reminder carries the hold instruction on the (new) visit day only.
-    reminders = Counter()
+    reminders: Counter[tuple[date, str]] = Counter()
     for m in dose_rows:
         if m.patient_id == b.id:
             day = m.due_at.astimezone(ZoneInfo(NY)).date()
             reminders[(day, m.template_id)] += 1
     assert reminders[(date(2026, 6, 5), "dose.reminder_hold_for_visit")] == 1
     assert reminders[(date(2026, 6, 2), "dose.reminder")] == 1
-    assert not [k for k in reminders if k[0] >= date(2027, 1, 12)]  # none after the study
-    assert quiet_plans == []
+    assert reminders[(date(2026, 6, 3), "dose.reminder")] == 1

@@ -17,8 +17,9 @@ from trial.temperature import Reading, _arabic, fold, readings
 
 # Clause breaks end the reach of a negation ("no fever, but chest pain").
 _BREAK = "|"
+# Not 不过 ("but"): it is also the middle of 喘不过气.
 _BREAK_WORDS = frozenset({"but", "however", "though", "although", "yet", "但", "但是", "可是",
-                          "不过", "然而", "却"})
+                          "然而", "却"})
 _PUNCT_BREAKS = set(".;:!?。；：！？\n()（）[]【】\"“”")
 # Words a negation may reach across: "not have a fever", "没有再发烧".
 _FILLERS = frozenset({"a", "an", "any", "the", "have", "has", "had", "got", "having", "more",
@@ -69,7 +70,8 @@ _FEVER_GONE = re.compile(
     r"fever-free|had a fever")
 _STOOL_CONTEXT = re.compile(r"拉|泻|便|肚子|厕所|stool|diarrh|poo|bowel|loose|toilet|runs")
 _STOOL_COUNT = re.compile(r"(?<![\d.])(\d{1,2})\s*(?:次|回|遍|趟|times?\b|x\b)")
-_DURATION = re.compile(r"(?<![\d.])(\d{1,3})\s*(?:个|整)?\s*(天|日|days?\b|小时|钟头|hours?\b|hrs?\b)")
+_DURATION = re.compile(
+    r"(?<![\d.])(\d{1,3})\s*(?:个|整)?\s*(天|日|days?\b|小时|钟头|hours?\b|hrs?\b)")
 _WORD = re.compile(r"[a-z0-9][a-z0-9'&\-]*")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -227,9 +229,9 @@ class _Text:
             if end > len(self.units):
                 continue
             window = self.units[start:end]
-            if exact and window == pattern or not exact and all(
+            if (exact and window == pattern) or (not exact and all(
                     _unit_matches(p, window[k], prefix=prefix and k == len(pattern) - 1)
-                    for k, p in enumerate(pattern)):
+                    for k, p in enumerate(pattern))):
                 found = "".join(self.units[start:end]) if not first.isascii() else \
                     " ".join(self.units[start:end])
                 hits.append(_Hit(phrase.strip().rstrip("*"), found, start, end))
@@ -249,8 +251,8 @@ def _negation_spans(text: _Text, negations: list[str], inside: list[_Hit]) -> di
                                    and units[hit.end] + units[hit.end + 1] in _DOUBT):
                 continue
             # A-not-A questions (有没有, 是不是, 会不会) ask; they do not deny.
-            if hit.start > 0 and hit.start + 1 < len(units) and \
-                    units[hit.start - 1] == units[hit.start + 1] and not units[hit.start].isascii():
+            if hit.start > 0 and hit.start + 1 < len(units) and not units[hit.start].isascii() \
+                    and units[hit.start - 1] == units[hit.start + 1]:
                 continue
             spans[hit.end - 1] = hit.start
     return spans

@@ -10,4 +10,6 @@ COMMAND_MODULES = [
     "engage.commands.export",
     "engage.commands.visit",
     "engage.commands.run",
+    "engage.commands.tick",
+    "engage.commands.report",
 ]

@@ -40,6 +40,9 @@ class Export:
     entity: str = ""  # the table it reads (default: the kind), for the export's audit row
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def cell(value: Any) -> str:
     """A CSV cell: times in UTC ISO 8601 (Z), empty for None."""
     if value is None:
@@ -50,7 +53,13 @@ def cell(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    # Free text (a patient's own words) must not run as a spreadsheet formula when opened.
+    if text[:1] in FORMULA_STARTS:
+        return "'" + text
+    return text
 
 
 async def audit_rows(session: AsyncSession) -> AsyncIterator[Row]:

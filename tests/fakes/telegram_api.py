@@ -144,6 +144,9 @@ class FakeTelegramAPI:
                 params[key] = json.loads(str(value))
             else:
                 params[key] = str(value)
+        for key, value in list(params.items()):  # aiogram sends files as attach://<field>
+            if isinstance(value, str) and value.startswith("attach://"):
+                files[key] = files.get(value.removeprefix("attach://"), b"")
         self.calls.append(Call(method, params, files))
         handler = {"getMe": self._get_me, "getUpdates": self._get_updates,
                    "sendMessage": self._send_message, "sendPhoto": self._send_photo,

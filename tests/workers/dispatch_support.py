@@ -121,8 +121,8 @@ async def insert_rows(db: Database, rows: list[dict[str, Any]]) -> list[int]:
             await session.execute(insert(OutboundMessage), rows[start:start + 1000])
     async with db.read() as session:
         keys = [r["dedupe_key"] for r in rows]
-        found = {key: mid for key, mid in (await session.execute(
-            select(OutboundMessage.dedupe_key, OutboundMessage.id))).all()}
+        result = await session.execute(select(OutboundMessage.dedupe_key, OutboundMessage.id))
+        found: dict[str, int] = {r[0]: r[1] for r in result.all()}
     return [found[k] for k in keys]
 
 

@@ -1,0 +1,91 @@
+"""`engage report adherence [--site SITE] [--json]`: the adherence table."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+
+from engage.cli import CommandError, emit
+from engage.commands.site import now, open_database
+from engage.commands.tick import parse_instant
+from engage.config import Settings
+from storage.models import Site
+from study.doses import AdherenceReport, adherence_report
+from trial.adherence import LOW_THRESHOLD
+from trial.protocol import load_protocol
+
+COLUMNS = ("subject", "site", "sched", "taken", "late", "skip", "missed", "no-resp",
+           "confirmed", "response", "worst", "flags")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="reports for staff and data management")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    adherence = report_sub.add_parser(
+        "adherence", help="adherence per patient and per site",
+        description="confirmed = (taken + late + taken confirmed after the cut-off) / scheduled;"
+                    " response = answered before the cut-off / scheduled; worst = (taken + "
+                    "late) / scheduled, every no-response day counted as missed. Flags: "
+                    f"low_7d (< {LOW_THRESHOLD:.0%} confirmed over 7 days), missing_run (2+ "
+                    "missed or unanswered days in a row).")
+    adherence.add_argument("--site", help="only this site")
+    adherence.add_argument("--from", dest="start", type=_date, help="first local date")
+    adherence.add_argument("--to", dest="end", type=_date, help="last local date (included)")
+    adherence.add_argument("--at", metavar="ISO8601", help="as of this instant (default: now)")
+    adherence.add_argument("--json", action="store_true", help="print JSON")
+    adherence.set_defaults(handler=_adherence)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def table(report: AdherenceReport) -> str:
+    """The report as a readable fixed-width table, patients then site totals."""
+    rows: list[tuple[str, ...]] = []
+    for p in report.patients:
+        c = p.counts
+        rows.append((p.subject_id, p.site_id, str(c.scheduled), str(c.taken), str(c.late),
+                     str(c.skipped), str(c.missed), str(c.no_response),
+                     _percent(c.confirmed_adherence), _percent(c.response_rate),
+                     _percent(c.worst_case), ",".join(p.flags.names)))
+    flagged: dict[str, int] = {}
+    for p in report.patients:
+        flagged[p.site_id] = flagged.get(p.site_id, 0) + int(p.flags.any)
+    totals = [("ALL", site, str(c.scheduled), str(c.taken), str(c.late), str(c.skipped),
+               str(c.missed), str(c.no_response), _percent(c.confirmed_adherence),
+               _percent(c.response_rate), _percent(c.worst_case),
+               f"{flagged.get(site, 0)} flagged")
+              for site, c in sorted(report.sites.items())]
+    widths = [max(len(r[i]) for r in [COLUMNS, *rows, *totals]) for i in range(len(COLUMNS))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(w) if i in (0, 1, 11) else cell.rjust(w)
+                         for i, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(COLUMNS), rule, *map(line, rows), rule, *map(line, totals)])
+
+
+async def _adherence(args: argparse.Namespace, settings: Settings) -> int:
+    protocol = load_protocol(settings.protocol)
+    end = args.end.toordinal() + 1 if args.end else None
+    async with open_database(settings) as database, database.read() as session:
+        if args.site and await session.get(Site, args.site) is None:
+            raise CommandError(f"site: no site {args.site}")
+        at = parse_instant(args.at) if args.at else now()
+        report = await adherence_report(session, protocol, now=at, site_id=args.site,
+                                        start=args.start,
+                                        end=date.fromordinal(end) if end else None)
+    if not report.patients:
+        emit(report.as_dict(), args.json, "no patients")
+        return 0
+    emit(report.as_dict(), args.json, table(report))
+    return 0

@@ -1,0 +1,173 @@
+"""The daily digest: once per site per local day at the protocol's time, to the site's staff,
+with the adherence chart as a photo; its content; a quiet day in one line."""
+
+from __future__ import annotations
+
+import io
+from datetime import date, timedelta
+
+from PIL import Image
+from sqlalchemy import select
+
+from engage.clock import SimulatedClock
+from messages import catalogue
+from scheduler import digest as digest_step
+from scheduler.tick import run_tick
+from storage.db import Database
+from storage.models import OutboundMessage, SymptomReport, TickRun
+from study import chart
+from study import digest as site_digest
+from tests.test_staff_fixtures import (
+    T0,
+    add_alert,
+    add_dose,
+    add_patient,
+    add_report,
+    add_site,
+    add_staff,
+    add_visit,
+)
+from trial.protocol import Protocol
+
+TODAY = date(2026, 3, 2)  # T0 is 08:00 in Shanghai on this day
+
+
+async def digest_rows(db: Database) -> list[OutboundMessage]:
+    async with db.read() as session:
+        return list((await session.execute(
+            select(OutboundMessage).where(OutboundMessage.dedupe_key.like("digest:%"))
+            .order_by(OutboundMessage.id))).scalars().all())
+
+
+async def test_digest_arrives_once_a_day_at_each_sites_local_time(
+        db: Database, protocol: Protocol) -> None:
+    clock = SimulatedClock(T0 - timedelta(minutes=1))
+    async with db.write() as session:
+        await add_site(session, "BJ01")
+        await add_site(session, "NY01", tz="America/New_York")
+        bj = await add_staff(session, "BJ01", "coordinator")
+        ny = await add_staff(session, "NY01", "coordinator")
+        await add_patient(session, "BJ01-001", "BJ01", telegram_id=501)
+        await add_patient(session, "NY01-001", "NY01", telegram_id=502,
+                          tz="America/New_York")
+    # 07:59 in Shanghai, 18:59 on 1 March in New York: only New York's (late) digest is due.
+    await run_tick(db, protocol, clock.now())
+    assert {r.staff_id for r in await digest_rows(db)} == {ny.id}
+    count = len(await digest_rows(db))
+    clock.advance(timedelta(minutes=1))  # 08:00 in Shanghai
+    await run_tick(db, protocol, clock.now())
+    await run_tick(db, protocol, clock.now())  # the same instant again: nothing new
+    rows = await digest_rows(db)
+    bj_rows = [r for r in rows if r.staff_id == bj.id]
+    assert len(rows) == count + len(bj_rows)
+    assert [r.dedupe_key for r in bj_rows] == [f"digest:BJ01:2026-03-02:{bj.id}:1",
+                                               f"digest:BJ01:2026-03-02:{bj.id}:chart"]
+    assert bj_rows[1].image is not None
+    assert bj_rows[0].image is None
+    assert all(r.due_at == clock.now() and r.channel == "telegram" for r in bj_rows)
+    clock.advance(timedelta(hours=13))  # 08:00 in New York on 2 March; 21:00 in Shanghai
+    await run_tick(db, protocol, clock.now())
+    keys = {r.dedupe_key.rsplit(":", 2)[0] for r in await digest_rows(db)}
+    assert keys == {"digest:NY01:2026-03-01", "digest:BJ01:2026-03-02",
+                    "digest:NY01:2026-03-02"}
+    clock.advance(timedelta(hours=11))  # 08:00 in Shanghai on 3 March
+    await run_tick(db, protocol, clock.now())
+    async with db.read() as session:
+        runs = set((await session.execute(select(TickRun.key).where(
+            TickRun.key.like("digest:%")))).scalars().all())
+    assert runs == {"digest:NY01:2026-03-01", "digest:BJ01:2026-03-02",
+                    "digest:NY01:2026-03-02", "digest:BJ01:2026-03-03"}
+
+
+async def test_digest_goes_to_active_site_staff_on_telegram_with_the_chart(
+        db: Database, protocol: Protocol) -> None:
+    async with db.write() as session:
+        await add_site(session, "BJ01")
+        await add_site(session, "SH02")
+        coordinator = await add_staff(session, "BJ01", "coordinator", language="zh")
+        investigator = await add_staff(session, "BJ01", "investigator")
+        pi = await add_staff(session, "BJ01", "pi")
+        await add_staff(session, "BJ01", "monitor")
+        await add_staff(session, "BJ01", "coordinator", active=False)
+        await add_staff(session, "BJ01", "coordinator", telegram=False)
+        await add_staff(session, "SH02", "coordinator")
+        await add_staff(session, None, "admin")
+        patient = await add_patient(session, "BJ01-001", "BJ01", telegram_id=601)
+        for back in range(1, 15):
+            await add_dose(session, patient, TODAY - timedelta(days=back),
+                           ["taken", "missed", "no_response"][back % 3])
+    assert await digest_step.plan_digests(db, protocol, T0) > 0
+    rows = [r for r in await digest_rows(db) if r.dedupe_key.startswith("digest:BJ01:")]
+    assert {r.staff_id for r in rows} == {coordinator.id, investigator.id, pi.id}
+    photos = [r for r in rows if r.image is not None]
+    assert len(photos) == 3
+    zh_photo = next(p for p in photos if p.staff_id == coordinator.id)
+    assert zh_photo.language == "zh"
+    assert "BJ01" in zh_photo.body
+    # The photo is the chart drawn from the grid of the dose records (the 14 days before today).
+    async with db.read() as session:
+        grid = await chart.adherence_grid(session, "BJ01", last_day=TODAY - timedelta(days=1))
+    assert grid.cells[0] == tuple(["taken", "missed", "no_response"][back % 3]
+                                  for back in range(14, 0, -1))
+    image = Image.open(io.BytesIO(zh_photo.image or b""))
+    assert image.format == "PNG"
+    assert image.size == chart.chart_size(1)
+    assert zh_photo.image == chart.draw_chart(grid, language="zh")
+
+
+async def test_digest_content_and_routine_reports_reviewed_once(
+        db: Database, protocol: Protocol) -> None:
+    async with db.write() as session:
+        site = await add_site(session, "BJ01")
+        coordinator = await add_staff(session, "BJ01", "coordinator")
+        flagged = await add_patient(session, "BJ01-001", "BJ01", telegram_id=701)
+        opted = await add_patient(session, "BJ01-002", "BJ01", phone="+8613800000002",
+                                  opted_out=True)
+        await add_patient(session, "BJ01-003", "BJ01")  # no Telegram, no phone
+        for back in (1, 2):
+            await add_dose(session, flagged, TODAY - timedelta(days=back), "no_response")
+        await add_alert(session, flagged, at=T0 - timedelta(hours=26), summary="发烧 38.6")
+        await add_alert(session, opted, status="resolved", summary="closed one")
+        report = await add_report(session, flagged, "头痛两天", at=T0 - timedelta(hours=5))
+        await add_report(session, flagged, "胸痛", tier="emergency")
+        await add_visit(session, flagged, "W8", TODAY + timedelta(days=3))
+        await add_visit(session, opted, "W4", TODAY - timedelta(days=4), status="missed")
+        await add_visit(session, opted, "W12", TODAY + timedelta(days=20))
+    await digest_step.plan_digests(db, protocol, T0)
+    [text, photo] = [r for r in await digest_rows(db) if r.staff_id == coordinator.id]
+    body = text.body
+    assert body.startswith(catalogue.render("digest.header", "en", site="BJ01",
+                                            date="2026-03-02", patients=3))
+    assert "#1 BJ01-001 · same-day · not acknowledged · 26 h · 发烧 38.6" in body
+    assert "closed one" not in body
+    assert "BJ01-001 03-02 03:00: 头痛两天" in body
+    assert "胸痛" not in body
+    assert "BJ01-001: <80% over 7 days, 2+ days missed/unanswered in a row" in body
+    assert "BJ01-002 W4, due 2026-02-26" in body
+    assert "2026-03-05 BJ01-001 W8" in body
+    assert "W12" not in body
+    assert "Opted out of messages (1):\nBJ01-002" in body
+    assert "Unreachable on every channel (1):\nBJ01-003" in body
+    assert photo.image is not None
+    async with db.read() as session:
+        stamped = await session.get(SymptomReport, report.id)
+        assert stamped is not None
+        assert stamped.reviewed_in_digest_at == T0
+    # The next day's digest does not repeat the report.
+    async with db.write() as session:
+        content = await site_digest.gather(session, protocol, site, now=T0 + timedelta(days=1))
+    assert content.reports == []
+
+
+async def test_quiet_day_is_one_line(db: Database, protocol: Protocol) -> None:
+    async with db.write() as session:
+        await add_site(session, "BJ01")
+        coordinator = await add_staff(session, "BJ01", "coordinator", language="zh")
+        patient = await add_patient(session, "BJ01-001", "BJ01", telegram_id=801)
+        for back in range(1, 8):
+            await add_dose(session, patient, TODAY - timedelta(days=back), "taken")
+    await digest_step.plan_digests(db, protocol, T0)
+    [text, _photo] = [r for r in await digest_rows(db) if r.staff_id == coordinator.id]
+    assert text.body == catalogue.render("digest.quiet", "zh", site="BJ01", date="2026-03-02",
+                                         patients=1)
+    assert "\n" not in text.body

@@ -1,0 +1,182 @@
+"""Twilio webhooks on our HTTP server: signatures, replays, size limit, status callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.conversation import Conversation
+from bot.http import Server
+from bot.sms import SmsChannel
+from engage.clock import SimulatedClock
+from scheduler.doses import plan_doses
+from storage.db import Database
+from storage.models import DeliveryEvent, DoseRecord, InboundMessage, OutboundMessage, Patient
+from tests.fakes.people import add_site, enrol
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, dispatcher, fake_twilio  # noqa: F401
+from tests.fakes.twilio_api import FakeTwilioAPI
+from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed
+from trial.protocol import Protocol
+
+PHONE = "+8613800000001"
+
+
+def server(db: Database, protocol: Protocol, clock: SimulatedClock) -> Server:
+    return Server(db=db, clock=clock, public_url=PUBLIC_URL,
+                  conversation=Conversation(db, protocol, clock), twilio_auth_token=AUTH_TOKEN)
+
+
+def inbound(body: str, sid: str = "SM" + "a" * 32, **extra: str) -> dict[str, str]:
+    return {"MessageSid": sid, "AccountSid": ACCOUNT, "From": PHONE, "To": "+15005550006",
+            "Body": body, "NumMedia": "0", **extra}
+
+
+async def count(db: Database, model: type) -> int:
+    async with db.read() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_a_signed_taken_by_sms_records_the_dose_and_the_reply_goes_by_twilio(
+        db: Database, protocol: Protocol, clock: SimulatedClock,
+        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+    await add_site(db, clock.now())
+    enrolled = await enrol(db, protocol, clock.now(), phone=PHONE)
+    await plan_doses(db, protocol, clock.now())
+    clock.advance(timedelta(minutes=2))
+    async with http_client(server(db, protocol, clock)) as client:
+        response = await post_signed(client, "/twilio/sms", inbound("TAKEN"), AUTH_TOKEN)
+        assert response.status == 200
+        assert "<Response" in await response.text()
+    async with db.read() as session:
+        doses = (await session.execute(select(DoseRecord.state).where(
+            DoseRecord.patient_id == enrolled.patient_id))).scalars().all()
+    assert "taken" in doses
+    sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, api_url=fake_twilio.base_url,
+                     status_callback=f"{PUBLIC_URL}/twilio/status",
+                     messaging_service_sid=SERVICE)
+    try:
+        assert await dispatcher(db, protocol, {"sms": sms}, clock).run_once() >= 1
+    finally:
+        await sms.close()
+    async with db.read() as session:
+        reply = (await session.execute(select(OutboundMessage).where(
+            OutboundMessage.dedupe_key.like("reply:%")))).scalar_one()
+    (sent,) = [r for r in fake_twilio.sent_to(PHONE) if r.sid == reply.provider_id]
+    assert reply.template_id.startswith("dose.") and reply.body in sent.params["Body"]
+
+
+@pytest.mark.parametrize("forgery", ["missing", "forged", "tampered", "other_url", "host"])
+async def test_bad_signatures_get_403_and_change_nothing(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, forgery: str) -> None:
+    await add_site(sqlite_db, clock.now())
+    await enrol(sqlite_db, protocol, clock.now(), phone=PHONE)
+    params = inbound("STOP")
+    async with http_client(server(sqlite_db, protocol, clock)) as client:
+        if forgery == "missing":
+            response = await client.post("/twilio/sms", data=params)
+        elif forgery == "forged":
+            response = await post_signed(client, "/twilio/sms", params, "not-the-auth-token")
+        elif forgery == "tampered":  # signed for another body, replayed with this one
+            response = await post_signed(client, "/twilio/sms", params, AUTH_TOKEN,
+                                         signed_params=inbound("HELLO"))
+        elif forgery == "other_url":
+            response = await post_signed(client, "/twilio/sms", params, AUTH_TOKEN,
+                                         signed_url="https://evil.example.com/twilio/sms")
+        else:  # signed for the URL this request really hit, not the public one
+            response = await post_signed(client, "/twilio/sms", params, AUTH_TOKEN,
+                                         signed_url=str(client.make_url("/twilio/sms")))
+        assert response.status == 403
+    assert await count(sqlite_db, InboundMessage) == 0
+    async with sqlite_db.read() as session:
+        assert (await session.execute(select(Patient.opted_out))).scalar_one() is False
+
+
+async def test_a_message_sid_posted_ten_times_at_once_is_stored_and_answered_once(
+        db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    await add_site(db, clock.now())
+    await enrol(db, protocol, clock.now(), phone=PHONE)
+    async with http_client(server(db, protocol, clock)) as client:
+        responses = await asyncio.gather(*(
+            post_signed(client, "/twilio/sms", inbound("HELP"), AUTH_TOKEN) for _ in range(10)))
+        assert [r.status for r in responses] == [200] * 10
+    assert await count(db, InboundMessage) == 1
+    assert await count(db, OutboundMessage) == 1
+
+
+async def test_an_oversized_body_is_refused(sqlite_db: Database, protocol: Protocol,
+                                            clock: SimulatedClock) -> None:
+    async with http_client(server(sqlite_db, protocol, clock), max_body=4096) as client:
+        response = await post_signed(client, "/twilio/sms", inbound("x" * 10_000), AUTH_TOKEN)
+        assert response.status == 413
+    assert await count(sqlite_db, InboundMessage) == 0
+
+
+async def test_opt_out_type_from_advanced_opt_out(sqlite_db: Database, protocol: Protocol,
+                                                  clock: SimulatedClock) -> None:
+    await add_site(sqlite_db, clock.now())
+    await enrol(sqlite_db, protocol, clock.now(), phone=PHONE)
+    async with http_client(server(sqlite_db, protocol, clock)) as client:
+        response = await post_signed(client, "/twilio/sms",
+                                     inbound("arrêt", OptOutType="STOP"), AUTH_TOKEN)
+        assert response.status == 200
+    async with sqlite_db.read() as session:
+        assert (await session.execute(select(Patient.opted_out))).scalar_one() is True
+    assert await count(sqlite_db, OutboundMessage) == 0  # Twilio answered; we only alert
+
+
+async def test_status_callbacks_move_forward_only_and_need_a_signature(
+        db: Database, protocol: Protocol, clock: SimulatedClock,
+        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+    await add_site(db, clock.now())
+    await enrol(db, protocol, clock.now(), phone=PHONE)
+    async with http_client(server(db, protocol, clock)) as client:
+        await post_signed(client, "/twilio/sms", inbound("HELP"), AUTH_TOKEN)
+        sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
+                         api_url=fake_twilio.base_url,
+                         status_callback=f"{PUBLIC_URL}/twilio/status",
+                         messaging_service_sid=SERVICE)
+        try:
+            await dispatcher(db, protocol, {"sms": sms}, clock).run_once()
+        finally:
+            await sms.close()
+        (sent,) = fake_twilio.sent_to(PHONE)
+        path = sent.params["StatusCallback"].removeprefix(PUBLIC_URL)
+
+        async def status(value: str, token: str = AUTH_TOKEN) -> int:
+            params = {"MessageSid": sent.sid or "", "MessageStatus": value,
+                      "AccountSid": ACCOUNT}
+            return (await post_signed(client, path, params, token)).status
+
+        assert await status("delivered", token="forged") == 403
+        assert await status("delivered") == 204
+        assert await status("sent") == 204  # late and out of order: ignored
+        assert await status("failed") == 204  # cannot undo a delivery
+    async with db.read() as session:
+        row = (await session.execute(select(OutboundMessage))).scalar_one()
+        events = (await session.execute(select(func.count()).select_from(DeliveryEvent).where(
+            DeliveryEvent.message_id == row.id))).scalar_one()
+    assert row.status == "delivered"
+    assert events >= 3
+
+
+async def test_a_status_callback_saying_21610_opts_the_patient_out(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    await add_site(sqlite_db, clock.now())
+    enrolled = await enrol(sqlite_db, protocol, clock.now(), phone=PHONE)
+    async with sqlite_db.write() as session:
+        session.add(OutboundMessage(
+            dedupe_key="x", patient_id=enrolled.patient_id, channel="sms", address=PHONE,
+            template_id="dose.reminder", template_version="v", language="en", body="b",
+            choices=[], lane="routine", due_at=clock.now(), status="sent", attempts=1,
+            provider_id="SM" + "f" * 32, created_at=clock.now()))
+    async with http_client(server(sqlite_db, protocol, clock)) as client:
+        response = await post_signed(client, "/twilio/status", {
+            "MessageSid": "SM" + "f" * 32, "MessageStatus": "undelivered",
+            "ErrorCode": "21610"}, AUTH_TOKEN)
+        assert response.status == 204
+    async with sqlite_db.read() as session:
+        patient = await session.get(Patient, enrolled.patient_id)
+    assert patient is not None and patient.opted_out is True

@@ -1,0 +1,137 @@
+"""The questionnaire: buttons and typed answers, skipping, restart-proof state, timeout,
+abandoning, language switches, and the weekly check-in offer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from engage.clock import SimulatedClock
+from scheduler import escalation
+from storage.db import Database
+from storage.models import Alert, OutboundMessage, Patient, SymptomReport
+from study import questionnaire as q
+from trial.protocol import Protocol
+
+from .test_alerts_flow import make_world
+
+
+async def _answer(db: Database, protocol: Protocol, patient_id: int, text: str,
+                  clock: SimulatedClock) -> list[str]:
+    async with db.write() as s:
+        patient = await s.get(Patient, patient_id)
+        assert patient is not None
+        replies = await q.answer(s, protocol, patient, text, now=clock.now(), inbound_id=None)
+    return [r.message_id for r in replies]
+
+
+async def _start(db: Database, protocol: Protocol, patient_id: int,
+                 clock: SimulatedClock) -> list[str]:
+    async with db.write() as s:
+        patient = await s.get(Patient, patient_id)
+        assert patient is not None
+        return [r.message_id for r in await q.start(s, protocol, patient, now=clock.now())]
+
+
+async def test_full_questionnaire_with_skips_becomes_a_triaged_report(
+        db: Database, db_url: str, protocol: Protocol, clock: SimulatedClock) -> None:
+    world = await make_world(db, protocol, clock.now())
+    pid = world.patient_id
+    assert await _start(db, protocol, pid, clock) == [
+        "questionnaire.intro", "questionnaire.q_mouth_throat_sores_severity"]
+    assert await _answer(db, protocol, pid, "q:0:0", clock) == [
+        "questionnaire.q_diarrhoea_frequency"]
+    assert await _answer(db, protocol, pid, "q:0:1", clock) == [  # a stale button
+        "questionnaire.stale", "questionnaire.q_diarrhoea_frequency"]
+    assert await _answer(db, protocol, pid, "从不", clock) == ["questionnaire.q_cough_severity"]
+    # A restart: a new Database object carries on at the same question.
+    restarted = Database(db_url)
+    try:
+        assert await _answer(restarted, protocol, pid, "3", clock) == [
+            "questionnaire.q_cough_interference"]
+    finally:
+        await restarted.dispose()
+    assert await _answer(db, protocol, pid, "banana", clock) == [
+        "questionnaire.invalid", "questionnaire.q_cough_interference"]
+    for text in ("a little bit", "0", "0", "none", "0"):
+        await _answer(db, protocol, pid, text, clock)
+    assert await _answer(db, protocol, pid, "0", clock) == ["questionnaire.q_temperature"]
+    assert await _answer(db, protocol, pid, "37.1", clock) == ["report.reply_same_day"]
+    async with db.read() as s:
+        report = (await s.execute(select(SymptomReport))).scalar_one()
+        alert = (await s.execute(select(Alert))).scalar_one()
+    assert (report.source, report.tier, report.temperature_c) == (
+        "questionnaire", "same_day", 37.1)
+    assert report.parsed["answers"]["cough"] == {"severity": 3, "interference": 1}
+    assert report.parsed["answers"]["mouth_throat_sores"] == {"severity": 0}
+    assert alert.report_id == report.id
+    async with db.read() as s:
+        patient = await s.get(Patient, pid)
+        assert patient is not None
+        assert not await q.is_active(s, patient, clock.now())
+
+
+async def test_words_that_are_a_report_are_never_dropped(db: Database, protocol: Protocol,
+                                                         clock: SimulatedClock) -> None:
+    world = await make_world(db, protocol, clock.now())
+    await _start(db, protocol, world.patient_id, clock)
+    assert await _answer(db, protocol, world.patient_id, "I can't breathe", clock) == [
+        "report.reply_emergency", "questionnaire.q_mouth_throat_sores_severity"]
+
+
+async def test_timeout_reports_partial_answers_and_says_so(db: Database, protocol: Protocol,
+                                                           clock: SimulatedClock) -> None:
+    world = await make_world(db, protocol, clock.now())
+    pid = world.patient_id
+    await _start(db, protocol, pid, clock)
+    await _answer(db, protocol, pid, "4", clock)  # very severe mouth sores
+    later = clock.advance(timedelta(minutes=protocol.reminders.questionnaire_timeout_minutes))
+    async with db.read() as s:
+        patient = await s.get(Patient, pid)
+        assert patient is not None
+        assert not await q.is_active(s, patient, later)
+    assert await escalation.close_questionnaires(db, protocol, later) == 1
+    assert await escalation.close_questionnaires(db, protocol, later) == 0
+    async with db.read() as s:
+        report = (await s.execute(select(SymptomReport))).scalar_one()
+        sent = (await s.execute(select(OutboundMessage).where(
+            OutboundMessage.patient_id == pid))).scalars().all()
+    assert (report.tier, report.parsed["questionnaire"]) == ("same_day", "timeout")
+    assert {m.template_id for m in sent} == {"questionnaire.timed_out", "report.reply_same_day"}
+    assert await _answer(db, protocol, pid, "q:1:2", clock) == ["questionnaire.not_active"]
+
+
+async def test_abandon_and_language_switch(db: Database, protocol: Protocol,
+                                           clock: SimulatedClock) -> None:
+    world = await make_world(db, protocol, clock.now())
+    pid = world.patient_id
+    await _start(db, protocol, pid, clock)
+    async with db.write() as s:
+        patient = await s.get(Patient, pid)
+        assert patient is not None
+        patient.language = "en"
+        replies = await q.answer(s, protocol, patient, "severe", now=clock.now(), inbound_id=1)
+    assert replies[0].choices[0].label == "questionnaire.interference_0"
+    assert await _answer(db, protocol, pid, "取消", clock) == [
+        "questionnaire.abandoned", "report.reply_same_day"]
+    await _start(db, protocol, pid, clock)
+    async with db.write() as s:
+        patient = await s.get(Patient, pid)
+        assert patient is not None
+        assert [r.message_id for r in await q.abandon(s, patient, now=clock.now())] == [
+            "questionnaire.abandoned"]
+
+
+async def test_weekly_checkin_offered_once_at_local_time(db: Database, protocol: Protocol,
+                                                         clock: SimulatedClock) -> None:
+    await make_world(db, protocol, clock.now())
+    # clock: Monday 00:00 UTC = 08:00 Shanghai; the check-in is Monday 10:00 local.
+    assert await escalation.offer_checkins(db, protocol, clock.now()) == 0
+    at = clock.advance(timedelta(hours=2))
+    assert await escalation.offer_checkins(db, protocol, at) == 1
+    assert await escalation.offer_checkins(db, protocol, at) == 0
+    async with db.read() as s:
+        offer = (await s.execute(select(OutboundMessage))).scalars().all()
+    assert [(m.dedupe_key, m.lane) for m in offer if m.template_id.startswith("questionnaire")] \
+        == [(f"checkin:{offer[0].patient_id}:2026-03-02", "routine")]
