@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
@@ -33,11 +33,12 @@ from bot import staff_commands
 from bot.channels import Choice
 from engage.clock import Clock
 from messages import catalogue
+from messages import sms as sms_text
 from messages.keywords import Keyword, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
-from storage.models import InboundMessage, OutboundMessage, Patient, Staff
+from storage.models import InboundMessage, OutboundMessage, Patient, Site, Staff
 from study import linking, optout
 from study.replies import Reply
 from trial.protocol import LANGUAGES, Protocol
@@ -142,8 +143,9 @@ class Conversation:
             async with self.db.write() as session:
                 if not await self._claim(session, inbound_id, now):
                     return Handled(inbound_id, True, "duplicate")
+                before = await self._last_outbound(session)
                 outcome, count = await self._process(session, inbound_id, event, now)
-                urgent = await self._safety_waiting(session, now)
+                urgent = await self._safety_queued_since(session, before)
         except (DBAPIError, OSError):
             raise  # the database is unwell: leave the message unhandled so it is retried
         except Exception:
@@ -197,10 +199,15 @@ class Conversation:
         return result.rowcount == 1
 
     @staticmethod
-    async def _safety_waiting(session: AsyncSession, now: datetime) -> bool:
+    async def _last_outbound(session: AsyncSession) -> int:
+        return int((await session.execute(select(func.max(OutboundMessage.id)))).scalar() or 0)
+
+    @staticmethod
+    async def _safety_queued_since(session: AsyncSession, last_id: int) -> bool:
+        # Replies and alert pages queued by this message (study code cannot wake anything).
         return bool((await session.execute(select(exists().where(
-            OutboundMessage.status == "queued", OutboundMessage.lane == outbox.SAFETY,
-            OutboundMessage.created_at >= now)))).scalar())
+            OutboundMessage.id > last_id, OutboundMessage.status == "queued",
+            OutboundMessage.lane == outbox.SAFETY)))).scalar())
 
     async def _failed(self, inbound_id: int, event: InboundEvent, now: datetime) -> str:
         """A bug while handling: keep the message, mark it, and tell the sender to retry."""
@@ -410,10 +417,16 @@ class Conversation:
     async def _enqueue_one(self, session: AsyncSession, key: str, event: InboundEvent,
                            sender: _Sender, reply: Reply, now: datetime) -> bool:
         template = catalogue.template(reply.message_id, sender.language)
+        body = template.render(**reply.params)
+        if event.channel == SMS and sender.patient is not None:
+            site = await session.get(Site, sender.patient.site_id)
+            if site is not None:  # patients know an SMS from us by the site's name
+                body = sms_text.sign(body, sms_text.signature_for(
+                    self.protocol, site.id, site.name, sender.language))
         row = await outbox.enqueue(
             session, key=key, channel=event.channel, address=event.address,
             template_id=reply.message_id, template_version=template.version,
-            language=sender.language, body=template.render(**reply.params), due_at=now,
+            language=sender.language, body=body, due_at=now,
             now=now, lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
             choices=[_render_choice(c, sender.language) for c in reply.choices],
             patient_id=_reply_patient_id(sender.patient),

@@ -217,8 +217,8 @@ async def patient_card(session: AsyncSession, protocol: Protocol, staff: Staff, 
         status += _t("staff.opted_out", staff)
     next_dose = (_t("staff.next_dose", staff,
                     time=dose.due_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-                    state=digest.word("cell", "open", staff.language))
-                 if dose else _t("staff.none", staff))
+                    state=_t(f"staff.dose_state_{dose.state}", staff))
+                 if dose else _t("staff.no_open_dose", staff))
     next_visit = (_t("staff.next_visit", staff, visit=visit.name,
                      date=visit.scheduled_date.isoformat(),
                      start=visit.window_start.isoformat(), end=visit.window_end.isoformat())

@@ -92,14 +92,18 @@ async def enqueue_chart(session: AsyncSession, site: Site, staff: Staff, local_d
 async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
                       local_date: date, *, now: datetime) -> int:
     """Queue a site's digest to its staff and mark the routine reports it carries as reviewed."""
+    readers = [(staff, address) for staff in await digest.recipients(session, site.id)
+               if (address := _telegram(staff)) is not None]
+    if not readers:
+        # Nobody can read it: its reports stay unreviewed for the next digest that goes out.
+        audit.record(session, at=now, actor=SYSTEM, action="digest", entity="sites",
+                     entity_id=site.id, new=f"{local_date.isoformat()}: no recipient")
+        return 0
     content = await digest.gather(session, protocol, site, now=now)
     base = digest_key(site.id, local_date)
     queued = 0
     drawn: dict[str, tuple[bytes, chart.Grid] | None] = {}
-    for staff in await digest.recipients(session, site.id):
-        address = _telegram(staff)
-        if address is None:
-            continue
+    for staff, address in readers:
         header, lines = digest.render(content, staff.language)
         template_id = "digest.quiet" if content.quiet else "digest.header"
         version = catalogue.template(template_id, staff.language).version

@@ -12,18 +12,16 @@ from trial.protocol import Protocol
 
 async def plan_doses(db: Database, protocol: Protocol, now: datetime) -> int:
     """Create due dose rows; send due reminders, follow-ups and snooze reminders; close doses at
-    their cut-off. Batches are separate transactions so a long catch-up never holds the lock."""
+    their cut-off. Each batch is one transaction, so a long catch-up never holds the lock long
+    and a crash loses at most the batch in hand (it is planned again by the next pass)."""
     total = 0
     more = True
     while more:
         async with db.write() as session:
-            created, more = await doses.plan_patients(session, protocol, now)
-        total += created
-    more = True
-    while more:
-        async with db.write() as session:
-            changed, more = await doses.advance_doses(session, protocol, now)
-        total += changed
+            created, more_patients = await doses.plan_patients(session, protocol, now)
+            changed, more_doses = await doses.advance_doses(session, protocol, now)
+        total += created + changed
+        more = more_patients or more_doses
     return total
 
 

@@ -13,15 +13,17 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select
+from sqlalchemy import Table, and_, event, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot.channels import Choice
 from messages import catalogue
-from storage import audit, outbox
+from storage import outbox
 from storage.audit import Actor
+from storage.audit import _text as audit_text
 from storage.models import AuditEntry, DoseRecord, OutboundMessage, Patient, Visit
 from study.recipients import Route, patient_route
 from study.replies import Reply
@@ -57,28 +59,58 @@ def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, 
     values: dict[str, Any] = {name: getattr(dose, name) for name in DOSE_FIELDS}
     values["state"] = dose.state.value
     values.update(extra)
-    changed = audit.change(session, row, at=now, actor=actor, reason=reason, **values)
+    changed = False
+    for name, new in values.items():
+        old = getattr(row, name)
+        if old == new:
+            continue
+        setattr(row, name, new)
+        _audit(session, at=now, actor=actor, action="update", entity_id=str(row.id),
+               field=name, old=old, new=new, reason=reason)
+        changed = True
     # Scheduling bookkeeping, derived from the audited fields: not itself audited.
     row.next_action_at = dose.next_action_at()
     return changed
 
 
-async def flush_audit(session: AsyncSession) -> int:
-    """Write the audit rows this session holds in one statement, in the order they were made.
+# --- the audit trail of doses, written in batches ---------------------------------------------
+# Entries are exactly those `storage.audit.record` makes (same columns, same value formatting),
+# kept in the session and inserted with one statement at the session's next flush or commit:
+# the ORM would otherwise insert them one by one (it fetches each new id), which is most of the
+# cost of a day's planning. They are in the same transaction as the change they record.
 
-    `storage.audit` builds every entry; this only writes a batch of them at once (the ORM would
-    insert them one by one on SQLite to learn each new id, which nobody needs here).
-    """
-    entries = [entry for entry in session.new if isinstance(entry, AuditEntry)]
-    if not entries:
-        return 0
-    for entry in entries:
-        session.expunge(entry)
-    columns = [c.key for c in AuditEntry.__table__.columns if c.key != "id"]
-    await session.execute(insert(cast(Table, AuditEntry.__table__)),
-                          [{name: getattr(entry, name) for name in columns}
-                           for entry in entries])
-    return len(entries)
+_AUDIT = "dose_audit_entries"
+
+
+def _audit(session: AsyncSession, *, at: datetime, actor: Actor, action: str, entity_id: str,
+           field: str | None = None, old: Any = None, new: Any = None,
+           reason: str | None = None) -> None:
+    buffer = session.info.get(_AUDIT)
+    if buffer is None:
+        buffer = session.info[_AUDIT] = []
+        sync = session.sync_session
+        if not event.contains(sync, "before_flush", _write_audit_on_flush):
+            event.listen(sync, "before_flush", _write_audit_on_flush)
+            event.listen(sync, "before_commit", _write_audit)
+    buffer.append({"at": at, "actor_kind": actor.kind, "actor_id": actor.id, "action": action,
+                   "entity": DoseRecord.__tablename__, "entity_id": entity_id, "field": field,
+                   "old_value": audit_text(old), "new_value": audit_text(new),
+                   "reason": reason})
+
+
+def _write_audit(session: Session) -> None:
+    entries = session.info.pop(_AUDIT, None)
+    if entries:
+        session.execute(insert(cast(Table, AuditEntry.__table__)), entries)
+
+
+def _write_audit_on_flush(session: Session, _context: Any, _instances: Any) -> None:
+    _write_audit(session)
+
+
+async def flush_audit(session: AsyncSession) -> None:
+    """Write the dose audit entries this session holds now (they are written at commit anyway)."""
+    await session.run_sync(_write_audit)
 
 
 # --- planning rows ----------------------------------------------------------------------------
@@ -100,7 +132,6 @@ async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime
     for patient in patients:
         planned += plan_patient(protocol, patient, now)
     created = await _create_doses(session, planned, now)
-    await flush_audit(session)
     return created, len(patients) == limit
 
 
@@ -157,10 +188,9 @@ async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
     subjects = {patient.id: patient.subject_id for patient, _ in planned}
     created = (await session.execute(statement, values)).all()
     for dose_id, patient_id, day, due_at in created:
-        audit.record(session, at=now, actor=PLANNER, action="create", entity="doses",
-                     entity_id=str(dose_id),
-                     new=f"patient={subjects[patient_id]}, local_date={day.isoformat()}, "
-                         f"due_at={due_at.isoformat()}, state=scheduled")
+        _audit(session, at=now, actor=PLANNER, action="create", entity_id=str(dose_id),
+               new=f"patient={subjects[patient_id]}, local_date={day.isoformat()}, "
+                   f"due_at={due_at.isoformat()}, state=scheduled")
     return len(created)
 
 
@@ -182,7 +212,6 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
             changed += advance_dose(session, protocol, row, patient, now, outgoing,
                                     hold=holds.get((patient.id, row.local_date)))
         await enqueue_many(session, outgoing, now=now)
-        await flush_audit(session)
     return changed, len(rows) == limit
 
 
@@ -392,9 +421,10 @@ async def patient_adherence(session: AsyncSession, protocol: Protocol, patient: 
                schedule.local_date(now, patient.tz) + timedelta(days=1))
     start = max(start or patient.baseline, patient.baseline)
     end = min(end or last, last)
-    rows = (await session.execute(select(DoseRecord).where(
-        DoseRecord.patient_id == patient.id, DoseRecord.local_date >= start,
-        DoseRecord.local_date < end))).scalars().all()
+    rows = (await session.execute(
+        select(DoseRecord.local_date, DoseRecord.state, DoseRecord.late_answer).where(
+            DoseRecord.patient_id == patient.id, DoseRecord.local_date >= start,
+            DoseRecord.local_date < end))).all()
     records = days_between({r.local_date: r for r in rows}, start, max(start, end))
     summary = summarize(records)
     return PatientAdherence(patient.subject_id, patient.site_id, start, max(start, end),

@@ -91,7 +91,8 @@ async def test_an_unknown_number_gets_one_neutral_sms_ever(
     rows = await outbox(db)
     assert len(rows) == 1
     assert rows[0].template_id == "common.unknown_sender"
-    assert rows[0].language == "en" and rows[0].patient_id is None
+    assert rows[0].language == "en"
+    assert rows[0].patient_id is None
 
 
 async def test_an_unknown_telegram_chat_is_told_how_to_link_and_nothing_else(
@@ -114,7 +115,8 @@ async def test_start_code_links_and_answers_in_the_patients_language(
     assert (await patient(db, enrolled.patient_id)).telegram_id == 555
     rows = await outbox(db)
     assert [r.template_id for r in rows] == ["chat.link_failed", "chat.link_ok"]
-    assert rows[1].language == "zh" and "绑定成功" in rows[1].body
+    assert rows[1].language == "zh"
+    assert "绑定成功" in rows[1].body
 
 
 async def test_stop_pauses_alerts_the_coordinator_and_start_resumes(
@@ -131,10 +133,13 @@ async def test_stop_pauses_alerts_the_coordinator_and_start_resumes(
                                                            enrolled.patient_id)
     rows = await outbox(db)
     notice = next(r for r in rows if r.staff_id == staff_id)
-    assert notice.channel == "telegram" and notice.address == "9001"
+    assert notice.channel == "telegram"
+    assert notice.address == "9001"
     assert "S001" in notice.body
-    reply = next(r for r in rows if r.patient_id == enrolled.patient_id)
-    assert reply.template_id == "chat.stopped" and reply.language == "zh"
+    # The confirmation answers the STOP itself, so the opt-out it reports does not hold it back.
+    reply = next(r for r in rows if r.address == PHONE)
+    assert reply.template_id == "chat.stopped"
+    assert reply.language == "zh"
     # A second STOP changes nothing and raises no second alert.
     await core.handle(sms("TD", clock))
     async with db.read() as session:
@@ -162,8 +167,10 @@ async def test_help_gives_the_sites_phone(db: Database, protocol: Protocol,
     await enrol(db, protocol, clock.now(), phone=PHONE, language="zh")
     await core.handle(sms("帮助", clock))
     (row,) = await outbox(db)
-    assert row.template_id == "chat.help" and "+861087654321" in row.body
-    assert row.channel == "sms" and row.address == PHONE
+    assert row.template_id == "chat.help"
+    assert "+861087654321" in row.body
+    assert row.channel == "sms"
+    assert row.address == PHONE
 
 
 async def test_language_is_asked_and_switched(db: Database, protocol: Protocol,
@@ -195,7 +202,8 @@ async def test_taken_by_sms_and_by_button_records_the_dose(
     async with db.read() as session:
         dose = (await session.execute(select(DoseRecord).where(
             DoseRecord.patient_id == enrolled.patient_id))).scalars().first()
-    assert dose is not None and dose.state == "taken"
+    assert dose is not None
+    assert dose.state == "taken"
     assert (await outbox(db))[-1].template_id.startswith("dose.")
 
 
@@ -206,7 +214,8 @@ async def test_staff_commands_and_a_patient_sending_one(
     enrolled = await enrol(db, protocol, clock.now())
     await core.handle(tg("/help", clock, user=9001))
     staff_help = (await outbox(db))[-1]
-    assert staff_help.template_id == "chat.staff_help" and "/help" in staff_help.body
+    assert staff_help.template_id == "chat.staff_help"
+    assert "/help" in staff_help.body
     await core.handle(tg("/nonsense", clock, user=9001))
     assert (await outbox(db))[-1].template_id == "chat.staff_unknown_command"
     await core.handle(tg(f"/start {enrolled.code}", clock, user=556))
@@ -226,3 +235,17 @@ async def test_a_stored_but_unhandled_message_is_handled_later(
     assert await core.handle_pending() == 1
     assert [r.template_id for r in await outbox(db)] == ["chat.help"]
     assert await core.handle_pending() == 0
+
+
+async def test_an_urgent_report_is_queued_in_the_safety_lane_and_wakes_the_dispatcher(
+        db: Database, protocol: Protocol, clock: SimulatedClock, core: Conversation,
+        wakes: Wakes) -> None:
+    await add_site(db, clock.now())
+    await add_staff(db, clock.now(), telegram_id=9001)
+    await enrol(db, protocol, clock.now(), phone=PHONE)
+    handled = await core.handle(sms("I have chest pain and trouble breathing", clock))
+    assert handled.outcome == "report"
+    assert wakes.count == 1
+    assert any(r.lane == "safety" for r in await outbox(db))
+    await core.handle(sms("I feel a bit tired today", clock))
+    assert wakes.count == 1  # routine: the next dispatch pass is soon enough

@@ -25,7 +25,8 @@ async def channel(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:  # n
 
 
 REMINDER = (Choice("Taken", "dose:taken:5", "TAKEN"), Choice("Skip", "dose:skip:5", "SKIP"),
-            Choice("Snooze", "dose:snooze:5", "SNOOZE"), Choice("Report", "report:start", "REPORT"))
+            Choice("Snooze", "dose:snooze:5", "SNOOZE"),
+            Choice("Report", "report:start", "REPORT"))
 
 
 async def test_a_reminder_goes_with_numbered_words_callback_and_validity(
@@ -34,12 +35,14 @@ async def test_a_reminder_goes_with_numbered_words_callback_and_validity(
                                                 language="en"))
     (request,) = fake_twilio.sent_to(TO)
     assert request.auth == (ACCOUNT, AUTH_TOKEN)
-    assert request.params["MessagingServiceSid"] == SERVICE and "From" not in request.params
+    assert request.params["MessagingServiceSid"] == SERVICE
+    assert "From" not in request.params
     assert request.params["Body"] == ("Time for your dose.\n"
                                       "Reply 1 TAKEN, 2 SKIP, 3 SNOOZE, REPORT")
     assert request.params["StatusCallback"] == f"{CALLBACK}?message_id=17"
     assert request.params["ValidityPeriod"] == "14400"
-    assert result.provider_id == request.sid and result.provider_id.startswith("SM")
+    assert result.provider_id == request.sid
+    assert result.provider_id.startswith("SM")
 
 
 def test_chinese_choices_and_the_numbers_we_understand() -> None:

@@ -100,7 +100,8 @@ async def test_link_remind_press_taken_and_see_the_dose_recorded(
         await fake_telegram.wait_confirmed(update)
         async with db.read() as session:
             recorded = await session.get(DoseRecord, dose.id)
-        assert recorded is not None and recorded.state == "taken"
+        assert recorded is not None
+        assert recorded.state == "taken"
         assert fake_telegram.sent("answerCallbackQuery")
         edit = fake_telegram.sent("editMessageReplyMarkup")[-1]
         assert edit.params["message_id"] == "7"
@@ -161,7 +162,8 @@ async def test_send_errors_map_to_the_channel_contract(
     fake_telegram.fail_chat(601, Failure(403, "Forbidden: bot was blocked by the user"))
     with pytest.raises(PermanentSendError) as blocked:
         await channel.send(message)
-    assert blocked.value.unreachable and not blocked.value.opted_out
+    assert blocked.value.unreachable
+    assert not blocked.value.opted_out
     fake_telegram.fail_chat(601, Failure(400, "Bad Request: chat not found"))
     with pytest.raises(PermanentSendError) as missing:
         await channel.send(message)

@@ -171,3 +171,19 @@ async def test_quiet_day_is_one_line(db: Database, protocol: Protocol) -> None:
     assert text.body == catalogue.render("digest.quiet", "zh", site="BJ01", date="2026-03-02",
                                          patients=1)
     assert "\n" not in text.body
+
+
+async def test_a_site_with_nobody_to_read_it_leaves_reports_unreviewed(
+        db: Database, protocol: Protocol) -> None:
+    async with db.write() as session:
+        await add_site(session, "BJ01")
+        await add_staff(session, "BJ01", "monitor")
+        await add_staff(session, "BJ01", "coordinator", telegram=False)
+        patient = await add_patient(session, "BJ01-001", "BJ01", telegram_id=901)
+        report = await add_report(session, patient, "乏力")
+    assert await digest_step.plan_digests(db, protocol, T0) == 0
+    assert await digest_rows(db) == []
+    async with db.read() as session:
+        unreviewed = await session.get(SymptomReport, report.id)
+        assert unreviewed is not None
+        assert unreviewed.reviewed_in_digest_at is None

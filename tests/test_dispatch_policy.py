@@ -291,3 +291,20 @@ async def test_sms_stop_and_invalid_number_are_permanent(
     assert len(texts) == 2
     assert any("STOP" in t and "S01-001" in t for t in texts)
     assert any("S01-002" in t and "SMS" in t for t in texts)
+
+
+async def test_rows_of_a_dead_worker_are_sent_after_its_lease_expires(
+        db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    pid = await _patient(db, clock)
+    (mid,) = await insert_rows(db, [row("m", address=CHAT, now=clock.now(), patient_id=pid)])
+    dead, dead_channel, _ = _dispatcher(db, protocol, clock, lease=timedelta(seconds=60))
+    count, rows, _token = await dead._claim("routine", 10)  # claimed, then the process died
+    assert (count, [r.id for r in rows]) == (1, [mid])
+    alive, telegram, _ = _dispatcher(db, protocol, clock)
+    assert await alive.run_once() == 0
+    clock.advance(timedelta(seconds=61))
+    assert await alive.run_once() == 1
+    assert [s.message.message_id for s in telegram.sent] == [mid]
+    assert dead_channel.sent == []
+    assert [e[0] for e in await _events(db, mid)] == ["reclaimed", "sent"]
+    assert (await message(db, mid)).attempts == 2

@@ -65,7 +65,8 @@ async def test_a_signed_taken_by_sms_records_the_dose_and_the_reply_goes_by_twil
         reply = (await session.execute(select(OutboundMessage).where(
             OutboundMessage.dedupe_key.like("reply:%")))).scalar_one()
     (sent,) = [r for r in fake_twilio.sent_to(PHONE) if r.sid == reply.provider_id]
-    assert reply.template_id.startswith("dose.") and reply.body in sent.params["Body"]
+    assert reply.template_id.startswith("dose.")
+    assert reply.body in sent.params["Body"]
 
 
 @pytest.mark.parametrize("forgery", ["missing", "forged", "tampered", "other_url", "host"])
@@ -179,4 +180,5 @@ async def test_a_status_callback_saying_21610_opts_the_patient_out(
         assert response.status == 204
     async with sqlite_db.read() as session:
         patient = await session.get(Patient, enrolled.patient_id)
-    assert patient is not None and patient.opted_out is True
+    assert patient is not None
+    assert patient.opted_out is True

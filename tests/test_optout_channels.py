@@ -117,7 +117,8 @@ async def test_a_blocked_bot_marks_the_chat_unreachable_and_tells_the_coordinato
                                               "telegram": channels.telegram}, clock)
     await sender.run_once()
     row = await patient(sqlite_db, enrolled.patient_id)
-    assert row.telegram_reachable is False and row.opted_out is False
+    assert row.telegram_reachable is False
+    assert row.opted_out is False
     assert len(await alerts(sqlite_db)) == 1
     await sender.run_once()
     assert fake_telegram.sent("sendMessage", 9001)
@@ -137,3 +138,20 @@ async def test_a_safety_message_to_a_patient_who_blocked_the_bot_goes_by_sms(
     (sms,) = fake_twilio.sent_to(PHONE)
     assert sms.params["Body"] == "Please call us."
     assert (await patient(db, enrolled.patient_id)).telegram_reachable is False
+
+
+async def test_the_stop_confirmation_is_delivered_and_then_nothing_routine(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, channels: Channels,
+        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+    enrolled = await enrol_sms_only(sqlite_db, protocol, clock)
+    core = Conversation(sqlite_db, protocol, clock)
+    await core.handle(InboundEvent("sms", "SM1", PHONE, "退订", None, clock.now()))
+    await queue(sqlite_db, clock, enrolled.patient_id, "sms", PHONE)  # a routine notice
+    sender = dispatcher(sqlite_db, protocol, {"sms": channels.sms,
+                                              "telegram": channels.telegram}, clock)
+    await sender.run_once()
+    bodies = [r.params["Body"] for r in fake_twilio.sent_to(PHONE)]
+    assert bodies == ["Messages are paused. You are still in the study. Reply START to resume."
+                      "\nSite"]  # signed with the site's name
+    await core.handle(InboundEvent("sms", "SM2", PHONE, "START", None, clock.now()))
+    assert (await patient(sqlite_db, enrolled.patient_id)).opted_out is False

@@ -86,7 +86,8 @@ async def test_engage_run_serves_healthz_answers_telegram_and_stops_on_sigterm(
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     output = (stdout + stderr).decode()
     assert process.returncode == 0, output
-    assert TOKEN.split(":")[1] not in output and AUTH_TOKEN not in output
+    assert TOKEN.split(":")[1] not in output
+    assert AUTH_TOKEN not in output
     with sqlite3.connect(tmp_path / "engage.db") as db:
         states = {s for (s,) in db.execute("SELECT status FROM outbound_messages")}
         unhandled = db.execute("SELECT count(*) FROM inbound_messages WHERE handled_at IS NULL"
@@ -103,3 +104,31 @@ async def test_webhook_mode_without_a_secret_refuses_to_start(tmp_path: Path) ->
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
     assert "ENGAGE_TELEGRAM_WEBHOOK_SECRET" in stderr.decode()
+
+
+async def test_webhook_mode_registers_the_secret_and_serves_the_route(
+        tmp_path: Path, fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+    from engage.config import Settings
+    from engage.runtime import Runtime
+
+    settings = Settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'e.db'}",  # type: ignore[call-arg]
+                        telegram_token=TOKEN, telegram_api_url=fake_telegram.base_url,
+                        telegram_mode="webhook", telegram_webhook_secret="s3cret-token",
+                        public_url="https://engage.example.org", http_port=0)
+    runtime = Runtime(settings)
+    await runtime.start()
+    try:
+        assert fake_telegram.webhook is not None
+        assert fake_telegram.webhook["url"] == "https://engage.example.org/telegram/webhook"
+        assert fake_telegram.webhook["secret_token"] == "s3cret-token"
+        update = fake_telegram.message_update(77, "hello", update_id=1)
+        url = f"http://127.0.0.1:{runtime.port}/telegram/webhook"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=update) as refused:
+                assert refused.status == 401
+            async with http.post(url, json=update, headers={
+                    "X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}) as accepted:
+                assert accepted.status == 200
+        await fake_telegram.wait_for("sendMessage", within=10)
+    finally:
+        await runtime.stop()

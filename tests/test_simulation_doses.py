@@ -23,7 +23,7 @@ from trial.protocol import Protocol
 
 ZONES = ("Asia/Shanghai", "Asia/Urumqi", "America/New_York")
 # One local dose time per zone, chosen so that most zones share instants (fewer ticks).
-DOSE_TIMES = {"Asia/Shanghai": "20:00", "Asia/Urumqi": "18:00", "America/New_York": "08:00"}
+DOSE_TIMES = {"Asia/Shanghai": "20:00", "Asia/Urumqi": "18:00", "America/New_York": "07:00"}
 BEHAVIOURS = ("always", "snoozer", "weekdays", "stops_w10", "paused", "withdrawn", "stop")
 FIRST_BASELINE = date(2026, 1, 5)
 PAUSE_DAYS = (100, 114)  # paused before day 100's dose, resumed before day 114's
@@ -69,7 +69,7 @@ def cast_patients(count: int, weeks: int) -> list[Scripted]:
         for day in range(weeks * 7):
             local = p.baseline + timedelta(days=day)
             p.expected[local] = expected_status(p, day, local)
-        if p.behaviour == "stops_w10" and LATE_ANSWER_DAY < weeks * 7:
+        if p.behaviour == "stops_w10" and weeks * 7 > LATE_ANSWER_DAY:
             p.late_taken.add(p.baseline + timedelta(days=LATE_ANSWER_DAY))
         people.append(p)
     return people
@@ -118,9 +118,9 @@ def scripted_events(p: Scripted, weeks: int) -> list[tuple[datetime, str]]:
     events = []
     if p.behaviour == "paused" and PAUSE_DAYS[1] < last:
         events += [(p.instant(PAUSE_DAYS[0], 2), "pause"), (p.instant(PAUSE_DAYS[1], 2), "resume")]
-    if p.behaviour == "withdrawn" and WITHDRAW_DAY < last:
+    if p.behaviour == "withdrawn" and last > WITHDRAW_DAY:
         events.append((p.instant(WITHDRAW_DAY, 2), "withdraw"))
-    if p.behaviour == "stop" and STOP_DAY < last:
+    if p.behaviour == "stop" and last > STOP_DAY:
         events.append((p.instant(STOP_DAY, 2), "stop"))
     for local in p.late_taken:
         events.append((p.instant(p.day(local), -13), "late_taken"))  # cut-off + 1 h
@@ -162,11 +162,14 @@ async def apply_event(db: Database, p: Scripted, what: str, now: datetime,
 
 async def next_instant(db: Database, after: datetime) -> datetime | None:
     """The next instant anything is due: a dose action or a patient's planning."""
+    dose_at = select(func.min(DoseRecord.next_action_at)).scalar_subquery()
+    plan_at = select(func.min(Patient.plan_next_at)).where(
+        Patient.status == "active", Patient.opted_out.is_(False)).scalar_subquery()
     async with db.read() as session:
-        dose_at = (await session.execute(select(func.min(DoseRecord.next_action_at)))).scalar()
-        plan_at = (await session.execute(select(func.min(Patient.plan_next_at)).where(
-            Patient.status == "active", Patient.opted_out.is_(False)))).scalar()
-    moments = [m for m in (dose_at, plan_at) if m is not None]
+        row = (await session.execute(select(dose_at, plan_at))).one()
+    # SQLite hands back MIN() of a UTC column as text.
+    moments = [m if isinstance(m, datetime) else datetime.fromisoformat(m).replace(tzinfo=UTC)
+               for m in row if m is not None]
     return max(min(moments), after) if moments else None
 
 

@@ -199,7 +199,7 @@ async def test_patient_card_shows_reachability_next_dose_visit_and_open_alerts(
     rendered = text(card)
     assert "opted out" in rendered
     assert "Telegram: not set up; SMS: reachable" in rendered
-    assert "Next dose: 2026-03-02 09:00" in rendered
+    assert "Next dose: 2026-03-02 09:00 (reminded, awaiting an answer)" in rendered
     assert "W8 on 2026-03-05" in rendered
     assert "fever 38.6" in rendered
     assert "3 h" in rendered

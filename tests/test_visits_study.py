@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import select, text, update
 
-from messages import catalogue
+from messages import catalogue, sms
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import (
@@ -241,12 +241,20 @@ def test_notice_texts_are_short_neutral_and_carry_the_instructions(protocol: Pro
     assert w12 is not None
     zh = visits.render_visit_notice(w12, date(2026, 5, 25), 3, "zh")
     en = visits.render_visit_notice(w12, date(2026, 5, 25), 1, "en")
-    assert zh.body == ("提醒：3天后（5月25日周一）是您的复诊日。请空腹前来。"
-                       "请带上您的药物及包装。复诊当天请勿在家服药，把药带来，抽血后再服。")
-    assert len(zh.body) <= 70  # one Chinese SMS segment
-    assert en.body == ("Reminder: you have a clinic visit tomorrow, Mon 25 May. Please come "
-                       "fasting. Bring your medication and its packaging. On the visit day do "
-                       "not take your dose at home; bring it and take it after your blood test.")
+    assert zh.body == ("提醒：3天后（5月25日周一）复诊。请空腹前来。请带上药物及包装。"
+                       "复诊当天请勿在家服药，把药带来，抽血后再服。")
+    assert en.body == ("Reminder: clinic visit tomorrow, Mon 25 May. Please come fasting. "
+                       "Bring your medication and its packaging. On the visit day do not take "
+                       "your dose at home; bring it and take it after your blood test.")
+    # Signed by the site as the dispatcher sends it, the longest date included: Chinese fits
+    # one SMS segment; English with every instruction needs two.
+    longest = date(2026, 12, 30)
+    signed_zh = sms.sign(visits.render_visit_notice(w12, longest, 3, "zh").body,
+                         sms.sample_signature(protocol, "zh"))
+    signed_en = sms.sign(visits.render_visit_notice(w12, longest, 3, "en").body,
+                         sms.sample_signature(protocol, "en"))
+    assert sms.segments(signed_zh) == 1
+    assert sms.segments(signed_en) == 2
     assert (zh.template_id, en.template_id) == ("visit.notice_in_days", "visit.notice_tomorrow")
     w8 = protocol.visits.by_name("W8")
     assert w8 is not None
@@ -270,3 +278,44 @@ async def test_visits_rows_are_indexed_for_planning(sqlite_db: Database) -> None
             "EXPLAIN QUERY PLAN SELECT id FROM visits WHERE status = 'planned' "
             "AND scheduled_date BETWEEN '2026-01-01' AND '2026-01-05'"))).all()
     assert "ix_visits_due" in str(plan)
+
+
+UNBLINDING = ["placebo", "安慰剂", "switch", "切换", "换成", "换药", "active drug", "真药"]
+
+
+async def test_phase_and_end_notices_once_each_and_neutral(db: Database,
+                                                           protocol: Protocol) -> None:
+    patient_id = await _setup(db, protocol)  # week 24 = Mon 2026-08-17; week 48 = 2027-02-01
+    for now, planned in ((utc(2026, 8, 17, 0, 59), 0),  # 08:59 Beijing
+                         (utc(2026, 8, 17, 1), 1), (utc(2026, 8, 17, 6), 0),
+                         (utc(2027, 2, 1, 1), 0),  # the final visit's day: not yet
+                         (utc(2027, 2, 1, 15), 0),  # 23:00 on 02-01... and quiet hours
+                         (utc(2027, 2, 2, 0, 30), 0),  # 08:30 on 02-02: quiet hours are over,
+                         (utc(2027, 2, 2, 1), 1),  # but the thank-you waits for 09:00
+                         (utc(2027, 2, 2, 2), 0)):
+        async with db.write() as session:
+            assert await visits.plan_phase_notices(session, protocol, now) == planned, now
+    rows = await support.visit_messages(db)
+    assert [(m.dedupe_key, m.template_id, m.due_at) for m in rows] == [
+        (f"phase:{patient_id}:open_label", "phase.changed", utc(2026, 8, 17, 1)),
+        (f"phase:{patient_id}:end", "phase.end", utc(2027, 2, 2, 1))]
+    assert rows[0].body == ("从今天起，所有参与者都继续服用研究用药，每天一次，时间照旧。"
+                            "具体事项研究团队会在复诊时说明。")
+    forbidden = [w.lower() for w in [*protocol.sms.forbidden_words, *UNBLINDING]]
+    for message_id in ("phase.changed", "phase.end"):
+        for language in ("zh", "en"):
+            text = catalogue.render(message_id, language, dose_label=protocol.dose.label[
+                "open_label"].get(language))
+            assert not [w for w in forbidden if w in text.lower()], text
+            assert sms.segments(sms.sign(text, sms.sample_signature(protocol, language))) == 1
+
+
+@pytest.mark.parametrize(("now", "planned"), [
+    (utc(2026, 8, 19, 3), 1),  # an outage: two days late, still sent
+    (utc(2026, 8, 20, 3), 0),  # more than three days late: dropped
+])
+async def test_a_late_phase_notice_goes_within_its_grace(
+        sqlite_db: Database, protocol: Protocol, now: datetime, planned: int) -> None:
+    await _setup(sqlite_db, protocol)
+    async with sqlite_db.write() as session:
+        assert await visits.plan_phase_notices(session, protocol, now) == planned

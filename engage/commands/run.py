@@ -8,7 +8,6 @@ import logging
 import signal
 
 from engage.config import Settings
-from engage.runtime import Runtime
 
 QUIET_LOGGERS = ("aiogram.event", "twilio", "aiohttp.access", "apscheduler")
 
@@ -21,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: aiogram's types take seconds to import, which no other command should pay.
+    from engage.runtime import Runtime
+
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in QUIET_LOGGERS:  # per-request chatter (and nothing secret) from libraries

@@ -46,7 +46,7 @@ class Person:
     role: str = ""
     behaviour: Behaviour | None = None
     dose_time: str = ""
-    baseline_offset: int = 0  # baseline = first simulated day + this many days
+    baseline_offset: int = -1  # baseline = first simulated day + this; enrolled the day before
     featured: bool = False  # shown message by message in the transcript
     # Staff: take longer than the acknowledgement timeout over the first urgent page, so the
     # escalation chain is seen moving up before someone answers.
@@ -110,27 +110,27 @@ STAFF = [
 # behaviour the demo must show comes early. (subject, language, channel, dose time,
 # behaviour, baseline offset, featured)
 PATIENTS: list[tuple[str, str, str, str, Behaviour, int, bool]] = [
-    ("SH-001", "zh", TELEGRAM, "08:00", Behaviour.RELIABLE, 0, True),
-    ("XJ-001", "en", SMS, "08:00", Behaviour.RELIABLE, 0, True),
-    ("SH-002", "zh", SMS, "08:30", Behaviour.FEVER, 0, True),
-    ("XJ-002", "en", TELEGRAM, "20:00", Behaviour.HOSPITAL, 0, True),
-    ("SH-003", "zh", SMS, "20:00", Behaviour.STOP, 0, True),
-    ("XJ-003", "en", TELEGRAM, "08:00", Behaviour.SNOOZER, 0, True),
-    ("SH-004", "zh", TELEGRAM, "20:00", Behaviour.FORGETFUL, 0, True),
-    ("XJ-004", "en", SMS, "20:00", Behaviour.STOPS_ANSWERING, 0, True),
+    ("SH-001", "zh", TELEGRAM, "08:00", Behaviour.RELIABLE, -1, True),
+    ("XJ-001", "en", SMS, "08:00", Behaviour.RELIABLE, -1, True),
+    ("SH-002", "zh", SMS, "08:30", Behaviour.FEVER, -1, True),
+    ("XJ-002", "en", TELEGRAM, "20:00", Behaviour.HOSPITAL, -1, True),
+    ("SH-003", "zh", SMS, "20:00", Behaviour.STOP, -1, True),
+    ("XJ-003", "en", TELEGRAM, "08:00", Behaviour.SNOOZER, -1, True),
+    ("SH-004", "zh", TELEGRAM, "20:00", Behaviour.FORGETFUL, -1, True),
+    ("XJ-004", "en", SMS, "20:00", Behaviour.STOPS_ANSWERING, -1, True),
     # Enrolled earlier: the week-4 visit falls inside the demo (notices, dose held).
     ("SH-005", "zh", TELEGRAM, "08:30", Behaviour.RELIABLE, -25, True),
-    ("SH-006", "en", TELEGRAM, "08:00", Behaviour.RELIABLE, 0, False),
-    ("XJ-005", "zh", SMS, "08:00", Behaviour.RELIABLE, 0, False),
-    ("SH-007", "zh", SMS, "08:00", Behaviour.FORGETFUL, 0, False),
+    ("SH-006", "en", TELEGRAM, "08:00", Behaviour.RELIABLE, -1, False),
+    ("XJ-005", "zh", SMS, "08:00", Behaviour.RELIABLE, -1, False),
+    ("SH-007", "zh", SMS, "08:00", Behaviour.FORGETFUL, -1, False),
     ("XJ-006", "en", TELEGRAM, "20:00", Behaviour.RELIABLE, -25, False),
-    ("SH-008", "zh", TELEGRAM, "20:00", Behaviour.SNOOZER, 0, False),
-    ("XJ-007", "zh", TELEGRAM, "08:00", Behaviour.FORGETFUL, 0, False),
-    ("SH-009", "en", SMS, "08:30", Behaviour.RELIABLE, 0, False),
-    ("XJ-008", "en", SMS, "20:00", Behaviour.RELIABLE, 0, False),
-    ("SH-010", "zh", TELEGRAM, "08:00", Behaviour.RELIABLE, 0, False),
-    ("XJ-009", "zh", SMS, "20:00", Behaviour.FORGETFUL, 0, False),
-    ("SH-011", "zh", SMS, "20:00", Behaviour.RELIABLE, 0, False),
+    ("SH-008", "zh", TELEGRAM, "20:00", Behaviour.SNOOZER, -1, False),
+    ("XJ-007", "zh", TELEGRAM, "08:00", Behaviour.FORGETFUL, -1, False),
+    ("SH-009", "en", SMS, "08:30", Behaviour.RELIABLE, -1, False),
+    ("XJ-008", "en", SMS, "20:00", Behaviour.RELIABLE, -1, False),
+    ("SH-010", "zh", TELEGRAM, "08:00", Behaviour.RELIABLE, -1, False),
+    ("XJ-009", "zh", SMS, "20:00", Behaviour.FORGETFUL, -1, False),
+    ("SH-011", "zh", SMS, "20:00", Behaviour.RELIABLE, -1, False),
 ]
 MAX_PATIENTS = len(PATIENTS)
 
