@@ -59,6 +59,7 @@ def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, 
     values: dict[str, Any] = {name: getattr(dose, name) for name in DOSE_FIELDS}
     values["state"] = dose.state.value
     values.update(extra)
+    session.info.pop(_DAYS, None)
     changed = False
     for name, new in values.items():
         old = getattr(row, name)
@@ -173,6 +174,7 @@ async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
     """Insert the planned rows in one statement; an existing (patient, date) row is kept."""
     if not planned:
         return 0
+    session.info.pop(_DAYS, None)
     values = []
     for patient, times in planned:
         dose = Dose(due_at=times.due_at, follow_up_at=times.follow_up_at,
@@ -420,15 +422,58 @@ async def patient_adherence(session: AsyncSession, protocol: Protocol, patient: 
     last = min(schedule.end_of_doses(protocol, patient.baseline),
                schedule.local_date(now, patient.tz) + timedelta(days=1))
     start = max(start or patient.baseline, patient.baseline)
-    end = min(end or last, last)
-    rows = (await session.execute(
-        select(DoseRecord.local_date, DoseRecord.state, DoseRecord.late_answer).where(
-            DoseRecord.patient_id == patient.id, DoseRecord.local_date >= start,
-            DoseRecord.local_date < end))).all()
-    records = days_between({r.local_date: r for r in rows}, start, max(start, end))
+    end = max(start, min(end or last, last))
+    days = await _site_days(session, patient.site_id, start, end)
+    records = days_between(days.get(patient.id, {}), start, end)
     summary = summarize(records)
-    return PatientAdherence(patient.subject_id, patient.site_id, start, max(start, end),
-                            summary.counts, summary.flags)
+    return PatientAdherence(patient.subject_id, patient.site_id, start, end, summary.counts,
+                            summary.flags)
+
+
+# Reports, digests and staff views ask for every patient of a site in turn: the site's days are
+# read once per session (one query, not one per patient) and forgotten whenever a dose changes
+# or the session flushes, commits or rolls back.
+_DAYS = "dose_adherence_days"
+_DAYS_SPAN = timedelta(days=28)
+
+
+@dataclass(frozen=True)
+class DoseDay:
+    """What adherence reads of one dose."""
+
+    state: str
+    late_answer: str | None
+
+
+async def _site_days(session: AsyncSession, site_id: str, start: date,
+                     end: date) -> dict[int, dict[date, DoseDay]]:
+    cache: dict[tuple[str, date, date], dict[int, dict[date, DoseDay]]] = session.info.get(
+        _DAYS, {})
+    for (site, low, high), cached in cache.items():
+        if site == site_id and low <= start and end <= high:
+            return cached
+    low = min(start, end - _DAYS_SPAN)
+    rows = (await session.execute(
+        select(DoseRecord.patient_id, DoseRecord.local_date, DoseRecord.state,
+               DoseRecord.late_answer)
+        .join(Patient, Patient.id == DoseRecord.patient_id)
+        .where(Patient.site_id == site_id, DoseRecord.local_date >= low,
+               DoseRecord.local_date < end))).all()
+    days: dict[int, dict[date, DoseDay]] = {}
+    for patient_id, day, state, late_answer in rows:
+        days.setdefault(patient_id, {})[day] = DoseDay(state, late_answer)
+    if _DAYS not in session.info:
+        session.info[_DAYS] = cache
+        sync = session.sync_session
+        for name in ("after_flush", "after_commit", "after_rollback"):
+            if not event.contains(sync, name, _forget_days):
+                event.listen(sync, name, _forget_days)
+    cache[(site_id, low, end)] = days
+    return days
+
+
+def _forget_days(session: Session, *_: Any) -> None:
+    session.info.pop(_DAYS, None)
 
 
 @dataclass(frozen=True)

@@ -12,4 +12,5 @@ COMMAND_MODULES = [
     "engage.commands.run",
     "engage.commands.tick",
     "engage.commands.report",
+    "engage.commands.demo",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -20,6 +21,7 @@ from engage.demo.world import DemoError
 from trial.protocol import load_protocol
 
 DEFAULT_DB = Path("engage-demo.db")
+CHAT_DB = Path("engage-chat.db")  # not the demo's file, which is kept for inspection
 # On a terminal a simulated day lasts at least this long, so the transcript can be followed.
 WATCHABLE_DAY_SECONDS = 1.0
 
@@ -48,12 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB,
-                        help=f"the demo's SQLite file, replaced on each run (default {DEFAULT_DB})")
+    parser.add_argument("--db", type=Path, default=None,
+                        help=f"the SQLite file, replaced on each run (default {DEFAULT_DB}; "
+                             f"{CHAT_DB} for the chat)")
     parser.add_argument("--patients", type=_positive, default=MAX_PATIENTS,
                         help=f"number of simulated patients (1-{MAX_PATIENTS}, default "
                              f"{MAX_PATIENTS})")
     parser.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
+
+
+def _console() -> Console:
+    # Piped into a file, rich would wrap at 80 columns: the transcript reads better wider.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def _positive(text: str) -> int:
@@ -75,14 +83,13 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.interactive:
         return await _chat(args, settings)
     _check(args)
-    console = Console(highlight=False)
+    console = _console()
     started = time.monotonic()
-    today = SystemClock().now().astimezone(ZoneInfo(SITES[0].tz)).date()
     pace = 0.0 if args.fast or not console.is_terminal else WATCHABLE_DAY_SECONDS
-    options = DemoOptions(path=args.db, days=args.days, patients=args.patients, pace=pace,
-                          show_all=args.show_all, seed=args.seed)
+    options = DemoOptions(path=args.db or DEFAULT_DB, days=args.days, patients=args.patients,
+                          pace=pace, show_all=args.show_all, seed=args.seed)
     try:
-        result = await run_demo(options, load_protocol(), console, today)
+        result = await run_demo(options, load_protocol(), console, SystemClock().now())
     except DemoError as exc:
         raise CommandError(f"the demo stopped: {exc}", status=1) from None
     console.rule("[bold]Done")
@@ -92,7 +99,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"digest chart (PNG): {result.chart}", soft_wrap=True)
     console.print("next:", soft_wrap=True)
     console.print(f"  ENGAGE_DATABASE_URL={result.url} engage report adherence "
-                  f"--at {result.end.isoformat()}", soft_wrap=True)
+                  f"--at {result.end.astimezone(UTC).isoformat()}", soft_wrap=True)
     console.print(f"  ENGAGE_DATABASE_URL={result.url} engage run   (with "
                   "ENGAGE_TELEGRAM_TOKEN and/or Twilio settings for real channels)",
                   soft_wrap=True)
@@ -108,10 +115,10 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
     _check(args)
     from engage.demo.chat import run_chat
 
-    console = Console(highlight=False)
+    console = _console()
     today = SystemClock().now().astimezone(ZoneInfo(SITES[0].tz)).date()
     try:
-        return await run_chat(args.db, load_protocol(), console, sys.stdin, today,
+        return await run_chat(args.db or CHAT_DB, load_protocol(), console, sys.stdin, today,
                               patients=args.patients)
     except DemoError as exc:
         raise CommandError(f"the chat stopped: {exc}", status=1) from None

@@ -12,9 +12,8 @@ import time as wall
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
-
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.markup import escape
@@ -86,6 +85,23 @@ def _utc(value: datetime | str) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def advance(world: World, until: datetime,
+                  fixed: list[datetime] | None = None) -> list[Delivered]:
+    """Move the clock to `until`, running the tick at every instant something is due on the
+    way; nobody answers. Returns what was delivered."""
+    fixed = fixed if fixed is not None else daily_instants(world.scenario, world.protocol)
+    until = max(until, world.clock.now())
+    delivered = await world.tick()
+    while True:
+        now = world.clock.now()
+        due = [t for t in (await next_due(world, now), next((t for t in fixed if t > now), None))
+               if t is not None and t <= until]
+        world.clock.set(min(due, default=until))
+        delivered += await world.tick()
+        if not due:
+            return delivered
 
 
 @dataclass
@@ -185,9 +201,15 @@ class Timeline:
 
 
 
-def first_day_ending_today(today: date, days: int) -> date:
-    """The first simulated day of a run whose last morning is `today`."""
-    return today - timedelta(days=days)
+def latest_first_day(scenario: Scenario, protocol: Protocol, now: datetime) -> date:
+    """The latest first day whose run is over by `now`, so the database left behind carries on
+    seamlessly under `engage run` (nothing in it lies in the future)."""
+    today = now.astimezone(ZoneInfo(scenario.sites[0].tz)).date()
+    for back in range(scenario.days, scenario.days + 3):
+        scenario.first_day = today - timedelta(days=back)
+        if end_instant(scenario, protocol) <= now:
+            break
+    return scenario.first_day
 
 
 @dataclass(frozen=True)
@@ -197,7 +219,7 @@ class DemoOptions:
     path: Path
     days: int = 14
     patients: int = MAX_PATIENTS
-    first_day: date | None = None  # default: the run ends this morning
+    first_day: date | None = None  # default: the latest run that is over by now
     pace: float = 0.0
     show_all: bool = False
     seed: int = 7
@@ -217,10 +239,12 @@ class DemoResult:
 
 
 async def run_demo(options: DemoOptions, protocol: Protocol, console: Console,
-                   today: date) -> DemoResult:
+                   now: datetime) -> DemoResult:
     """Set the study up, run it through the simulated days, print the ending."""
-    first_day = options.first_day or first_day_ending_today(today, options.days)
-    scenario = build(first_day, days=options.days, patients=options.patients)
+    scenario = build(options.first_day or date.min, days=options.days,
+                     patients=options.patients)
+    if options.first_day is None:
+        scenario.first_day = latest_first_day(scenario, protocol, now)
     clock = SimulatedClock(start_instant(scenario))
     end = end_instant(scenario, protocol)
     world = await World.create(options.path, protocol, clock, scenario)

@@ -29,11 +29,13 @@ WORDS = {
            "stop": "STOP"},
 }
 REPORTS = {
-    Behaviour.FEVER: {"zh": "今天下午发烧了，38.6度，有点发冷", "en": "I have a fever, 38.6 and chills"},
-    Behaviour.HOSPITAL: {"zh": "我昨晚因为肺炎住院了", "en": "I was admitted to hospital last night "
-                         "with pneumonia"},
+    Behaviour.FEVER: {"zh": "今天下午发烧了，38.6度，有点发冷",
+                      "en": "I have a fever, 38.6 and chills"},
+    Behaviour.HOSPITAL: {"zh": "我昨晚因为肺炎住院了",
+                         "en": "I was admitted to hospital last night with pneumonia"},
 }
-RESOLUTIONS = {"zh": "已电话联系患者，安排今日门诊复查", "en": "Called the patient; seen in clinic today"}
+RESOLUTIONS = {"zh": "已电话联系患者，安排今日门诊复查",
+               "en": "Called the patient; seen in clinic today"}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,14 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from bot import sms
 from bot.channels import Choice
@@ -45,7 +52,7 @@ class Transcript(AbstractContextManager["Transcript"]):
         self._hidden_people: set[str] = set()
         self._digests: set[tuple[str, str]] = set()
         self._progress: Progress | None = None
-        self._task: int | None = None
+        self._task: TaskID | None = None
 
     # -- the progress bar --------------------------------------------------------------------
     def __enter__(self) -> Transcript:
