@@ -336,6 +336,7 @@ class Dispatcher:
         message = OutgoingMessage(
             message_id=row.id, address=row.address, text=row.body,
             choices=tuple(Choice(**choice) for choice in row.choices), image=row.image,
+            language=row.language,
             validity_seconds=(self.protocol.sms.validity_period_seconds
                               if row.channel == "sms" else None))
         try:

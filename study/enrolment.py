@@ -67,6 +67,7 @@ async def add_staff(session: AsyncSession, *, site_id: str | None, role: str, na
 async def enroll(session: AsyncSession, protocol: Protocol, enrolment: Enrolment, *,
                  now: datetime, actor: Actor) -> tuple[Patient, str]:
     """Enrol a validated patient; return the patient and their one-time link code."""
+    check.dose_time_outside_quiet_hours(enrolment.dose_time, protocol.quiet_hours)
     site = await session.get(Site, enrolment.site_id)
     if site is None:
         raise EnrolmentError("site", f"no site {enrolment.site_id}")

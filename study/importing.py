@@ -14,7 +14,12 @@ from storage.audit import Actor
 from storage.models import Patient, Site
 from study.enrolment import enroll
 from trial import enrolment as check
-from trial.enrolment import Enrolment, check_enrolment
+from trial.enrolment import (
+    Enrolment,
+    EnrolmentError,
+    check_enrolment,
+    dose_time_outside_quiet_hours,
+)
 from trial.protocol import Protocol
 
 COLUMNS = ("subject_id", "site", "baseline", "dose_time", "language", "phone", "tz")
@@ -140,6 +145,11 @@ async def import_roster(session: AsyncSession, protocol: Protocol, text: str, *,
     """Enrol every patient of a roster in this transaction, or raise RosterError."""
     rows, problems = parse_roster(text)
     problems += await check_against_study(session, rows)
+    for row in rows:
+        try:
+            dose_time_outside_quiet_hours(row.enrolment.dose_time, protocol.quiet_hours)
+        except EnrolmentError as exc:
+            problems.append(Problem(row.line, exc.field, str(exc).partition(": ")[2]))
     if problems:
         raise RosterError(sorted(problems, key=lambda p: p.line))
     enrolled = []

@@ -86,7 +86,7 @@ async def test_quiet_hours_hold_routine_never_safety(sqlite_db: Database, protoc
     assert await dispatcher.run_once() == 2
     assert [s.message.message_id for s in telegram.sent] == [safety]
     held = await message(db, routine)
-    window_end = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)  # 07:30 next morning, Shanghai
+    window_end = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)  # 07:00 next morning, Shanghai
     assert (held.status, held.due_at, held.attempts) == ("queued", window_end, 0)
     clock.set(window_end - timedelta(minutes=1))
     assert await dispatcher.run_once() == 0

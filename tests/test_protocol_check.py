@@ -28,7 +28,7 @@ def test_bundled_protocol_prints_the_48_week_schedule(capsys: pytest.CaptureFixt
     assert "blinded      weeks 0-24" in out
     assert "open_label   weeks 24-48" in out
     assert "follow-up after 60 min; cut-off after 720 min" in out
-    assert "quiet hours: 22:00-07:30" in out
+    assert "quiet hours: 22:00-07:00" in out
     table = out.split("visits:\n", 1)[1].splitlines()
     assert table[0].split()[:3] == ["visit", "week", "day"]
     assert [line.split()[0] for line in table[1:]] == VISITS
@@ -46,7 +46,7 @@ def test_bundled_protocol_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["dose"]["total_mg"] == 1.5
     assert [v["name"] for v in data["visits"]["table"]] == VISITS
     assert data["visits"]["table"][-1]["day"] == 336
-    assert data["quiet_hours"] == {"start": "22:00:00", "end": "07:30:00"}
+    assert data["quiet_hours"] == {"start": "22:00:00", "end": "07:00:00"}
     assert [p["name"] for p in data["phases"]] == ["blinded", "open_label"]
 
 

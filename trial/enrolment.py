@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
-from trial.protocol import LANGUAGES, ROLES
+from trial.protocol import LANGUAGES, ROLES, QuietHours
 
 SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -157,3 +157,13 @@ def check_enrolment(*, subject: str, site: str, baseline_date: str, dose_at: str
         return None, problems
     return Enrolment(subject_id=subject_ok, site_id=site_ok, baseline=baseline_ok,
                      dose_time=dose_ok, language=language_ok, phone=phone_ok, tz=tz_ok), []
+
+
+def dose_time_outside_quiet_hours(value: str, quiet_hours: QuietHours) -> str:
+    """A dose time the reminder can honour: routine messages never go out in quiet hours."""
+    moment = clock_time(value)
+    if quiet_hours.contains(moment):
+        raise EnrolmentError(
+            "dose_time", f"{value} falls in the protocol's quiet hours "
+            f"({quiet_hours.start:%H:%M}-{quiet_hours.end:%H:%M}); choose a time outside them")
+    return value

@@ -163,9 +163,9 @@ async def run_chat(path: Path, protocol: Protocol, console: Console, lines: Text
                    today: date, *, patients: int = MAX_PATIENTS) -> int:
     """Set the demo study up on a fresh database and chat with it until /quit or end of input."""
     scenario = build(today, days=2, patients=patients)
-    where = path.resolve()
     clock = SimulatedClock(start_instant(scenario))
     world = await World.create(path, protocol, clock, scenario)
+    where = world.path
     try:
         await world.set_up()
         for person in scenario.patients:

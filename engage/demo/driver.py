@@ -261,18 +261,18 @@ async def run_demo(options: DemoOptions, protocol: Protocol, console: Console,
         await print_adherence(console, world.db, protocol, end)
         transcript.heading("Alert log: every page, escalation and acknowledgement")
         alerts = await print_alerts(console, world.db)
-        chart = await show_digest(console, transcript, world, options.path.parent)
+        chart = await show_digest(console, transcript, world, world.path.parent)
     finally:
         await world.close()
-    return DemoResult(options.path.resolve(), sqlite_url(options.path), clock.now(), end, chart,
-                      alerts, list(world.errors))
+    return DemoResult(world.path, sqlite_url(world.path), clock.now(), end, chart, alerts,
+                      list(world.errors))
 
 
 def introduce(console: Console, world: World, end: datetime) -> None:
     """Who is in the study and how they will behave."""
     scenario = world.scenario
     console.rule("[bold]Engage demo: the SIRIUS protocol, two sites, simulated patients")
-    console.print(f"database: {world.db.url.split('///', 1)[-1]} (fresh)", highlight=False)
+    console.print(f"database: {world.path} (fresh)", highlight=False)
     console.print(f"simulated time: {world.clock.now():%Y-%m-%d %H:%M} UTC to "
                   f"{end:%Y-%m-%d %H:%M} UTC; channels: sandbox adapters registered as "
                   "\"telegram\" and \"sms\"", highlight=False)

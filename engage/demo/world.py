@@ -58,17 +58,21 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path.resolve()}"
 
 
-def fresh_file(path: Path) -> None:
-    """Remove a previous demo database (and its WAL files) so each run starts clean."""
+def fresh_file(path: Path) -> Path:
+    """Remove a previous demo database (and its WAL files) so each run starts clean; returns
+    the file's absolute path."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
 
 
 class World:
     """A demo study, running."""
 
     def __init__(self, db: Database, protocol: Protocol, clock: SimulatedClock,
-                 scenario: Scenario) -> None:
+                 scenario: Scenario, path: Path) -> None:
+        self.path = path
         self.db = db
         self.protocol = protocol
         self.clock = clock
@@ -89,11 +93,10 @@ class World:
     async def create(cls, path: Path, protocol: Protocol, clock: SimulatedClock,
                      scenario: Scenario) -> World:
         """A fresh database file at `path`, migrated, with nobody in it yet."""
-        fresh_file(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = fresh_file(path)
         db = Database(sqlite_url(path))
         await upgrade(db.engine)
-        return cls(db, protocol, clock, scenario)
+        return cls(db, protocol, clock, scenario, path)
 
     async def close(self) -> None:
         await self.db.dispose()

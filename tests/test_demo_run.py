@@ -1,0 +1,126 @@
+"""`engage demo` end to end: the command runs, then its database and output are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from engage.cli import main
+from messages import catalogue
+from storage.db import Database
+from storage.models import (
+    Alert,
+    AlertEvent,
+    DoseRecord,
+    InboundMessage,
+    OutboundMessage,
+    Patient,
+    Staff,
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One short demo run for every check in this module (it takes several seconds)."""
+    folder = tmp_path_factory.mktemp("demo")
+    path = folder / "demo.db"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["demo", "--db", str(path), "--days", "5", "--fast"])
+    assert status == 0, out.getvalue()[-3000:]
+    return path, out.getvalue()
+
+
+def query(path: Path, statement: object) -> list[tuple[object, ...]]:
+    async def run() -> list[tuple[object, ...]]:
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            async with db.read() as session:
+                return [tuple(row) for row in (await session.execute(statement)).all()]
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def test_doses_are_confirmed_by_patients_in_both_languages(demo: tuple[Path, str]) -> None:
+    path, _ = demo
+    rows = dict(query(path, select(Patient.language, func.count()).join(
+        DoseRecord, DoseRecord.patient_id == Patient.id)
+        .where(DoseRecord.state.in_(("taken", "late"))).group_by(Patient.language)))
+    assert rows.get("zh", 0) > 10 and rows.get("en", 0) > 10
+    channels = dict(query(path, select(InboundMessage.channel, func.count())
+                          .where(InboundMessage.outcome == "dose_taken")
+                          .group_by(InboundMessage.channel)))
+    assert channels.get("telegram", 0) > 0 and channels.get("sms", 0) > 0
+
+
+def test_a_fever_is_escalated_up_the_chain_then_acknowledged_by_the_coordinator(
+        demo: tuple[Path, str]) -> None:
+    path, _ = demo
+    alerts = query(path, select(Alert.id, Alert.status, Staff.role, Alert.summary).join(
+        Staff, Staff.id == Alert.acknowledged_by).where(Alert.kind == "symptom",
+                                                         Alert.tier == "same_day"))
+    assert len(alerts) == 2  # the fever and the hospital admission
+    escalated = []
+    for alert_id, status, role, _ in alerts:
+        assert status == "resolved" and role == "coordinator"
+        events = query(path, select(AlertEvent.kind, AlertEvent.level).where(
+            AlertEvent.alert_id == alert_id).order_by(AlertEvent.step))
+        kinds = [kind for kind, _ in events]
+        assert kinds[0] == "opened" and "acknowledged" in kinds and kinds[-1] == "resolved"
+        paged_levels = [level for kind, level in events if kind == "paged"]
+        assert paged_levels[0] == 0
+        if len(paged_levels) > 1:
+            assert paged_levels[1] == 1  # the investigator, after the coordinator's timeout
+            assert kinds.index("acknowledged") > len(paged_levels)
+            escalated.append(alert_id)
+    assert len(escalated) == 1
+    pages = query(path, select(func.count()).select_from(OutboundMessage).where(
+        OutboundMessage.alert_id == escalated[0], OutboundMessage.lane == "safety",
+        OutboundMessage.status == "delivered"))
+    assert pages[0][0] == 2
+
+
+def test_a_patient_who_sent_stop_is_opted_out_not_withdrawn(demo: tuple[Path, str]) -> None:
+    path, _ = demo
+    rows = query(path, select(Patient.subject_id, Patient.status).where(
+        Patient.opted_out.is_(True)))
+    assert rows == [("SH-003", "active")]
+    assert query(path, select(Alert.kind).join(Patient, Patient.id == Alert.patient_id)
+                 .where(Patient.subject_id == "SH-003")) == [("opt_out",)]
+
+
+def test_the_digest_went_out_with_its_chart(demo: tuple[Path, str]) -> None:
+    path, output = demo
+    charts = query(path, select(func.count()).select_from(OutboundMessage).where(
+        OutboundMessage.dedupe_key.like("digest:%:chart"), OutboundMessage.image.is_not(None),
+        OutboundMessage.status == "delivered"))
+    assert charts[0][0] >= 6 * 5  # every staff member of both sites, every morning
+    match = re.search(r"digest chart \(PNG\): (\S+\.png)", output)
+    assert match, output[-2000:]
+    png = Path(match.group(1))
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_output_shows_the_whole_story(demo: tuple[Path, str]) -> None:
+    path, output = demo
+    for language in ("zh", "en"):
+        assert catalogue.render("dose.taken_ack", language) in output
+        assert catalogue.render("report.reply_same_day", language) in output
+    assert "pressed [" in output  # Telegram buttons
+    assert "◀ SMS" in output and "◀ Telegram" in output
+    assert catalogue.render("chat.stopped", "zh") in output
+    assert "Adherence (the table `engage report adherence` prints)" in output
+    assert re.search(r"ALL\s+SH\s+\d+", output)
+    assert "Alert log" in output and "acknowledged by SH-coordinator" in output
+    assert "paged (level 1)" in output
+    assert "Daily digest of site SH" in output
+    assert f"database is kept for inspection: {path.resolve()}" in output
+    assert "engage report adherence --at" in output
