@@ -429,21 +429,9 @@ class Conversation:
             language=sender.language, body=body, due_at=now,
             now=now, lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
             choices=[_render_choice(c, sender.language) for c in reply.choices],
-            patient_id=_reply_patient_id(sender.patient),
+            patient_id=sender.patient.id if sender.patient else None,
             staff_id=sender.staff.id if sender.staff else None)
         return row is not None
-
-
-def _reply_patient_id(patient: Patient | None) -> int | None:
-    """The patient a reply is filed under for the dispatcher's recipient checks.
-
-    A patient who opted out or is paused still gets the answer to what they just wrote (the
-    STOP confirmation above all), so such a reply goes to the address it came from without the
-    routine-message screening; the inbound row keeps the patient link.
-    """
-    if patient is None or patient.opted_out or patient.status != "active":
-        return None
-    return patient.id
 
 
 def _language_question() -> Reply:

@@ -237,7 +237,7 @@ class Dispatcher:
             patient = patients.get(row.patient_id) if row.patient_id else None
             member = staff.get(row.staff_id) if row.staff_id else None
             refusal = _refusal(row, patient, member)
-            if refusal is None and patient is not None:
+            if refusal is None and patient is not None and not is_reply(row):
                 refusal = self._reroute(session, row, patient, now)
             if refusal is not None:
                 outbox.settle(session, row, status=outbox.CANCELLED, now=now, reason=refusal)
@@ -246,7 +246,7 @@ class Dispatcher:
                 outbox.settle(session, row, status=outbox.QUEUED, now=now, due_at=now,
                               reason=f"rerouted to {row.channel}")
                 continue
-            if row.lane == outbox.ROUTINE:
+            if row.lane == outbox.ROUTINE and not is_reply(row):
                 tz = _recipient_tz(patient, member, sites)
                 held = quiet_until(self.protocol.quiet_hours, now, tz) if tz else None
                 if held is not None:
@@ -570,11 +570,20 @@ async def _by_id(session: AsyncSession, model: Any, ids: set[Any]) -> dict[Any, 
     return {row.id: row for row in rows}
 
 
+def is_reply(row: OutboundMessage) -> bool:
+    """An answer to what the recipient just wrote (even STOP): never held, capped or cancelled.
+
+    It goes back on the channel the message came from; the screening of routine messages
+    (status, opt-out, quiet hours, daily cap) is for messages we start, not for answers.
+    """
+    return row.dedupe_key.startswith("reply:")
+
+
 def _refusal(row: OutboundMessage, patient: Patient | None, member: Staff | None) -> str | None:
     """Why a message must not go to its recipient at all, or None."""
     if member is not None and not member.active:
         return "staff member no longer active"
-    if patient is None or row.lane == outbox.SAFETY:
+    if patient is None or row.lane == outbox.SAFETY or is_reply(row):
         return None
     if patient.status != "active":
         return f"patient {patient.status}"

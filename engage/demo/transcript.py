@@ -22,11 +22,16 @@ from rich.progress import (
 
 from bot import sms
 from bot.channels import Choice
-from engage.demo.people import Act
+from engage.demo.people import WORDS, Act
 from engage.demo.scenario import SMS, Person, Scenario
 from engage.demo.world import Delivered
 
 CHANNEL = {"telegram": "Telegram", "sms": "SMS"}
+FULL_DAYS = 2  # days on which every message of the featured patients is shown
+QUIET_REMINDERS = frozenset({"dose.reminder"})
+QUIET_ACKS = frozenset({"dose.taken_ack", "dose.snoozed_ack"})
+DOSE_WORDS = frozenset(w for words in WORDS.values() for k, w in words.items()
+                       if k in ("taken", "snooze"))
 INDENT = " " * 8
 
 
@@ -50,6 +55,8 @@ class Transcript(AbstractContextManager["Transcript"]):
         self.show_all = show_all
         self.hidden: Counter[str] = Counter()
         self._hidden_people: set[str] = set()
+        self._quiet: set[str] = set()  # featured patients in an everyday exchange, not shown
+        self._day_number = 0
         self._digests: set[tuple[str, str]] = set()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
@@ -74,6 +81,7 @@ class Transcript(AbstractContextManager["Transcript"]):
     def day(self, number: int, local_day: date, *, label: str = "") -> None:
         """A new simulated day begins (numbered from 1)."""
         self.flush_hidden()
+        self._day_number = number
         label = label or f"day {number} of {self.scenario.days}"
         label = f"{local_day:%a %d %b %Y} · {label}"
         self.console.rule(f"[bold]{label}")
@@ -89,8 +97,8 @@ class Transcript(AbstractContextManager["Transcript"]):
     def flush_hidden(self) -> None:
         if self.hidden:
             parts = ", ".join(f"{n} {what}" for what, n in sorted(self.hidden.items()))
-            self.console.print(f"[dim]{INDENT}(not shown: {parts} of "
-                               f"{len(self._hidden_people)} other patients)[/dim]")
+            self.console.print(f"[dim]{INDENT}(not shown: {parts}, of "
+                               f"{len(self._hidden_people)} patients)[/dim]")
             self.hidden.clear()
             self._hidden_people.clear()
 
@@ -101,6 +109,19 @@ class Transcript(AbstractContextManager["Transcript"]):
 
     def note(self, text: str, style: str = "dim") -> None:
         self.console.print(f"[{style}]{escape(text)}[/{style}]", soft_wrap=True)
+
+    def _routine(self, person: Person, template_id: str) -> bool:
+        """After the first days, a featured patient's everyday reminder, answer and thanks are
+        only counted; anything else (a follow-up, a notice, a report) shows the exchange."""
+        if self.show_all or self._day_number <= FULL_DAYS:
+            return False
+        if template_id in QUIET_REMINDERS:
+            self._quiet.add(person.key)
+            return True
+        if template_id in QUIET_ACKS:
+            return person.key in self._quiet
+        self._quiet.discard(person.key)
+        return False
 
     def _shown(self, person: Person | None, *, safety: bool = False) -> bool:
         return (self.show_all or safety or person is None or not person.is_patient
@@ -115,6 +136,9 @@ class Transcript(AbstractContextManager["Transcript"]):
         safety = item.lane == "safety"
         if person is not None and not self._shown(person, safety=safety):
             self._count(person, "messages out")
+            return
+        if person is not None and self._routine(person, item.template_id):
+            self._count(person, "routine messages out")
             return
         who = person.label if person else item.message.address
         tz = person.tz if person else "UTC"
@@ -135,6 +159,10 @@ class Transcript(AbstractContextManager["Transcript"]):
         if not self._shown(person):
             self._count(person, "messages in")
             return
+        if person.key in self._quiet and _is_dose_answer(act):
+            self._count(person, "routine answers")
+            return
+        self._quiet.discard(person.key)
         text = f"pressed [{act.label}]" if act.action else act.text
         style = "green" if person.is_patient else "magenta"
         self._line(act.at, person.tz, person.label, f"▶ {CHANNEL[person.channel]}", text, style)
@@ -163,3 +191,9 @@ class Transcript(AbstractContextManager["Transcript"]):
         for line in lines[1:]:
             self.console.print(f"{INDENT}{' ' * 47}{escape(line)}", soft_wrap=True,
                                highlight=False)
+
+
+def _is_dose_answer(act: Act) -> bool:
+    if act.action is not None:
+        return act.action.startswith(("dose:taken:", "dose:snooze:"))
+    return act.text in DOSE_WORDS
