@@ -12,12 +12,16 @@ import asyncio
 import csv
 import io
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,7 +100,8 @@ def _write(path: Path, chunk: str, *, first: bool) -> None:
         out.write(chunk)
 
 
-async def write_export(session: AsyncSession, kind: str, path: Path) -> int:
+async def write_export(session: AsyncSession, kind: str, path: Path,
+                       progress: Callable[[int], None] | None = None) -> int:
     """Write one export to `path` (replaced only when complete); return the number of rows."""
     export = EXPORTS[kind]
     partial = path.with_name(path.name + ".partial")
@@ -107,6 +112,8 @@ async def write_export(session: AsyncSession, kind: str, path: Path) -> int:
     async for row in export.rows(session):
         writer.writerow([cell(v) for v in row])
         count += 1
+        if progress is not None and count % 500 == 0:
+            progress(count)
         if buffer.tell() > 1 << 16:
             await asyncio.to_thread(_write, partial, buffer.getvalue(), first=first)
             buffer.seek(0)
@@ -117,6 +124,20 @@ async def write_export(session: AsyncSession, kind: str, path: Path) -> int:
     return count
 
 
+@contextmanager
+def _progress_bar(kind: str) -> Iterator[Callable[[int], None] | None]:
+    """Rows written so far, on stderr, only for a person watching a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("exporting {task.description}"),
+                  TextColumn("{task.completed} rows"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(kind, total=None)
+        yield lambda done: bar.update(task, completed=done)
+
+
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.out
     if not path.parent.is_dir():
@@ -124,7 +145,8 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     async with open_database(settings) as database:
         try:
             async with database.read() as session:
-                count = await write_export(session, args.kind, path)
+                with _progress_bar(args.kind) as progress:
+                    count = await write_export(session, args.kind, path, progress)
         except OSError as exc:
             raise CommandError(f"{path}: cannot write: {exc.strerror}") from None
         # Taking data out of the system is itself on the record.
