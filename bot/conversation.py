@@ -39,7 +39,7 @@ from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import InboundMessage, OutboundMessage, Patient, Site, Staff
-from study import linking, optout
+from study import linking, optout, staff_access
 from study.replies import Reply
 from trial.protocol import LANGUAGES, Protocol
 
@@ -232,8 +232,7 @@ class Conversation:
         if not event.sender.lstrip("-").isdigit():
             return _Sender(None, None, _guess_language(event))
         user_id = int(event.sender)
-        staff = (await session.execute(select(Staff).where(
-            Staff.telegram_id == user_id, Staff.active.is_(True)))).scalar_one_or_none()
+        staff = await staff_access.active_staff(session, user_id)
         if staff is not None:
             return _Sender(None, staff, staff.language)
         patient = (await session.execute(select(Patient).where(

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.channels import Choice
 from bot.staff_commands import register_action, register_command
 from storage.models import Alert, Staff
-from study import alerts
+from study import alerts, staff_access
 from study.alerts import AlertError
 from study.replies import Reply
 from trial.protocol import Protocol
@@ -25,7 +25,7 @@ def _language(staff: Staff) -> str:
 
 
 def _buttons(staff: Staff, alert: Alert) -> tuple[Choice, ...]:
-    if staff.role == "monitor" or alert.status == alerts.RESOLVED:
+    if not staff_access.can_acknowledge(staff, alert.site_id) or alert.status == alerts.RESOLVED:
         return ()
     return (Choice("alert.button_ack", f"alert:ack:{alert.id}"),
             Choice("alert.button_resolve", f"alert:resolve:{alert.id}"))

@@ -20,6 +20,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.models import Alert, AlertEvent, Patient, Site, Staff, SymptomReport
 from storage.outbox import SAFETY, enqueue
+from study import staff_access
 from study.recipients import Route, staff_route
 from trial.escalation import next_escalation, plan_page, sae_deadline
 from trial.protocol import Protocol, Tier
@@ -213,8 +214,8 @@ async def escalate_due(session: AsyncSession, protocol: Protocol, *, now: dateti
 
 
 def can_see(staff: Staff, alert: Alert) -> bool:
-    """Admins see every site; everyone else only their own site's alerts."""
-    return staff.active and (staff.role == "admin" or staff.site_id == alert.site_id)
+    """Whether the staff member may see the alert (the site rule lives in study.staff_access)."""
+    return staff_access.can_view(staff, alert.site_id)
 
 
 async def find(session: AsyncSession, staff: Staff, alert_id: int, *,
@@ -243,7 +244,7 @@ async def visible(session: AsyncSession, staff: Staff, *, now: datetime,
 
 
 def _may_act(staff: Staff, alert: Alert) -> None:
-    if staff.role == "monitor":
+    if not staff_access.can_acknowledge(staff, alert.site_id):
         raise AlertError("not_permitted", alert.id)  # monitors read, never act
 
 

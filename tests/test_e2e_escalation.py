@@ -133,9 +133,25 @@ async def running(db: Database, protocol: Protocol, clock: SimulatedClock,
         await sms.close()
 
 
-async def _tick(running: Running, clock: SimulatedClock, by: timedelta) -> dict[str, int]:
+async def _settled(db: Database) -> None:
+    """Wait until no send is in flight. Leases run on the study clock: moving it hours on while
+    a send is in flight would expire that lease and (rightly) send the row again."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        async with db.read() as session:
+            busy = (await session.execute(select(OutboundMessage.id).where(
+                OutboundMessage.status == "sending"))).first()
+        if busy is None:
+            return
+        assert time.monotonic() < deadline, "sends still in flight"
+        await asyncio.sleep(0.02)
+
+
+async def _tick(running: Running, db: Database, clock: SimulatedClock,
+                by: timedelta) -> dict[str, int]:
     """Move the study clock on and run one tick the way the runner does (it wakes the
     dispatcher when anything was planned)."""
+    await _settled(db)
     clock.advance(by)
     report = await running.runner.tick_now()
     assert report is not None, running.runner.last_tick_error
@@ -186,18 +202,19 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
 
     # 3. Nobody acknowledges. Not a page before the same-day timeout...
     timeout = timedelta(minutes=protocol.escalation.ack_timeout_minutes.same_day)
-    assert (await _tick(running, clock, timeout - timedelta(minutes=1)))["escalation"] == 0
+    assert (await _tick(running, db, clock, timeout - timedelta(minutes=1)))["escalation"] == 0
     # ...then the investigator...
-    assert (await _tick(running, clock, timedelta(minutes=1)))["escalation"] == 1
+    assert (await _tick(running, db, clock, timedelta(minutes=1)))["escalation"] == 1
     await _until(lambda: bool(_pages(api, INVESTIGATOR)), 3.0, "the investigator's page")
     assert not _pages(api, PI)
     # ...then the PI.
-    assert (await _tick(running, clock, timeout))["escalation"] == 1
+    assert (await _tick(running, db, clock, timeout))["escalation"] == 1
     await _until(lambda: bool(_pages(api, PI)), 3.0, "the PI's page")
     assert [len(_pages(api, chat)) for chat in (COORDINATOR, INVESTIGATOR, PI)] == [1, 1, 1]
     assert _buttons(_pages(api, PI)[0]) == [f"alert:ack:{alert.id}", f"alert:resolve:{alert.id}"]
 
     # 4. The PI presses Acknowledge (a callback query through getUpdates and the real router).
+    await _settled(db)
     ack_at = clock.advance(timedelta(minutes=5))
     await _press(api, api.callback_update(PI, f"alert:ack:{alert.id}", message_id=3))
     acknowledged = catalogue.render("alert.acknowledged", "en", id=alert.id)
@@ -206,7 +223,7 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
 
     # The chain stops: hours later, no tick pages anyone again.
     for _ in range(3):
-        assert (await _tick(running, clock, timeout))["escalation"] == 0
+        assert (await _tick(running, db, clock, timeout))["escalation"] == 0
     await asyncio.sleep(0.3)  # anything wrongly queued would be sent by now
     assert [len(_pages(api, chat)) for chat in (COORDINATOR, INVESTIGATOR, PI)] == [1, 1, 1]
 
@@ -219,6 +236,7 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
         assert (await session.get(Alert, alert.id)).status == "acknowledged"  # type: ignore[union-attr]
 
     # 6. /resolve ID NOTE closes it.
+    await _settled(db)
     resolved_at = clock.advance(timedelta(minutes=20))
     note = "called the patient; seen in clinic today"
     await _press(api, api.message_update(PI, f"/resolve {alert.id} {note}"))

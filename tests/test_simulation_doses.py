@@ -174,12 +174,13 @@ async def next_instant(db: Database, after: datetime) -> datetime | None:
 
 
 async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Scripted],
-                          now: datetime) -> int:
-    """Patients answer the dose messages that became due at this instant."""
+                          now: datetime, seen: list[int]) -> int:
+    """Patients answer the dose messages queued since the last instant (`seen[0]`: last id)."""
     async with db.write() as session:
         messages = (await session.execute(select(OutboundMessage).where(
-            OutboundMessage.created_at == now, OutboundMessage.dose_id.is_not(None))
-            .order_by(OutboundMessage.id))).scalars().all()
+            OutboundMessage.id > seen[0]).order_by(OutboundMessage.id))).scalars().all()
+        seen[0] = max([seen[0], *(m.id for m in messages)])
+        messages = [m for m in messages if m.dose_id is not None]
         assert all(m.due_at <= now for m in messages)
         ids = [m.dose_id for m in messages]
         rows = {r.id: r for r in (await session.execute(
@@ -208,6 +209,7 @@ async def simulate(db: Database, protocol: Protocol, count: int, weeks: int) -> 
     events = sorted((at, p.index, what) for p in people for at, what in scripted_events(p, weeks))
     end = max(p.instant(weeks * 7, 0) for p in people) + timedelta(days=1)
     now = start
+    seen = [0]
     await run_tick(db, protocol, now)  # the first pass sets every patient's planning instant
     while True:
         due = await next_instant(db, now)
@@ -220,7 +222,7 @@ async def simulate(db: Database, protocol: Protocol, count: int, weeks: int) -> 
             break
         now = due
         await run_tick(db, protocol, now)
-        await answer_messages(db, protocol, by_id, now)
+        await answer_messages(db, protocol, by_id, now, seen)
     return people
 
 
