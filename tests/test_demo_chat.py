@@ -32,7 +32,7 @@ def chat(folder: Path, lines: list[str]) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("ENGAGE_")}
     return subprocess.run(
         [sys.executable, "-m", "engage.cli", "demo", "--interactive", "--db",
-         str(folder / "chat.db"), "--patients", "8"],
+         str(folder / "chat.db"), "--patients", "8", "--first-day", "2025-03-17"],
         input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=folder, env=env,
         timeout=120, check=False)
 
@@ -41,9 +41,9 @@ async def _state(path: Path) -> tuple[list[tuple[str, str | None]], list[tuple[s
     db = Database(f"sqlite+aiosqlite:///{path}")
     try:
         async with db.read() as session:
-            alerts = [(status, role) for status, role in (await session.execute(
-                select(Alert.status, Staff.role).outerjoin(
-                    Staff, Staff.id == Alert.acknowledged_by))).all()]
+            rows = (await session.execute(select(Alert.status, Staff.role).outerjoin(
+                Staff, Staff.id == Alert.acknowledged_by))).all()
+            alerts: list[tuple[str, str | None]] = [(status, role) for status, role in rows]
             answers = [(subject, outcome or "") for subject, outcome in (await session.execute(
                 select(Patient.subject_id, InboundMessage.outcome)
                 .join(Patient, Patient.id == InboundMessage.patient_id)
@@ -57,7 +57,7 @@ async def _state(path: Path) -> tuple[list[tuple[str, str | None]], list[tuple[s
 def test_a_patient_says_taken_reports_a_fever_and_staff_acknowledge_it_from_alerts(
         tmp_path: Path) -> None:
     done = chat(tmp_path, LINES)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     out = done.stdout
     taken = out.index(catalogue.render("dose.taken_ack", "zh"))
     urgent = out.index(catalogue.render("report.reply_same_day", "zh"))

@@ -7,6 +7,7 @@ import contextlib
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -32,13 +33,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = folder / "demo.db"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        status = main(["demo", "--db", str(path), "--days", "5", "--fast"])
+        status = main(["demo", "--db", str(path), "--days", "5", "--fast",
+                       "--first-day", "2025-03-10"])
     assert status == 0, out.getvalue()[-3000:]
     return path, out.getvalue()
 
 
-def query(path: Path, statement: object) -> list[tuple[object, ...]]:
-    async def run() -> list[tuple[object, ...]]:
+def query(path: Path, statement: Any) -> list[tuple[Any, ...]]:
+    async def run() -> list[tuple[Any, ...]]:
         db = Database(f"sqlite+aiosqlite:///{path}")
         try:
             async with db.read() as session:
@@ -54,11 +56,13 @@ def test_doses_are_confirmed_by_patients_in_both_languages(demo: tuple[Path, str
     rows = dict(query(path, select(Patient.language, func.count()).join(
         DoseRecord, DoseRecord.patient_id == Patient.id)
         .where(DoseRecord.state.in_(("taken", "late"))).group_by(Patient.language)))
-    assert rows.get("zh", 0) > 10 and rows.get("en", 0) > 10
+    assert rows.get("zh", 0) > 10
+    assert rows.get("en", 0) > 10
     channels = dict(query(path, select(InboundMessage.channel, func.count())
                           .where(InboundMessage.outcome == "dose_taken")
                           .group_by(InboundMessage.channel)))
-    assert channels.get("telegram", 0) > 0 and channels.get("sms", 0) > 0
+    assert channels.get("telegram", 0) > 0
+    assert channels.get("sms", 0) > 0
 
 
 def test_a_fever_is_escalated_up_the_chain_then_acknowledged_by_the_coordinator(
@@ -70,11 +74,14 @@ def test_a_fever_is_escalated_up_the_chain_then_acknowledged_by_the_coordinator(
     assert len(alerts) == 2  # the fever and the hospital admission
     escalated = []
     for alert_id, status, role, _ in alerts:
-        assert status == "resolved" and role == "coordinator"
+        assert status == "resolved"
+        assert role == "coordinator"
         events = query(path, select(AlertEvent.kind, AlertEvent.level).where(
             AlertEvent.alert_id == alert_id).order_by(AlertEvent.step))
         kinds = [kind for kind, _ in events]
-        assert kinds[0] == "opened" and "acknowledged" in kinds and kinds[-1] == "resolved"
+        assert kinds[0] == "opened"
+        assert "acknowledged" in kinds
+        assert kinds[-1] == "resolved"
         paged_levels = [level for kind, level in events if kind == "paged"]
         assert paged_levels[0] == 0
         if len(paged_levels) > 1:
@@ -115,11 +122,13 @@ def test_the_output_shows_the_whole_story(demo: tuple[Path, str]) -> None:
         assert catalogue.render("dose.taken_ack", language) in output
         assert catalogue.render("report.reply_same_day", language) in output
     assert "pressed [" in output  # Telegram buttons
-    assert "◀ SMS" in output and "◀ Telegram" in output
+    assert "◀ SMS" in output
+    assert "◀ Telegram" in output
     assert catalogue.render("chat.stopped", "zh") in output
     assert "Adherence (the table `engage report adherence` prints)" in output
     assert re.search(r"ALL\s+SH\s+\d+", output)
-    assert "Alert log" in output and "acknowledged by SH-coordinator" in output
+    assert "Alert log" in output
+    assert "acknowledged by SH-coordinator" in output
     assert "paged (level 1)" in output
     assert "Daily digest of site SH" in output
     assert f"database is kept for inspection: {path.resolve()}" in output

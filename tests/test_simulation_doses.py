@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -94,7 +95,7 @@ def expected_status(p: Scripted, day: int, local: date) -> str:
     return "not_scheduled" if day >= STOP_DAY else "taken"  # opts out by STOP
 
 
-def answers_for(p: Scripted, message: OutboundMessage, local: date) -> list[str]:
+def answers_for(p: Scripted, message: Any, local: date) -> list[str]:
     """What the patient answers when a dose message reaches them."""
     day = p.day(local)
     kind = message.dedupe_key.split(":")[1]
@@ -176,12 +177,17 @@ async def next_instant(db: Database, after: datetime) -> datetime | None:
 async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Scripted],
                           now: datetime, seen: list[int]) -> int:
     """Patients answer the dose messages queued since the last instant (`seen[0]`: last id)."""
+    async with db.read() as session:
+        messages = (await session.execute(
+            select(OutboundMessage.id, OutboundMessage.dose_id, OutboundMessage.dedupe_key,
+                   OutboundMessage.due_at)
+            .where(OutboundMessage.id > seen[0]).order_by(OutboundMessage.id))).all()
+    seen[0] = max([seen[0], *(m.id for m in messages)])
+    messages = [m for m in messages if m.dose_id is not None]
+    assert all(m.due_at <= now for m in messages)  # nothing queued before its time
+    if not messages:
+        return 0
     async with db.write() as session:
-        messages = (await session.execute(select(OutboundMessage).where(
-            OutboundMessage.id > seen[0]).order_by(OutboundMessage.id))).scalars().all()
-        seen[0] = max([seen[0], *(m.id for m in messages)])
-        messages = [m for m in messages if m.dose_id is not None]
-        assert all(m.due_at <= now for m in messages)
         ids = [m.dose_id for m in messages]
         rows = {r.id: r for r in (await session.execute(
             select(DoseRecord).where(DoseRecord.id.in_(ids)))).scalars()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC
+from datetime import UTC, date
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -57,6 +57,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help=f"number of simulated patients (1-{MAX_PATIENTS}, default "
                              f"{MAX_PATIENTS})")
     parser.add_argument("--seed", type=int, default=7, help=argparse.SUPPRESS)
+    # Tests pin the calendar (weekdays decide check-ins); people never need to.
+    parser.add_argument("--first-day", type=date.fromisoformat, default=None,
+                        help=argparse.SUPPRESS)
 
 
 def _console() -> Console:
@@ -87,7 +90,8 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     pace = 0.0 if args.fast or not console.is_terminal else WATCHABLE_DAY_SECONDS
     options = DemoOptions(path=args.db or DEFAULT_DB, days=args.days, patients=args.patients,
-                          pace=pace, show_all=args.show_all, seed=args.seed)
+                          pace=pace, show_all=args.show_all, seed=args.seed,
+                          first_day=args.first_day)
     try:
         result = await run_demo(options, load_protocol(), console, SystemClock().now())
     except DemoError as exc:
@@ -100,9 +104,9 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     console.print("next:", soft_wrap=True)
     console.print(f"  ENGAGE_DATABASE_URL={result.url} engage report adherence "
                   f"--at {result.end.astimezone(UTC).isoformat()}", soft_wrap=True)
-    console.print(f"  ENGAGE_DATABASE_URL={result.url} engage run   (with "
-                  "ENGAGE_TELEGRAM_TOKEN and/or Twilio settings for real channels)",
-                  soft_wrap=True)
+    console.print(f"  ENGAGE_DATABASE_URL={result.url} engage run   (carries this study on "
+                  "in real time; its people have made-up addresses, so a real study starts "
+                  "from a fresh database with a bot token and Twilio settings)", soft_wrap=True)
     console.print("  engage chat   (type as a patient or a staff member)", soft_wrap=True)
     if result.errors:
         for error in result.errors:
@@ -116,7 +120,7 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
     from engage.demo.chat import run_chat
 
     console = _console()
-    today = SystemClock().now().astimezone(ZoneInfo(SITES[0].tz)).date()
+    today = args.first_day or SystemClock().now().astimezone(ZoneInfo(SITES[0].tz)).date()
     try:
         return await run_chat(args.db or CHAT_DB, load_protocol(), console, sys.stdin, today,
                               patients=args.patients)

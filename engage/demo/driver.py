@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from engage.clock import SimulatedClock
 from engage.demo.people import Act, People
-from engage.demo.scenario import MAX_PATIENTS, Scenario, build
+from engage.demo.scenario import MAX_PATIENTS, SITES, Scenario, build
 from engage.demo.summary import last_digest, print_adherence, print_alerts, write_chart
 from engage.demo.transcript import Transcript
 from engage.demo.world import Delivered, World, sqlite_url
@@ -201,15 +201,14 @@ class Timeline:
 
 
 
-def latest_first_day(scenario: Scenario, protocol: Protocol, now: datetime) -> date:
+def latest_first_day(protocol: Protocol, now: datetime, days: int) -> date:
     """The latest first day whose run is over by `now`, so the database left behind carries on
     seamlessly under `engage run` (nothing in it lies in the future)."""
-    today = now.astimezone(ZoneInfo(scenario.sites[0].tz)).date()
-    for back in range(scenario.days, scenario.days + 3):
-        scenario.first_day = today - timedelta(days=back)
-        if end_instant(scenario, protocol) <= now:
-            break
-    return scenario.first_day
+    today = now.astimezone(ZoneInfo(SITES[0].tz)).date()
+    first = today - timedelta(days=days)
+    while end_instant(build(first, days=days, patients=1), protocol) > now:
+        first -= timedelta(days=1)
+    return first
 
 
 @dataclass(frozen=True)
@@ -241,10 +240,8 @@ class DemoResult:
 async def run_demo(options: DemoOptions, protocol: Protocol, console: Console,
                    now: datetime) -> DemoResult:
     """Set the study up, run it through the simulated days, print the ending."""
-    scenario = build(options.first_day or date.min, days=options.days,
-                     patients=options.patients)
-    if options.first_day is None:
-        scenario.first_day = latest_first_day(scenario, protocol, now)
+    first_day = options.first_day or latest_first_day(protocol, now, options.days)
+    scenario = build(first_day, days=options.days, patients=options.patients)
     clock = SimulatedClock(start_instant(scenario))
     end = end_instant(scenario, protocol)
     world = await World.create(options.path, protocol, clock, scenario)
