@@ -39,6 +39,9 @@ class Runtime:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     tick_seconds: float = 60.0
+    # Telegram allows one getUpdates poller per bot token (a second gets 409 Conflict): with
+    # several workers in polling mode, exactly one polls and the others only tick and dispatch.
+    telegram_polling: bool = True
     db: Database | None = None
     protocol: Protocol | None = None
     channels: dict[str, Channel] = field(default_factory=dict)
@@ -99,6 +102,9 @@ class Runtime:
                                        secret_token=secret.get_secret_value(),
                                        allowed_updates=UPDATE_TYPES)
             return TelegramWebhook(self.bot, dispatcher, secret.get_secret_value())
+        if not self.telegram_polling:
+            log.info("Telegram polling is off in this worker (--no-telegram-polling)")
+            return None
         self.poller = TelegramPoller(self.bot, dispatcher)
         self._tasks.append(asyncio.create_task(self.poller.run(self._stop)))
         return None

@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the channels, the scheduler and the HTTP server")
     run.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--no-telegram-polling", dest="telegram_polling", action="store_false",
+                     help="in polling mode, let another worker poll Telegram (one poller per "
+                          "bot token); this one still ticks, dispatches and serves HTTP")
     run.set_defaults(handler=_run)
 
 
@@ -32,7 +35,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await Runtime(settings).serve(stop)
+        await Runtime(settings, telegram_polling=args.telegram_polling).serve(stop)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
