@@ -44,6 +44,7 @@ class LimitedTelegramAPI(FakeTelegramAPI):
         self.window: collections.deque[float] = collections.deque()
         self.last_to_chat: dict[str, float] = {}
         self.refused = 0  # 429s answered
+        self.refused_by: collections.Counter[str] = collections.Counter()  # bot / chat limit
         self.arrivals: list[tuple[float, str, str, str, int]] = []  # t, method, chat, text, status
         self.max_in_window = 0
 
@@ -82,10 +83,12 @@ class LimitedTelegramAPI(FakeTelegramAPI):
             while self.window and self.window[0] <= now - 1.0:
                 self.window.popleft()
             if len(self.window) >= self.rate:
+                self.refused_by["bot"] += 1
                 return 1
         if self.chat_rate > 0:
             last = self.last_to_chat.get(chat)
             if last is not None and now - last < 1.0 / self.chat_rate:
+                self.refused_by["chat"] += 1
                 return 1
             self.last_to_chat[chat] = now
         if self.rate > 0:
@@ -95,11 +98,13 @@ class LimitedTelegramAPI(FakeTelegramAPI):
 
     async def _stats(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {"sent": sum(1 for a in self.arrivals if a[4] == 200),
-                                "refused": self.refused, "max_in_window": self.max_in_window}
+                                "refused": self.refused, "refused_by": self.refused_by,
+                                "max_in_window": self.max_in_window}
         if request.query.get("calls"):
             body["calls"] = self.arrivals
         if request.query.get("reset"):
             self.arrivals, self.refused, self.max_in_window = [], 0, 0
+            self.refused_by.clear()
             self.calls.clear()
         return web.json_response(body)
 

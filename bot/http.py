@@ -88,7 +88,12 @@ async def _signed_form(request: web.Request) -> dict[str, str]:
     limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except UnicodeDecodeError:
+        # Twilio always sends UTF-8: anything else is not Twilio, and not worth a 500 (which
+        # would log a traceback per request and invite retries).
+        raise web.HTTPBadRequest(text="form is not UTF-8") from None
     signature = request.headers.get(SIGNATURE_HEADER, "")
     # The URL Twilio signed is the public one, never what this request's Host header says.
     url = server.public_url + request.path_qs

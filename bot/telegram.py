@@ -31,11 +31,11 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
     BufferedInputFile,
     CallbackQuery,
+    InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
     Update,
 )
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.channels import (
     Choice,
@@ -110,11 +110,12 @@ def keyboard(choices: tuple[Choice, ...]) -> InlineKeyboardMarkup | None:
     """Choices as inline buttons, two per row."""
     if not choices:
         return None
-    builder = InlineKeyboardBuilder()
-    for choice in choices:
-        builder.button(text=choice.label, callback_data=callback_data(choice.action))
-    builder.adjust(2)
-    return builder.as_markup()
+    # Built directly: aiogram's InlineKeyboardBuilder deep-copies every button several times
+    # (about 0.2 ms a keyboard, a fifth of a reminder's send cost in a fan-out).
+    buttons = [InlineKeyboardButton(text=choice.label, callback_data=callback_data(choice.action))
+               for choice in choices]
+    return InlineKeyboardMarkup(inline_keyboard=[buttons[i:i + 2]
+                                                 for i in range(0, len(buttons), 2)])
 
 
 def make_bot(token: str, api_url: str) -> Bot:
