@@ -135,8 +135,8 @@ async def limited(directory: Path, protocol: Protocol, total: int) -> bool:
     ideal = total / 30
     print(f"   {handled} handled in {elapsed:.2f} s (first to last arrival {span:.2f} s; "
           f"ideal {ideal:.1f} s); outbox {dict(states)}")
-    print(f"   429s answered by the fake: {stats["refused"]} {stats["refused_by"]}; most sends in any 1 s window: "
-          f"{stats['max_in_window']}")
+    print(f"   429s answered by the fake: {stats['refused']} {stats['refused_by']}; most "
+          f"sends in any 1 s window: {stats['max_in_window']}")
     done = states["sent"] == total and stats["sent"] == total
     ok = common.goal(f"all {total} within 1.05 x {ideal:.0f} s", done and elapsed <= 1.05 * ideal,
                      f"{elapsed:.2f} s = {elapsed / ideal:.3f} x ideal")

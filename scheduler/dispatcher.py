@@ -35,13 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import Channel, Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from engage.clock import Clock
-from messages import catalogue
 from scheduler.ratelimit import ChannelRate, Monotonic, RateLimiter, Sleep
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
-from storage.models import Alert, AlertEvent, OutboundMessage, Patient, Site, Staff
-from study.recipients import patient_route, staff_route
+from storage.models import OutboundMessage, Patient, Site, Staff
+from study import alerts, optout
+from study.recipients import patient_route
 from trial.protocol import Protocol, QuietHours
 
 log = logging.getLogger(__name__)
@@ -454,11 +454,10 @@ class Dispatcher:
                 return False
             patient = await session.get(Patient, row.patient_id) if row.patient_id else None
             if patient is not None:
-                await self._tell_coordinators(
-                    session, site_id=patient.site_id, patient_id=patient.id,
-                    kind="delivery_failed",
+                await alerts.notify_site(
+                    session, site_id=patient.site_id, patient=patient, kind="delivery_failed",
                     summary=f"{patient.subject_id}: message {row.id} failed: {error}",
-                    message_id="delivery.failed", now=now,
+                    message_id="delivery.failed", now=now, actor=SYSTEM,
                     params={"subject": patient.subject_id, "count": row.attempts,
                             "reason": error})
             return True
@@ -475,17 +474,8 @@ class Dispatcher:
             patient = await session.get(Patient, row.patient_id, with_for_update=True)
             if patient is None:
                 return False
-            flag = {"opted_out": True} if exc.opted_out else {f"{row.channel}_reachable": False}
-            queued = False
-            if row.channel in ("telegram", "sms") and audit.change(
-                    session, patient, at=now, actor=SYSTEM, reason=reason, **flag):
-                await self._tell_coordinators(
-                    session, site_id=patient.site_id, patient_id=patient.id, kind="unreachable",
-                    summary=f"{patient.subject_id}: {reason}", now=now,
-                    message_id="delivery.opted_out" if exc.opted_out else "delivery.unreachable",
-                    params={"subject": patient.subject_id, "channel": row.channel,
-                            "reason": str(exc)})
-                queued = True
+            queued = row.channel in ("telegram", "sms") and await optout.channel_unreachable(
+                session, patient, row.channel, now=now, reason=reason, opted_out=exc.opted_out)
             if row.lane == outbox.SAFETY:
                 route = patient_route(patient, safety=True)
                 if route is not None and route.channel != row.channel:
@@ -505,46 +495,14 @@ class Dispatcher:
                     telegram_reachable=False):
                 return False
             if member.site_id is not None:
-                await self._tell_coordinators(
-                    session, site_id=member.site_id, patient_id=None, kind="unreachable",
+                await alerts.notify_site(
+                    session, site_id=member.site_id, patient=None, kind="unreachable",
                     summary=f"staff {member.id} ({member.role}): {reason}", now=now,
-                    message_id="delivery.staff_unreachable", exclude=member.id,
+                    message_id="delivery.staff_unreachable", exclude_staff=member.id,
                     params={"name": member.name, "role": member.role, "channel": row.channel,
-                            "reason": str(exc)})
+                            "reason": str(exc)}, actor=SYSTEM)
                 return True
         return False
-
-    async def _tell_coordinators(self, session: AsyncSession, *, site_id: str,
-                                 patient_id: int | None, kind: str, summary: str,
-                                 message_id: str, params: Mapping[str, object], now: datetime,
-                                 exclude: int | None = None) -> None:
-        """Open a routine alert for the site and message each of its coordinators."""
-        alert = Alert(site_id=site_id, patient_id=patient_id, kind=kind, tier="routine",
-                      status="open", summary=summary[:1000], opened_at=now, received_at=now,
-                      level=0, pages=0)
-        await audit.create(session, alert, at=now, actor=SYSTEM)
-        session.add(AlertEvent(alert_id=alert.id, step=0, kind="opened", level=0, at=now,
-                               detail=summary[:1000]))
-        coordinators = (await session.execute(select(Staff).where(
-            Staff.site_id == site_id, Staff.role == "coordinator",
-            Staff.active.is_(True)).order_by(Staff.id))).scalars().all()
-        for member in coordinators:
-            routes = staff_route(member)
-            if member.id == exclude or not routes:
-                continue
-            route = routes[0]  # a routine notice goes once, by the first channel
-            language = member.language if member.language in catalogue.LOCALES else "en"
-            texts = dict(params)
-            if "channel" in texts:
-                texts["channel"] = catalogue.render(f"delivery.channel_{texts['channel']}",
-                                                    language)
-            template = catalogue.template(message_id, language)
-            await outbox.enqueue(
-                session, key=f"notice:{kind}:{alert.id}:{member.id}:{route.channel}",
-                channel=route.channel, address=route.address, template_id=message_id,
-                template_version=template.version, language=language,
-                body=template.render(**texts), due_at=now, now=now, lane=outbox.ROUTINE,
-                staff_id=member.id, alert_id=alert.id)
 
     async def _write(self, work: Callable[[AsyncSession], Awaitable[bool]]) -> None:
         """Record an outcome; retried briefly, since losing it means sending the row again."""

@@ -288,3 +288,54 @@ async def resolve(session: AsyncSession, staff: Staff, alert_id: int, note: str,
 async def describe(session: AsyncSession, alert: Alert, language: str) -> dict[str, object]:
     """Placeholders for showing one alert to a staff member."""
     return alert_params(alert, await _context(session, alert), language)
+
+
+async def open_routine_alert(session: AsyncSession, *, site_id: str, patient: Patient | None,
+                             kind: str, summary: str, now: datetime, actor: Actor) -> Alert:
+    """Open a routine alert: never paged, it waits in the site's digest until resolved."""
+    alert = Alert(site_id=site_id, patient_id=patient.id if patient else None, kind=kind,
+                  tier=Tier.ROUTINE.value, status=OPEN, summary=summary[:1000], opened_at=now,
+                  received_at=now, level=0, pages=0, next_escalation_at=None)
+    await audit.create(session, alert, at=now, actor=actor, reason=f"{kind} routine")
+    await _event(session, alert, "opened", now=now, detail=summary[:1000])
+    return alert
+
+
+async def site_contacts(session: AsyncSession, site_id: str) -> list[Staff]:
+    """Who hears about a site's routine problems: its coordinators, else the next roles."""
+    staff = list((await session.execute(select(Staff).where(
+        Staff.site_id == site_id, Staff.active.is_(True),
+        Staff.role.in_(PAGING_ROLES)).order_by(Staff.id))).scalars())
+    for role in PAGING_ROLES:
+        chosen = [s for s in staff if s.role == role]
+        if chosen:
+            return chosen
+    return []
+
+
+async def notify_site(session: AsyncSession, *, site_id: str, patient: Patient | None,
+                      kind: str, summary: str, message_id: str, params: dict[str, object],
+                      now: datetime, actor: Actor, exclude_staff: int | None = None) -> Alert:
+    """Open a routine alert and tell the site's coordinators once, by their first channel.
+
+    A `channel` parameter (telegram, sms) is shown in the reader's language.
+    """
+    alert = await open_routine_alert(session, site_id=site_id, patient=patient, kind=kind,
+                                     summary=summary, now=now, actor=actor)
+    for member in await site_contacts(session, site_id):
+        routes = staff_route(member)
+        if member.id == exclude_staff or not routes:
+            continue
+        route = routes[0]
+        language = member.language if member.language in catalogue.LOCALES else "en"
+        values = dict(params)
+        if "channel" in values:
+            values["channel"] = catalogue.render(f"delivery.channel_{values['channel']}",
+                                                 language)
+        template = catalogue.template(message_id, language)
+        await enqueue(session, key=f"notice:{kind}:{alert.id}:{member.id}:{route.channel}",
+                      channel=route.channel, address=route.address, template_id=message_id,
+                      template_version=template.version, language=language,
+                      body=template.render(**values), due_at=now, now=now,
+                      staff_id=member.id, alert_id=alert.id)
+    return alert

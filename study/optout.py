@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from messages import catalogue
 from messages.keywords import Keyword, normalize
-from storage import audit, outbox
+from storage import audit
 from storage.audit import Actor
-from storage.models import Alert, AlertEvent, Patient, Site, Staff
-from study.recipients import staff_route
+from storage.models import Patient, Site
+from study import alerts
 from study.replies import Reply
 
 # Twilio's own keywords: on these Twilio replies (and, after a STOP word, blocks us) itself.
@@ -23,46 +21,12 @@ TWILIO_STOP = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "qui
 TWILIO_START = frozenset({"start", "yes", "unstop"})
 TWILIO_HELP = frozenset({"help", "info"})
 OPT_OUT_TYPES = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}
-NOTIFY_ROLES = ("coordinator", "investigator", "pi")
 
 
 def answered_by_twilio(text: str, opt_out_type: str | None) -> bool:
     """Twilio already replied to this SMS itself (its keywords, or Advanced Opt-Out)."""
     word = normalize(text)
     return bool(opt_out_type) or word in TWILIO_STOP | TWILIO_START | TWILIO_HELP
-
-
-async def _site_staff(session: AsyncSession, site_id: str) -> list[Staff]:
-    """Who hears about a patient's channel problems: the coordinators, else the next roles."""
-    staff = list((await session.execute(select(Staff).where(
-        Staff.site_id == site_id, Staff.active.is_(True),
-        Staff.role.in_(NOTIFY_ROLES)).order_by(Staff.id))).scalars())
-    for role in NOTIFY_ROLES:
-        chosen = [s for s in staff if s.role == role]
-        if chosen:
-            return chosen
-    return []
-
-
-async def open_alert(session: AsyncSession, patient: Patient, *, kind: str, summary: str,
-                     message_id: str, channel: str, now: datetime, actor: Actor) -> Alert:
-    """A routine alert for the site (opt-out, unreachable) and a message to its coordinators."""
-    alert = Alert(site_id=patient.site_id, patient_id=patient.id, kind=kind, tier="routine",
-                  status="open", summary=summary, opened_at=now, received_at=now, level=0,
-                  pages=0)
-    await audit.create(session, alert, at=now, actor=actor)
-    session.add(AlertEvent(alert_id=alert.id, step=0, kind="opened", level=0, at=now,
-                           detail=summary))
-    for member in await _site_staff(session, patient.site_id):
-        text = catalogue.template(message_id, member.language)
-        body = text.render(subject_id=patient.subject_id, channel=channel)
-        for route in staff_route(member):
-            await outbox.enqueue(
-                session, key=f"notice:{kind}:{alert.id}:{member.id}:{route.channel}",
-                channel=route.channel, address=route.address, template_id=message_id,
-                template_version=text.version, language=member.language, body=body,
-                due_at=now, now=now, staff_id=member.id, alert_id=alert.id)
-    return alert
 
 
 async def opt_out(session: AsyncSession, patient: Patient, *, channel: str, now: datetime,
@@ -73,9 +37,11 @@ async def opt_out(session: AsyncSession, patient: Patient, *, channel: str, now:
     actor = Actor.patient(patient.subject_id)
     audit.change(session, patient, at=now, actor=actor, reason=f"opt-out ({source})",
                  opted_out=True)
-    await open_alert(session, patient, kind="opt_out", channel=channel, now=now, actor=actor,
-                     message_id="chat.staff_opt_out",
-                     summary=f"{patient.subject_id} opted out via {channel} ({source})")
+    await alerts.notify_site(
+        session, site_id=patient.site_id, patient=patient, kind="opt_out",
+        summary=f"{patient.subject_id} opted out via {channel} ({source})",
+        message_id="chat.staff_opt_out",
+        params={"subject_id": patient.subject_id, "channel": channel}, now=now, actor=actor)
     return [Reply("chat.stopped")]
 
 
@@ -110,15 +76,20 @@ async def channel_unreachable(session: AsyncSession, patient: Patient, channel: 
         if patient.opted_out:
             return False
         audit.change(session, patient, at=now, actor=actor, reason=reason, opted_out=True)
-        await open_alert(session, patient, kind="opt_out", channel=channel, now=now,
-                         actor=actor, message_id="chat.staff_opt_out",
-                         summary=f"{patient.subject_id} opted out at the provider ({reason})")
+        await alerts.notify_site(
+            session, site_id=patient.site_id, patient=patient, kind="opt_out",
+            summary=f"{patient.subject_id} opted out at the provider ({reason})",
+            message_id="delivery.opted_out",
+            params={"subject": patient.subject_id, "channel": channel}, now=now, actor=actor)
         return True
     field = "telegram_reachable" if channel == "telegram" else "sms_reachable"
     if not getattr(patient, field):
         return False
     audit.change(session, patient, at=now, actor=actor, reason=reason, **{field: False})
-    await open_alert(session, patient, kind="unreachable", channel=channel, now=now,
-                     actor=actor, message_id="chat.staff_unreachable",
-                     summary=f"{patient.subject_id} unreachable on {channel} ({reason})")
+    await alerts.notify_site(
+        session, site_id=patient.site_id, patient=patient, kind="unreachable",
+        summary=f"{patient.subject_id} unreachable on {channel} ({reason})",
+        message_id="delivery.unreachable",
+        params={"subject": patient.subject_id, "channel": channel, "reason": reason},
+        now=now, actor=actor)
     return True

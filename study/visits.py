@@ -18,13 +18,12 @@ from messages import catalogue
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import (
-    Alert,
-    AlertEvent,
     DeliveryEvent,
     OutboundMessage,
     Patient,
     Visit,
 )
+from study import alerts
 from study.recipients import patient_route
 from trial import phases
 from trial import visits as rules
@@ -265,12 +264,9 @@ async def detect_missed(session: AsyncSession, protocol: Protocol, now: datetime
         await cancel_notices(session, visit, now=now, reason="visit missed")
         summary = (f"{patient.subject_id} {visit.name}: no visit recorded by {deadline} "
                    f"(window {visit.window_start} to {visit.window_end})")
-        alert = Alert(site_id=patient.site_id, patient_id=patient.id, kind="missed_visit",
-                      tier="routine", status="open", summary=summary, opened_at=now,
-                      received_at=now, level=0, pages=0)
-        await audit.create(session, alert, at=now, actor=SYSTEM, reason="visit window closed")
-        session.add(AlertEvent(alert_id=alert.id, step=0, kind="opened", level=0, at=now,
-                               detail=f"visit {visit.name} missed"))
+        await alerts.open_routine_alert(session, site_id=patient.site_id, patient=patient,
+                                        kind="missed_visit", summary=summary, now=now,
+                                        actor=SYSTEM)
         missed += 1
     return missed
 

@@ -43,7 +43,7 @@ BAD_ROWS = [
     ("BJ01-005,BJ01,2026-03-02,08:00,zh,,Mars/Olympus", "tz: 'Mars/Olympus' is not a known"),
     ("BJ01-006,BJ01,2026-02-30,08:00,zh,,", "baseline: '2026-02-30' is not a date"),
     ("BJ01-007,BJ01,2026-03-02,8pm,zh,,", "dose_time: '8pm' is not a time"),
-    ("BJ01-011,BJ01,2026-03-02,23:15,zh,,", "dose_time: 23:15 falls in the protocol's quiet hours"),
+    ("BJ01-011,BJ01,2026-03-02,23:15,zh,,", "dose_time: 23:15 falls in the protocol's quiet"),
     ("BJ01-008,BJ01,2026-03-02,08:00,fr,,", "language: 'fr' is not one of zh, en"),
     ("BJ01-009,BJ01,2026-03-02,08:00,zh,+86 138 0000 0009,", "phone: +8613800000009 belongs"),
     ("BJ01-010,BJ01,2026-03-02,08:00,zh,+8613812345601,", "phone: +8613812345601 is also on "
