@@ -25,6 +25,7 @@ from study.staff_access import DIGEST_ROLES
 from trial.protocol import Protocol
 
 UPCOMING_DAYS = 7
+REPORT_TEXT_LIMIT = 120  # characters of a patient's report shown in a digest line
 MISSED_LOOKBACK_DAYS = 14  # a missed visit stays on the digest for two weeks
 REPORT_TEXT_CHARS = 160
 ADHERENCE_WINDOWS = (7, 28)
@@ -96,7 +97,9 @@ def local_today(now: datetime, tz: str) -> date:
 async def open_alerts(session: AsyncSession, site_ids: Sequence[str] | None, *,
                       patient_id: int | None = None) -> list[AlertLine]:
     """Alerts not yet resolved, oldest first (all sites when `site_ids` is None)."""
-    query = (select(Alert, Patient.subject_id).outerjoin(Patient, Patient.id == Alert.patient_id)
+    query = (select(Alert, Patient.subject_id, SymptomReport.raw_text)
+             .outerjoin(Patient, Patient.id == Alert.patient_id)
+             .outerjoin(SymptomReport, SymptomReport.id == Alert.report_id)
              .where(Alert.status.in_(OPEN_ALERT_STATUSES))
              .order_by(Alert.received_at, Alert.id))
     if site_ids is not None:
@@ -104,8 +107,11 @@ async def open_alerts(session: AsyncSession, site_ids: Sequence[str] | None, *,
     if patient_id is not None:
         query = query.where(Alert.patient_id == patient_id)
     rows = (await session.execute(query)).all()
-    return [AlertLine(a.id, subject or "-", a.kind, a.tier, a.status, a.received_at, a.summary)
-            for a, subject in rows]
+    # A symptom alert is shown with the patient's own words; other kinds by their kind, in the
+    # reader's language (their stored summary is an English note for the audit trail).
+    return [AlertLine(a.id, subject or "-", a.kind, a.tier, a.status, a.received_at,
+                      (text or a.summary)[:REPORT_TEXT_LIMIT] if a.kind == "symptom" else "")
+            for a, subject, text in rows]
 
 
 async def visits_between(session: AsyncSession, site_ids: Sequence[str] | None, *, today: date,
@@ -276,7 +282,8 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
     section("digest.section_alerts", [
         t("digest.alert_row", language, id=a.alert_id, subject=a.subject_id,
           tier=word("tier", a.tier, language), status=word("status", a.status, language),
-          age=age(a.received_at, digest.now, language), summary=a.summary)
+          age=age(a.received_at, digest.now, language),
+          summary=a.summary or word("kind", a.kind, language))
         for a in digest.alerts])
     section("digest.section_reports", [
         t("digest.report_row", language, subject=r.subject_id,

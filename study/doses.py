@@ -339,7 +339,11 @@ async def find_answerable(session: AsyncSession, patient: Patient, now: datetime
         # already exclusive (BEGIN IMMEDIATE), so a row this session holds is used as it is.
         locking = session.get_bind().dialect.name == "postgresql"
         row = await session.get(DoseRecord, dose_id, with_for_update=locking or None)
-        return row if row is not None and row.patient_id == patient.id else None
+        # A button of a dose not yet due (a stale or forged press) must not record tomorrow's
+        # dose today: the same early-answer window as a typed answer.
+        if row is None or row.patient_id != patient.id or row.due_at > now + EARLY_ANSWER:
+            return None
+        return row
     rows = (await session.execute(
         select(DoseRecord).where(DoseRecord.patient_id == patient.id,
                                  DoseRecord.due_at <= now + EARLY_ANSWER,
