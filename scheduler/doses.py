@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scheduler.tick import Step
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scheduler.tick import Step, due_when
 from storage.db import Database
 from study import doses
 from trial.protocol import Protocol
 
+
+async def doses_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
+    """Probe: a patient to plan or a dose to move on."""
+    return await doses.anything_due(session, now)
+
+
+@due_when(doses_due)
 
 async def plan_doses(db: Database, protocol: Protocol, now: datetime) -> int:
     """Create due dose rows; send due reminders, follow-ups and snooze reminders; close doses at

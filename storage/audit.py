@@ -3,12 +3,15 @@ transaction, with who, what, why and when (UTC)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from storage.models import AuditEntry, Base
 
@@ -52,15 +55,84 @@ def _entity_id(row: Base) -> str:
     return str(identity)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One audit row to write, with the arguments of `record`."""
+
+    at: datetime
+    actor: Actor
+    action: str
+    entity: str
+    entity_id: str
+    field: str | None = None
+    old: Any = None
+    new: Any = None
+    reason: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The row's column values, formatted as `record` formats them."""
+        return {"at": self.at, "actor_kind": self.actor.kind, "actor_id": self.actor.id,
+                "action": self.action, "entity": self.entity, "entity_id": self.entity_id,
+                "field": self.field, "old_value": _text(self.old), "new_value": _text(self.new),
+                "reason": self.reason}
+
+
 def record(session: AsyncSession, *, at: datetime, actor: Actor, action: str, entity: str,
            entity_id: str, field: str | None = None, old: Any = None, new: Any = None,
            reason: str | None = None) -> AuditEntry:
     """Append one audit row to the current transaction."""
-    entry = AuditEntry(at=at, actor_kind=actor.kind, actor_id=actor.id, action=action,
-                       entity=entity, entity_id=entity_id, field=field, old_value=_text(old),
-                       new_value=_text(new), reason=reason)
+    entry = AuditEntry(**Entry(at, actor, action, entity, entity_id, field, old, new,
+                               reason).values())
     session.add(entry)
     return entry
+
+
+async def record_many(session: AsyncSession, entries: Iterable[Entry]) -> int:
+    """Append many audit rows to the current transaction in one statement; how many."""
+    rows = [entry.values() for entry in entries]
+    if rows:
+        await session.execute(insert(cast(Table, AuditEntry.__table__)), rows)
+    return len(rows)
+
+
+# --- deferred entries: many changes in a loop, one INSERT -------------------------------------
+# Entries are kept in the session and inserted with one statement at its next flush or commit,
+# in the same transaction as the changes they record (a rollback drops both). For hot loops
+# (a day's dose planning) where one ORM insert per entry would be most of the cost.
+
+_DEFERRED = "audit_deferred_entries"
+
+
+def record_later(session: AsyncSession, entry: Entry) -> None:
+    """Append an audit row at the session's next flush or commit (same transaction)."""
+    pending = session.info.get(_DEFERRED)
+    if pending is None:
+        pending = session.info[_DEFERRED] = []
+        sync = session.sync_session
+        if not event.contains(sync, "before_flush", _write_deferred_on_flush):
+            event.listen(sync, "before_flush", _write_deferred_on_flush)
+            event.listen(sync, "before_commit", _write_deferred)
+            event.listen(sync, "after_rollback", _drop_deferred)
+    pending.append(entry.values())
+
+
+async def write_deferred(session: AsyncSession) -> None:
+    """Write the deferred entries now (they are written at the next flush or commit anyway)."""
+    await session.run_sync(_write_deferred)
+
+
+def _write_deferred(session: Session) -> None:
+    rows = session.info.pop(_DEFERRED, None)
+    if rows:
+        session.execute(insert(cast(Table, AuditEntry.__table__)), rows)
+
+
+def _write_deferred_on_flush(session: Session, _context: Any, _instances: Any) -> None:
+    _write_deferred(session)
+
+
+def _drop_deferred(session: Session, *_: Any) -> None:
+    session.info.pop(_DEFERRED, None)
 
 
 async def create(session: AsyncSession, row: Base, *, at: datetime, actor: Actor,

@@ -7,6 +7,7 @@ Planning the same message twice (two ticks, two workers) inserts one row: the de
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -21,6 +22,49 @@ SAFETY = "safety"
 ROUTINE = "routine"
 
 
+@dataclass(frozen=True)
+class Planned:
+    """One message to queue, with the arguments of `enqueue` (the dedupe key is `key`)."""
+
+    key: str
+    channel: str
+    address: str
+    template_id: str
+    template_version: str
+    language: str
+    body: str
+    due_at: datetime
+    lane: str = ROUTINE
+    choices: list[dict[str, str]] | None = None
+    image: bytes | None = None
+    patient_id: int | None = None
+    staff_id: int | None = None
+    dose_id: int | None = None
+    alert_id: int | None = None
+    visit_id: int | None = None
+
+    def values(self, now: datetime) -> dict[str, Any]:
+        """The outbox row: queued, no attempt yet, created `now`."""
+        return {
+            "dedupe_key": self.key, "channel": self.channel, "address": self.address,
+            "template_id": self.template_id, "template_version": self.template_version,
+            "language": self.language, "body": self.body, "due_at": self.due_at,
+            "lane": self.lane, "choices": self.choices or [], "image": self.image,
+            "patient_id": self.patient_id, "staff_id": self.staff_id, "dose_id": self.dose_id,
+            "alert_id": self.alert_id, "visit_id": self.visit_id,
+            "status": QUEUED, "attempts": 0, "created_at": now,
+        }
+
+
+def _insert_new(session: AsyncSession) -> Any:
+    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id: a key queued once stays."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (insert(OutboundMessage)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(OutboundMessage.id))
+
+
 async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str,
                   template_id: str, template_version: str, language: str, body: str,
                   due_at: datetime, now: datetime, lane: str = ROUTINE,
@@ -29,23 +73,25 @@ async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str
                   dose_id: int | None = None, alert_id: int | None = None,
                   visit_id: int | None = None) -> OutboundMessage | None:
     """Insert a message unless one with the same key exists; return it, or None if it existed."""
-    values: dict[str, Any] = {
-        "dedupe_key": key, "channel": channel, "address": address, "template_id": template_id,
-        "template_version": template_version, "language": language, "body": body, "due_at": due_at,
-        "lane": lane, "choices": choices or [], "image": image, "patient_id": patient_id,
-        "staff_id": staff_id, "dose_id": dose_id, "alert_id": alert_id, "visit_id": visit_id,
-        "status": "queued", "attempts": 0, "created_at": now,
-    }
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (insert(OutboundMessage).values(**values)
-                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                 .returning(OutboundMessage.id))
+    planned = Planned(key, channel, address, template_id, template_version, language, body,
+                      due_at, lane, choices, image, patient_id, staff_id, dose_id, alert_id,
+                      visit_id)
+    statement = _insert_new(session).values(**planned.values(now))
     new_id = (await session.execute(statement)).scalar_one_or_none()
     if new_id is None:
         return None
     return (await session.execute(
         select(OutboundMessage).where(OutboundMessage.id == new_id))).scalar_one()
+
+
+async def enqueue_many(session: AsyncSession, messages: Iterable[Planned], *,
+                       now: datetime) -> list[int]:
+    """`enqueue` for a batch in one statement (same rows, same rule: a key that exists is not
+    queued again); the ids of the rows inserted."""
+    rows = [message.values(now) for message in messages]
+    if not rows:
+        return []
+    return list((await session.execute(_insert_new(session), rows)).scalars().all())
 
 
 # --- Claiming and settling (the dispatcher's side) -------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, event, insert, or_, select
+from sqlalchemy import and_, event, exists, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,10 +21,9 @@ from sqlalchemy.orm import Session
 
 from bot.channels import Choice
 from messages import catalogue
-from storage import outbox
+from storage import audit, outbox
 from storage.audit import Actor
-from storage.audit import _text as audit_text
-from storage.models import AuditEntry, DoseRecord, OutboundMessage, Patient, Visit
+from storage.models import DoseRecord, Patient, Visit
 from study.recipients import Route, patient_route
 from study.replies import Reply
 from trial import dose as rules
@@ -74,55 +73,41 @@ def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, 
     return changed
 
 
-# --- the audit trail of doses, written in batches ---------------------------------------------
-# Entries are exactly those `storage.audit.record` makes (same columns, same value formatting),
-# kept in the session and inserted with one statement at the session's next flush or commit:
-# the ORM would otherwise insert them one by one (it fetches each new id), which is most of the
-# cost of a day's planning. They are in the same transaction as the change they record.
-
-_AUDIT = "dose_audit_entries"
-
+# Dose changes are audited as `storage.audit.record` would, but deferred: a day's planning
+# writes all its entries with one statement at the session's flush or commit.
 
 def _audit(session: AsyncSession, *, at: datetime, actor: Actor, action: str, entity_id: str,
            field: str | None = None, old: Any = None, new: Any = None,
            reason: str | None = None) -> None:
-    buffer = session.info.get(_AUDIT)
-    if buffer is None:
-        buffer = session.info[_AUDIT] = []
-        sync = session.sync_session
-        if not event.contains(sync, "before_flush", _write_audit_on_flush):
-            event.listen(sync, "before_flush", _write_audit_on_flush)
-            event.listen(sync, "before_commit", _write_audit)
-    buffer.append({"at": at, "actor_kind": actor.kind, "actor_id": actor.id, "action": action,
-                   "entity": DoseRecord.__tablename__, "entity_id": entity_id, "field": field,
-                   "old_value": audit_text(old), "new_value": audit_text(new),
-                   "reason": reason})
-
-
-def _write_audit(session: Session) -> None:
-    entries = session.info.pop(_AUDIT, None)
-    if entries:
-        session.execute(insert(cast(Table, AuditEntry.__table__)), entries)
-
-
-def _write_audit_on_flush(session: Session, _context: Any, _instances: Any) -> None:
-    _write_audit(session)
+    audit.record_later(session, audit.Entry(at, actor, action, DoseRecord.__tablename__,
+                                            entity_id, field, old, new, reason))
 
 
 async def flush_audit(session: AsyncSession) -> None:
     """Write the dose audit entries this session holds now (they are written at commit anyway)."""
-    await session.run_sync(_write_audit)
+    await audit.write_deferred(session)
 
 
 # --- planning rows ----------------------------------------------------------------------------
 
+def _patient_due(now: datetime) -> Any:
+    """Active patients whose planning instant has come, or who were never planned."""
+    never_planned = and_(Patient.plan_next_at.is_(None), Patient.planned_through.is_(None))
+    return and_(Patient.status == schedule.ACTIVE, Patient.opted_out.is_(False),
+                or_(never_planned, Patient.plan_next_at <= now))
+
+
 def _due_patients(now: datetime, limit: int) -> Any:
-    never_planned = and_(Patient.planned_through.is_(None), Patient.plan_next_at.is_(None))
-    return (select(Patient)
-            .where(Patient.status == schedule.ACTIVE, Patient.opted_out.is_(False),
-                   or_(never_planned, Patient.plan_next_at <= now))
+    return (select(Patient).where(_patient_due(now))
             .order_by(Patient.id).limit(limit)
             .with_for_update(skip_locked=True))
+
+
+async def anything_due(session: AsyncSession, now: datetime) -> bool:
+    """Whether a patient's planning or a dose's next action is due (two index look-ups)."""
+    statement = select(or_(exists().where(DoseRecord.next_action_at <= now),
+                           exists().where(_patient_due(now))))
+    return bool((await session.execute(statement)).scalar())
 
 
 async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime, *,
@@ -208,12 +193,12 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
         .with_for_update(skip_locked=True, of=DoseRecord))).all()
     holds = await _visit_holds(session, protocol, [(p.id, d.local_date) for d, p in rows])
     changed = 0
-    outgoing: list[dict[str, Any]] = []
+    outgoing: list[outbox.Planned] = []
     with session.no_autoflush:  # one flush at commit, not one per statement
         for row, patient in rows:
             changed += advance_dose(session, protocol, row, patient, now, outgoing,
                                     hold=holds.get((patient.id, row.local_date)))
-        await enqueue_many(session, outgoing, now=now)
+        await outbox.enqueue_many(session, outgoing, now=now)
     return changed, len(rows) == limit
 
 
@@ -237,7 +222,7 @@ async def _visit_holds(session: AsyncSession, protocol: Protocol,
 
 
 def advance_dose(session: AsyncSession, protocol: Protocol, row: DoseRecord, patient: Patient,
-                 now: datetime, outgoing: list[dict[str, Any]], *,
+                 now: datetime, outgoing: list[outbox.Planned], *,
                  hold: str | None = None) -> int:
     """Do what is due for one dose as of `now` (messages go to `outgoing`); 1 if it changed."""
     dose = to_dose(row)
@@ -299,33 +284,16 @@ def reminder_params(protocol: Protocol, patient: Patient, day: date) -> dict[str
 
 
 def _message(protocol: Protocol, patient: Patient, row: DoseRecord, route: Route,
-             message_id: str, kind: str, *, due_at: datetime) -> dict[str, Any]:
+             message_id: str, kind: str, *, due_at: datetime) -> outbox.Planned:
     """An outbox row for one dose message, in the patient's language, with the dose's buttons."""
     template = catalogue.template(message_id, patient.language)
     body = template.render(**reminder_params(protocol, patient, row.local_date))
     choices = [{"label": c.label, "action": c.action, "sms_word": c.sms_word}
                for c in dose_choices(row.id, patient.language)]
     key = f"dose:{kind}" if kind.startswith("snooze:") else f"dose:{kind}:{row.id}"
-    return {"dedupe_key": key, "channel": route.channel, "address": route.address,
-            "template_id": message_id, "template_version": template.version,
-            "language": patient.language, "body": body, "due_at": due_at,
-            "lane": outbox.ROUTINE, "choices": choices, "image": None, "patient_id": patient.id,
-            "staff_id": None, "dose_id": row.id, "alert_id": None, "visit_id": None,
-            "status": "queued", "attempts": 0}
-
-
-async def enqueue_many(session: AsyncSession, messages: Sequence[dict[str, Any]], *,
-                       now: datetime) -> int:
-    """`storage.outbox.enqueue` for a whole batch in one statement: the same row, the same
-    ON CONFLICT DO NOTHING on the dedupe key (a key already queued is not queued again)."""
-    if not messages:
-        return 0
-    table = OutboundMessage.__table__
-    statement = (_insert(session)(table)
-                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                 .returning(table.c.id))
-    rows = [{**m, "created_at": now} for m in messages]
-    return len((await session.execute(statement, rows)).all())
+    return outbox.Planned(key, route.channel, route.address, message_id, template.version,
+                          patient.language, body, due_at, outbox.ROUTINE, choices,
+                          patient_id=patient.id, dose_id=row.id)
 
 
 # --- the patient's answers --------------------------------------------------------------------

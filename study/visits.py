@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from babel.dates import format_date
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
@@ -206,19 +206,28 @@ def render_visit_notice(template: VisitTemplate, day: date, days: int,
     return Rendered(body, head, digest.hexdigest()[:10])
 
 
+def _notice_candidates(protocol: Protocol, now: datetime) -> list[ColumnElement[bool]]:
+    """Planned visits of reachable patients that may have a notice due as of `now`."""
+    utc_today = now.astimezone(UTC).date()
+    # Local dates are within a day of the UTC date, so these dates hold every due visit.
+    days = [utc_today + timedelta(days=d + shift)
+            for d in protocol.visits.notice_days_before for shift in (-1, 0, 1)]
+    return [Visit.status == "planned", Visit.scheduled_date.in_(sorted(set(days))),
+            Visit.name.in_(rules.notified_names(protocol.visits)), Patient.status == "active",
+            Patient.opted_out.is_(False)]
+
+
+async def notices_maybe_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
+    """Whether `plan_notices` may have anything to queue (an index look-up by date)."""
+    return bool((await session.execute(select(exists().where(
+        Visit.patient_id == Patient.id, *_notice_candidates(protocol, now))))).scalar())
+
+
 async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
     """Queue every visit notice whose instant has come (and whose day has not passed)."""
-    names = rules.notified_names(protocol.visits)
-    days = protocol.visits.notice_days_before
-    utc_today = now.astimezone(UTC).date()
-    # Local dates are within a day of the UTC date, so this range holds every due visit.
-    low = utc_today + timedelta(days=min(days) - 1)
-    high = utc_today + timedelta(days=max(days) + 1)
     rows = (await session.execute(
         select(Visit, Patient).join(Patient, Patient.id == Visit.patient_id)
-        .where(Visit.status == "planned", Visit.scheduled_date.between(low, high),
-               Visit.name.in_(names), Patient.status == "active",
-               Patient.opted_out.is_(False)))).all()
+        .where(*_notice_candidates(protocol, now)))).all()
     if not rows:
         return 0
     existing = set((await session.execute(select(OutboundMessage.dedupe_key).where(
@@ -244,15 +253,25 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
     return planned
 
 
+def _missed_candidates(protocol: Protocol, now: datetime) -> list[ColumnElement[bool]]:
+    """Planned visits whose window may have closed by `now` (the local date decides)."""
+    utc_today = now.astimezone(UTC).date()
+    return [Visit.status == "planned", Visit.scheduled_date <= utc_today,
+            Visit.window_end <= utc_today, Visit.name.in_(rules.tracked_names(protocol.visits)),
+            Patient.status != "withdrawn"]
+
+
+async def missed_maybe_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
+    """Whether `detect_missed` may have a visit to mark (an index look-up by date)."""
+    return bool((await session.execute(select(exists().where(
+        Visit.patient_id == Patient.id, *_missed_candidates(protocol, now))))).scalar())
+
+
 async def detect_missed(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
     """Mark visits whose window closed unvisited as missed, each with a routine alert."""
-    utc_today = now.astimezone(UTC).date()
     rows = (await session.execute(
         select(Visit, Patient).join(Patient, Patient.id == Visit.patient_id)
-        .where(Visit.status == "planned", Visit.scheduled_date <= utc_today,
-               Visit.window_end <= utc_today,
-               Visit.name.in_(rules.tracked_names(protocol.visits)),
-               Patient.status != "withdrawn"))).all()
+        .where(*_missed_candidates(protocol, now)))).all()
     missed = 0
     for visit, patient in rows:
         # A visit moved past its window is due by its new date instead.
@@ -275,24 +294,41 @@ def _dose_label(protocol: Protocol, label: str, language: str) -> str:
     return protocol.dose.label[label].get(language)
 
 
-async def plan_phase_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
-    """Queue the neutral phase-change notice and the end-of-study thank-you once each."""
-    at = rules.notice_time(protocol.visits, protocol.quiet_hours)
-    utc_today = now.astimezone(UTC).date()
-    # (key suffix, message id, dose label, offset of the notice day from baseline); the
-    # thank-you goes out the day after the final visit's target, when reminders have stopped.
+def _phase_events(protocol: Protocol) -> list[tuple[str, str, str | None, timedelta]]:
+    """(key suffix, message id, dose label, offset of the notice day from baseline); the
+    thank-you goes out the day after the final visit's target, when reminders have stopped."""
     origin = date(2001, 1, 1)
     events: list[tuple[str, str, str | None, timedelta]] = [
         (c.phase.name, "phase.changed", c.phase.dose_label, c.starts - origin)
         for c in phases.phase_changes(protocol, origin)]
     events.append(("end", "phase.end", None, phases.thank_you_day(protocol, origin) - origin))
+    return events
+
+
+def _phase_candidates(offset: timedelta, now: datetime) -> list[ColumnElement[bool]]:
+    """Reachable patients whose notice `offset` days after baseline may be due as of `now`."""
+    utc_today = now.astimezone(UTC).date()
+    low = utc_today - offset - PHASE_NOTICE_GRACE - timedelta(days=1)
+    high = utc_today - offset + timedelta(days=1)
+    return [Patient.baseline.between(low, high), Patient.status == "active",
+            Patient.opted_out.is_(False)]
+
+
+async def phase_notices_maybe_due(session: AsyncSession, protocol: Protocol,
+                                  now: datetime) -> bool:
+    """Whether `plan_phase_notices` may have anything to queue (index look-ups by baseline)."""
+    return bool((await session.execute(select(or_(*(
+        exists().where(*_phase_candidates(offset, now))
+        for _, _, _, offset in _phase_events(protocol)))))).scalar())
+
+
+async def plan_phase_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
+    """Queue the neutral phase-change notice and the end-of-study thank-you once each."""
+    at = rules.notice_time(protocol.visits, protocol.quiet_hours)
     planned = 0
-    for suffix, message_id, label, offset in events:
-        low = utc_today - offset - PHASE_NOTICE_GRACE - timedelta(days=1)
-        high = utc_today - offset + timedelta(days=1)
+    for suffix, message_id, label, offset in _phase_events(protocol):
         patients = (await session.execute(select(Patient).where(
-            Patient.baseline.between(low, high), Patient.status == "active",
-            Patient.opted_out.is_(False)))).scalars().all()
+            *_phase_candidates(offset, now)))).scalars().all()
         keys = {p.id: f"phase:{p.id}:{suffix}" for p in patients}
         existing = set((await session.execute(select(OutboundMessage.dedupe_key).where(
             OutboundMessage.dedupe_key.in_(list(keys.values()))))).scalars()) if keys else set()

@@ -6,6 +6,7 @@ press coming back through Telegram polling. Only the clock of the study is simul
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -167,7 +168,8 @@ async def _press(api: FakeTelegramAPI, update: dict[str, Any]) -> None:
 async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_acknowledges(
         db: Database, protocol: Protocol, clock: SimulatedClock, world: Site,
         running: Running, fake_telegram: FakeTelegramAPI,  # noqa: F811
-        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        fake_twilio: FakeTwilioAPI, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    caplog.set_level(logging.WARNING)
     api = fake_telegram
     received = clock.advance(timedelta(minutes=10))  # 08:10 in Shanghai
 
@@ -270,6 +272,11 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
         (world.coordinator, "telegram", "sent"), (world.coordinator, "sms", "sent"),
         (world.investigator, "telegram", "sent"), (world.pi, "telegram", "sent")]
 
+    async with db.read() as session:
+        (filed,) = (await session.execute(select(AuditEntry).where(
+            AuditEntry.entity == "symptom_reports", AuditEntry.action == "create"))).scalars()
+    assert (filed.actor_kind, filed.actor_id, filed.at) == ("patient", "S001", received)
+
     def who(entry: AuditEntry) -> tuple[str, str]:
         return entry.actor_kind, entry.actor_id
 
@@ -285,3 +292,6 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
             ("resolution_note", note, pi, resolved_at)} <= staff_changes
     assert all(e.at.tzinfo is UTC and e.at.utcoffset() == timedelta(0) for e in trail)
     assert all(isinstance(e.at, datetime) for e in trail)
+    # Nothing went wrong on the way: no error logged, no send recorded twice or lost.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+            or "lease lost" in r.getMessage()] == []

@@ -3,11 +3,11 @@ fails on any Unicode text or button data from anyone, and dose confirmations del
 concurrently, out of order and across restarts keep the dose records and their audit trail
 consistent.
 
-Already covered elsewhere (not repeated here): the keyword parser (tests/test_messages_keywords.py),
-the temperature parser (tests/test_temperature_parse.py) and triage (tests/test_triage_table.py)
-never raising on any text; the pure dose state machine under random answers
-(tests/test_dose_machine.py::DoseLife). What is new here is the database, the duplicates and
-the restarts.
+Already covered elsewhere (not repeated here): the keyword parser
+(tests/test_messages_keywords.py), the temperature parser (tests/test_temperature_parse.py) and
+triage (tests/test_triage_table.py) never raising on any text; the pure dose state machine
+under random answers (tests/test_dose_machine.py::DoseLife). What is new here is the database,
+the duplicates and the restarts.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ class DoseConfirmations(RuleBasedStateMachine):
         answered = {key.split(":")[1] for key in replies}
         assert len(replies) == len(answered)  # never two replies to one message
         assert answered == {str(i) for i, _, _ in inbound}
-        last_state = {entity: value for entity, value in trail}
+        last_state = {str(row[0]): row[1] for row in trail}
         for dose in doses:
             state = DoseState(dose.state)
             # The audit trail, replayed, gives the record's state.
@@ -254,7 +254,8 @@ class DoseConfirmations(RuleBasedStateMachine):
             assert len(set(closed)) <= 1 or closed == ["missed", "late"], seen
             assert 0 <= dose.snoozes <= PROTOCOL.reminders.max_snoozes
             if state.is_answered:
-                assert dose.answered_at is not None and dose.answered_at < dose.cutoff_at
+                assert dose.answered_at is not None
+                assert dose.answered_at < dose.cutoff_at
                 # Not even a stale or forged button records a dose long before it is due.
                 assert dose.answered_at >= dose.due_at - EARLY_ANSWER, (dose.id, seen)
             if dose.late_answer is not None:
@@ -284,5 +285,5 @@ DoseConfirmations.TestCase.settings = settings(
 
 
 @pytest.mark.usefixtures("seeded_for_machine")
-class TestDoseConfirmations(DoseConfirmations.TestCase):  # type: ignore[name-defined,misc]
+class TestDoseConfirmations(DoseConfirmations.TestCase):  # type: ignore[valid-type,misc]
     """The state machine, with the seeded database file."""

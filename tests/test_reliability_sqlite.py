@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import cast
 
 import pytest
 from sqlalchemy import func, select
 
-from bot.conversation import Conversation, InboundEvent
+from bot.conversation import Conversation, Handled, InboundEvent
 from engage.clock import SimulatedClock
 from scheduler.dispatcher import Dispatcher
 from scheduler.tick import run_tick
@@ -69,8 +70,8 @@ async def test_twenty_inbound_handlers_a_dispatcher_and_a_tick_share_one_sqlite_
             dispatching(), ticking(), return_exceptions=True), 60)
         errors = [r for r in results if isinstance(r, BaseException)]
         assert errors == []
-        handled = results[:2 * PATIENTS]
-        assert [h.outcome for h in handled if h.outcome == "error"] == []  # type: ignore[union-attr]
+        handled = cast(list[Handled], results[:2 * PATIENTS])
+        assert [h.outcome for h in handled if h.outcome == "error"] == []
 
         while await dispatcher.run_once():  # drain what the handlers queued last
             pass
