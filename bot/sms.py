@@ -21,8 +21,10 @@ from bot.channels import (
     SendResult,
     TransientSendError,
 )
+from engage.config import Settings
 from messages import catalogue
 from messages.keywords import parse_keyword
+from trial.protocol import Protocol
 
 SMS = "sms"
 OPTED_OUT = 21610
@@ -96,6 +98,19 @@ class SmsChannel:
         self.status_callback = status_callback
         self.validity_seconds = validity_seconds
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings, protocol: Protocol) -> SmsChannel | None:
+        """The SMS channel the configuration asks for, or None when Twilio is not set up."""
+        if not (settings.twilio_account_sid and settings.twilio_auth_token):
+            return None
+        return cls(account_sid=settings.twilio_account_sid,
+                   auth_token=settings.twilio_auth_token.get_secret_value(),
+                   api_url=settings.twilio_api_url,
+                   status_callback=f"{settings.public_url}/twilio/status",
+                   sender=settings.twilio_from,
+                   messaging_service_sid=settings.twilio_messaging_service_sid,
+                   validity_seconds=protocol.sms.validity_period_seconds)
 
     async def close(self) -> None:
         """Close the HTTP session."""

@@ -66,15 +66,8 @@ class Runtime:
                 self.bot = make_bot(settings.telegram_token.get_secret_value(),
                                     settings.telegram_api_url)
                 self.channels["telegram"] = TelegramChannel(self.bot)
-            if settings.twilio_account_sid and settings.twilio_auth_token:
-                self.sms = SmsChannel(
-                    account_sid=settings.twilio_account_sid,
-                    auth_token=settings.twilio_auth_token.get_secret_value(),
-                    api_url=settings.twilio_api_url,
-                    status_callback=f"{settings.public_url}/twilio/status",
-                    sender=settings.twilio_from,
-                    messaging_service_sid=settings.twilio_messaging_service_sid,
-                    validity_seconds=self.protocol.sms.validity_period_seconds)
+            self.sms = SmsChannel.from_settings(settings, self.protocol)
+            if self.sms is not None:
                 self.channels["sms"] = self.sms
             dispatcher = Dispatcher(self.db, self.protocol, self.channels, self.clock,
                                     worker_id=f"{socket.gethostname()}:{os.getpid()}")

@@ -54,17 +54,10 @@ async def _channels(settings: Settings, protocol: Protocol) -> AsyncIterator[dic
             bot = make_bot(settings.telegram_token.get_secret_value(), settings.telegram_api_url)
             closers.append(bot.session.close)
             channels["telegram"] = TelegramChannel(bot)
-        if settings.twilio_account_sid and settings.twilio_auth_token:
-            from bot.sms import SmsChannel
+        from bot.sms import SmsChannel
 
-            sms = SmsChannel(
-                account_sid=settings.twilio_account_sid,
-                auth_token=settings.twilio_auth_token.get_secret_value(),
-                api_url=settings.twilio_api_url,
-                status_callback=f"{settings.public_url}/twilio/status",
-                sender=settings.twilio_from,
-                messaging_service_sid=settings.twilio_messaging_service_sid,
-                validity_seconds=protocol.sms.validity_period_seconds)
+        sms = SmsChannel.from_settings(settings, protocol)
+        if sms is not None:
             closers.append(sms.close)
             channels["sms"] = sms
         yield channels
