@@ -18,7 +18,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,6 +54,16 @@ DOSE_ANSWERS = {Keyword.TAKEN: "taken", Keyword.SKIP: "skip", Keyword.SNOOZE: "s
                 Keyword.MISSED: "missed"}
 
 
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class InboundEvent:
     """What a person sent, on any channel; `action` is a pressed button's action string."""
@@ -65,6 +75,14 @@ class InboundEvent:
     action: str | None
     received_at: datetime
     payload: dict[str, Any] = field(default_factory=dict)
+
+    def storable(self) -> InboundEvent:
+        """The event with lone UTF-16 surrogates replaced (U+FFFD): valid JSON can carry them,
+        no database can store them, and one unstorable update must not block those behind it."""
+        return replace(self, external_id=_storable(self.external_id),
+                       sender=_storable(self.sender), text=_storable(self.text),
+                       action=None if self.action is None else _storable(self.action),
+                       payload=_storable(self.payload))
 
     @property
     def address(self) -> str:
@@ -137,6 +155,7 @@ class Conversation:
     # -- the entry point ---------------------------------------------------------------------
     async def handle(self, event: InboundEvent) -> Handled:
         """Store, then handle an inbound event once, however often it is delivered."""
+        event = event.storable()
         inbound_id = await self._store(event)
         now = self.clock.now()
         try:

@@ -13,11 +13,23 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import and_, event, exists, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    event,
+    exists,
+    or_,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.channels import Choice
 from messages import catalogue
@@ -52,25 +64,85 @@ def to_dose(row: DoseRecord) -> Dose:
     return Dose(**values)
 
 
-def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, actor: Actor,
-          reason: str | None = None, **extra: Any) -> bool:
-    """Write a dose's new state to its row, auditing every changed field."""
+def _row_values(dose: Dose, extra: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {name: getattr(dose, name) for name in DOSE_FIELDS}
     values["state"] = dose.state.value
     values.update(extra)
-    session.info.pop(_DAYS, None)
+    return values
+
+
+def _audit_changes(session: AsyncSession, row: DoseRecord, values: dict[str, Any], *,
+                   now: datetime, actor: Actor, reason: str | None) -> bool:
+    """Audit every field whose value changes; True if any does."""
     changed = False
     for name, new in values.items():
         old = getattr(row, name)
-        if old == new:
-            continue
-        setattr(row, name, new)
-        _audit(session, at=now, actor=actor, action="update", entity_id=str(row.id),
-               field=name, old=old, new=new, reason=reason)
-        changed = True
+        if old != new:
+            _audit(session, at=now, actor=actor, action="update", entity_id=str(row.id),
+                   field=name, old=old, new=new, reason=reason)
+            changed = True
+    return changed
+
+
+def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, actor: Actor,
+          reason: str | None = None, **extra: Any) -> bool:
+    """Write a dose's new state to its row, auditing every changed field."""
+    values = _row_values(dose, extra)
+    session.info.pop(_DAYS, None)
+    changed = _audit_changes(session, row, values, now=now, actor=actor, reason=reason)
+    for name, new in values.items():
+        if getattr(row, name) != new:
+            setattr(row, name, new)
     # Scheduling bookkeeping, derived from the audited fields: not itself audited.
     row.next_action_at = dose.next_action_at()
     return changed
+
+
+# Every column the planner may change on a dose row.
+_MUTABLE = (*DOSE_FIELDS, "hold_for_visit", "next_action_at")
+
+
+class DoseWrites:
+    """The dose rows one planning batch changes: audited as `store` audits, written with one
+    UPDATE statement (the ORM would write them one by one whenever their changed columns
+    differ from the previous row's)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.rows: dict[int, DoseRecord] = {}
+
+    def store(self, row: DoseRecord, dose: Dose, *, now: datetime, actor: Actor,
+              reason: str | None = None, **extra: Any) -> bool:
+        """`store` for the batch; True if an audited field changed."""
+        values = _row_values(dose, extra)
+        changed = _audit_changes(self.session, row, values, now=now, actor=actor,
+                                 reason=reason)
+        values["next_action_at"] = dose.next_action_at()
+        self._put(row, values)
+        return changed
+
+    def wait(self, row: DoseRecord, until: datetime | None) -> None:
+        """Look at the dose again at `until` (bookkeeping: not audited)."""
+        self._put(row, {"next_action_at": until})
+
+    def _put(self, row: DoseRecord, values: dict[str, Any]) -> None:
+        # The loaded row takes the values as already written, so the ORM has nothing to flush.
+        for name, value in values.items():
+            set_committed_value(row, name, value)
+        self.rows[row.id] = row
+
+    async def write(self) -> int:
+        """Write every changed row in one statement; how many rows."""
+        if not self.rows:
+            return 0
+        self.session.info.pop(_DAYS, None)
+        table = cast(Table, DoseRecord.__table__)
+        await self.session.execute(
+            update(table).where(table.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in _MUTABLE}),
+            [{"b_id": row.id, **{f"b_{name}": getattr(row, name) for name in _MUTABLE}}
+             for row in self.rows.values()])
+        return len(self.rows)
 
 
 # Dose changes are audited as `storage.audit.record` would, but deferred: a day's planning
@@ -90,24 +162,29 @@ async def flush_audit(session: AsyncSession) -> None:
 
 # --- planning rows ----------------------------------------------------------------------------
 
-def _patient_due(now: datetime) -> Any:
-    """Active patients whose planning instant has come, or who were never planned."""
-    never_planned = and_(Patient.plan_next_at.is_(None), Patient.planned_through.is_(None))
-    return and_(Patient.status == schedule.ACTIVE, Patient.opted_out.is_(False),
-                or_(never_planned, Patient.plan_next_at <= now))
+def _patients_due(now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """Active patients whose planning instant has come; active patients never planned.
+
+    Two conditions, each one range of ix_patients_planning (an OR of them is not: SQLite would
+    walk every active patient)."""
+    active = (Patient.status == schedule.ACTIVE, Patient.opted_out.is_(False))
+    return (and_(*active, Patient.plan_next_at <= now),
+            and_(*active, Patient.plan_next_at.is_(None), Patient.planned_through.is_(None)))
 
 
 def _due_patients(now: datetime, limit: int) -> Any:
-    return (select(Patient).where(_patient_due(now))
+    planning, never_planned = _patients_due(now)
+    due = union(select(Patient.id).where(planning), select(Patient.id).where(never_planned))
+    return (select(Patient).where(Patient.id.in_(due))
             .order_by(Patient.id).limit(limit)
             .with_for_update(skip_locked=True))
 
 
-async def anything_due(session: AsyncSession, now: datetime) -> bool:
-    """Whether a patient's planning or a dose's next action is due (two index look-ups)."""
-    statement = select(or_(exists().where(DoseRecord.next_action_at <= now),
-                           exists().where(_patient_due(now))))
-    return bool((await session.execute(statement)).scalar())
+def due_condition(now: datetime) -> ColumnElement[bool]:
+    """SQL: a patient's planning or a dose's next action is due (index look-ups)."""
+    planning, never_planned = _patients_due(now)
+    return or_(exists().where(DoseRecord.next_action_at <= now), exists().where(planning),
+               exists().where(never_planned))
 
 
 async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime, *,
@@ -194,10 +271,12 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
     holds = await _visit_holds(session, protocol, [(p.id, d.local_date) for d, p in rows])
     changed = 0
     outgoing: list[outbox.Planned] = []
+    writes = DoseWrites(session)
     with session.no_autoflush:  # one flush at commit, not one per statement
         for row, patient in rows:
-            changed += advance_dose(session, protocol, row, patient, now, outgoing,
+            changed += advance_dose(writes, protocol, row, patient, now, outgoing,
                                     hold=holds.get((patient.id, row.local_date)))
+        await writes.write()
         await outbox.enqueue_many(session, outgoing, now=now)
     return changed, len(rows) == limit
 
@@ -221,36 +300,37 @@ async def _visit_holds(session: AsyncSession, protocol: Protocol,
     return holds
 
 
-def advance_dose(session: AsyncSession, protocol: Protocol, row: DoseRecord, patient: Patient,
+def advance_dose(writes: DoseWrites, protocol: Protocol, row: DoseRecord, patient: Patient,
                  now: datetime, outgoing: list[outbox.Planned], *,
                  hold: str | None = None) -> int:
-    """Do what is due for one dose as of `now` (messages go to `outgoing`); 1 if it changed."""
+    """Do what is due for one dose as of `now` (changes go to `writes`, messages to
+    `outgoing`); 1 if it changed."""
     dose = to_dose(row)
     if now >= dose.cutoff_at:
-        return int(store(session, row, rules.close(dose, now), now=now, actor=PLANNER,
+        return int(writes.store(row, rules.close(dose, now), now=now, actor=PLANNER,
                          reason="cut-off without an answer"))
     active = schedule.is_active(patient.status, patient.opted_out)
     route = patient_route(patient) if active else None
     if dose.state is DoseState.SCHEDULED:
         if not active:
-            return int(store(session, row, rules.cancel(dose, now), now=now, actor=PLANNER,
+            return int(writes.store(row, rules.cancel(dose, now), now=now, actor=PLANNER,
                              reason=f"patient {patient.status}"
                                     f"{' and opted out' if patient.opted_out else ''}"))
         if route is not None and now < dose.follow_up_at:
             message_id = "dose.reminder_hold_for_visit" if hold else "dose.reminder"
             outgoing.append(_message(protocol, patient, row, route, message_id, "reminder",
                                      due_at=dose.due_at))
-            return int(store(session, row, rules.remind(dose, now), now=now, actor=PLANNER,
+            return int(writes.store(row, rules.remind(dose, now), now=now, actor=PLANNER,
                              hold_for_visit=hold))
-        row.next_action_at = dose.cutoff_at  # no channel, or too late to remind: wait
+        writes.wait(row, dose.cutoff_at)  # no channel, or too late to remind: wait
         return 0
     if dose.followed_up_at is None and now >= dose.follow_up_at:
         if route is None:
-            row.next_action_at = dose.cutoff_at  # nobody to follow up now
+            writes.wait(row, dose.cutoff_at)  # nobody to follow up now
             return 0
         outgoing.append(_message(protocol, patient, row, route, "dose.follow_up", "followup",
                                  due_at=dose.follow_up_at))
-        return int(store(session, row, rules.follow_up(dose, now), now=now, actor=PLANNER))
+        return int(writes.store(row, rules.follow_up(dose, now), now=now, actor=PLANNER))
     if dose.snoozed_until is not None and now >= dose.snoozed_until:
         if route is not None:
             message_id = ("dose.reminder_hold_for_visit" if row.hold_for_visit
@@ -258,9 +338,9 @@ def advance_dose(session: AsyncSession, protocol: Protocol, row: DoseRecord, pat
             outgoing.append(_message(protocol, patient, row, route, message_id,
                                      f"snooze:{row.id}:{dose.snoozes}",
                                      due_at=dose.snoozed_until))
-        return int(store(session, row, rules.snooze_reminded(dose, now), now=now,
+        return int(writes.store(row, rules.snooze_reminded(dose, now), now=now,
                          actor=PLANNER))
-    row.next_action_at = dose.next_action_at()
+    writes.wait(row, dose.next_action_at())
     return 0
 
 

@@ -117,6 +117,8 @@ async def running(db: Database, protocol: Protocol, clock: SimulatedClock,
     conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)
     runner = Runner(db, protocol, dispatcher, clock, tick_seconds=3600)
     await runner.start()
+    await runner.tick_now()  # waits for the start-up tick (today's digest), then ticks again
+    await _settled(db, clock)
     poller_stop = asyncio.Event()
     poller = asyncio.create_task(TelegramPoller(
         bot, build_dispatcher(conversation, clock), timeout=1, retry_seconds=0.05
@@ -134,17 +136,20 @@ async def running(db: Database, protocol: Protocol, clock: SimulatedClock,
         await sms.close()
 
 
-async def _settled(db: Database) -> None:
-    """Wait until no send is in flight. Leases run on the study clock: moving it hours on while
-    a send is in flight would expire that lease and (rightly) send the row again."""
+async def _settled(db: Database, clock: SimulatedClock) -> None:
+    """Wait until the dispatcher has nothing in flight and nothing due. Leases run on the study
+    clock: moving it hours on while a row is claimed would expire that lease under the worker
+    (another claim would take the row over and send it again, as it should after a crash)."""
     deadline = time.monotonic() + 5.0
     while True:
         async with db.read() as session:
             busy = (await session.execute(select(OutboundMessage.id).where(
-                OutboundMessage.status == "sending"))).first()
+                (OutboundMessage.status == "sending")
+                | ((OutboundMessage.status == "queued")
+                   & (OutboundMessage.due_at <= clock.now()))))).first()
         if busy is None:
             return
-        assert time.monotonic() < deadline, "sends still in flight"
+        assert time.monotonic() < deadline, "the outbox did not settle"
         await asyncio.sleep(0.02)
 
 
@@ -152,7 +157,7 @@ async def _tick(running: Running, db: Database, clock: SimulatedClock,
                 by: timedelta) -> dict[str, int]:
     """Move the study clock on and run one tick the way the runner does (it wakes the
     dispatcher when anything was planned)."""
-    await _settled(db)
+    await _settled(db, clock)
     clock.advance(by)
     report = await running.runner.tick_now()
     assert report is not None, running.runner.last_tick_error
@@ -216,7 +221,7 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
     assert _buttons(_pages(api, PI)[0]) == [f"alert:ack:{alert.id}", f"alert:resolve:{alert.id}"]
 
     # 4. The PI presses Acknowledge (a callback query through getUpdates and the real router).
-    await _settled(db)
+    await _settled(db, clock)
     ack_at = clock.advance(timedelta(minutes=5))
     await _press(api, api.callback_update(PI, f"alert:ack:{alert.id}", message_id=3))
     acknowledged = catalogue.render("alert.acknowledged", "en", id=alert.id)
@@ -238,7 +243,7 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
         assert (await session.get(Alert, alert.id)).status == "acknowledged"  # type: ignore[union-attr]
 
     # 6. /resolve ID NOTE closes it.
-    await _settled(db)
+    await _settled(db, clock)
     resolved_at = clock.advance(timedelta(minutes=20))
     note = "called the patient; seen in clinic today"
     await _press(api, api.message_update(PI, f"/resolve {alert.id} {note}"))

@@ -195,12 +195,6 @@ async def test_a_malformed_telegram_update_is_a_400_and_stores_nothing(
     assert await _count(sqlite_db, InboundMessage) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bot.conversation.Conversation.handle stores event.text as given; a lone UTF-16 surrogate "
-    "(valid JSON: \\ud800) cannot be encoded for the database, so _store raises "
-    "UnicodeEncodeError outside the handled-error path; the poller never confirms the update "
-    "and retries it forever, so every later update waits behind it (the webhook answers 500 "
-    "and Telegram retries likewise). Fix: replace lone surrogates (U+FFFD) before storing."))
 async def test_a_poisoned_telegram_update_does_not_stop_the_updates_behind_it(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock,
         fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
