@@ -8,16 +8,16 @@ under Telegram's limit) and the adherence chart as a photo, on Telegram.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.pagination import UNLIMITED_ROWS, paginate
 from messages import catalogue
+from scheduler import runs
+from scheduler.tick import due_if
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
@@ -41,11 +41,7 @@ def due_date(site: Site, protocol: Protocol, now: datetime) -> date | None:
 
 
 async def _claim(session: AsyncSession, key: str, now: datetime) -> bool:
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (insert(TickRun).values(key=key, at=now)
-                 .on_conflict_do_nothing(index_elements=["key"]).returning(TickRun.key))
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    return await runs.claim(session, key, now)
 
 
 def _telegram(staff: Staff) -> str | None:
@@ -123,18 +119,38 @@ async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
     return queued
 
 
+async def unsent(session: AsyncSession, protocol: Protocol,
+                 now: datetime) -> list[tuple[Site, date]]:
+    """Sites whose digest time has come today (local) and whose digest is not claimed yet."""
+    sites = (await session.execute(select(Site).order_by(Site.id))).scalars().all()
+    due = [(site, day) for site in sites if (day := due_date(site, protocol, now)) is not None]
+    if not due:
+        return []
+    done = await runs.claimed(session, [digest_key(s.id, d) for s, d in due])
+    return [(site, day) for site, day in due if digest_key(site.id, day) not in done]
+
+
+async def digests_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
+    """Probe: a site's digest is due and not sent. One statement: each site, with whether its
+    digest is claimed for each local date it can have now (within a day of the UTC date)."""
+    utc_day = now.astimezone(UTC).date()
+    days = [utc_day + timedelta(days=shift) for shift in (-1, 0, 1)]
+    claims = [exists().where(TickRun.key == literal("digest:") + Site.id
+                             + literal(f":{day.isoformat()}")) for day in days]
+    for site, *claimed in (await session.execute(select(Site, *claims))).all():
+        day = due_date(site, protocol, now)
+        if day is not None and not dict(zip(days, claimed, strict=True)).get(day, False):
+            return True
+    return False
+
+
+@due_if(digests_due)
 async def plan_digests(db: Database, protocol: Protocol, now: datetime) -> int:
     """Tick step: queue every site's digest whose local time has come and that is not sent."""
     async with db.read() as session:
-        sites = (await session.execute(select(Site).order_by(Site.id))).scalars().all()
-        due = [(site, day) for site in sites
-               if (day := due_date(site, protocol, now)) is not None]
-        done = set((await session.execute(select(TickRun.key).where(
-            TickRun.key.in_([digest_key(s.id, d) for s, d in due])))).scalars().all())
+        due = await unsent(session, protocol, now)
     queued = 0
     for site, day in due:
-        if digest_key(site.id, day) in done:
-            continue
         # One transaction per site: each digest is claimed, queued and stamped all at once.
         async with db.write() as session:
             if not await _claim(session, digest_key(site.id, day), now):

@@ -321,7 +321,9 @@ class Dispatcher:
                            stop: asyncio.Event | None) -> None:
         urgent = lane == outbox.SAFETY
         wait = self.limits.delay(row.channel, row.address)
-        longest = self.lease.total_seconds() / 3 if urgent else self.max_rate_wait
+        # Safety rows too: a patient's SMS reply waiting for the 1/s SMS slot must not hold one
+        # of the lane's slots while a coordinator's Telegram page waits behind it.
+        longest = min(self.lease.total_seconds() / 3, self.max_rate_wait)
         if wait > longest:  # do not sit on a lease and a send slot for that long
             await self._release(row, token, wait, f"rate limit: about {wait:.1f}s to wait")
             return

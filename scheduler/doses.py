@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement
 
 from scheduler.tick import Step, due_when
 from storage.db import Database
@@ -12,12 +12,14 @@ from study import doses
 from trial.protocol import Protocol
 
 
-async def doses_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
-    """Probe: a patient to plan or a dose to move on."""
-    return await doses.anything_due(session, now)
+def doses_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+    """A patient to plan or a dose to move on."""
+    return doses.due_condition(now)
 
 
-@due_when(doses_due)
+# Isolated: it writes doses, patients' planning instants, outbox rows and audit entries, none of
+# which another step's condition reads.
+@due_when(doses_due, isolated=True)
 
 async def plan_doses(db: Database, protocol: Protocol, now: datetime) -> int:
     """Create due dose rows; send due reminders, follow-ups and snooze reminders; close doses at

@@ -8,27 +8,35 @@ neither skips nor repeats one, and two ticks at the same instant page once.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, available_timezones
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import Choice
 from messages import catalogue
+from scheduler import runs
+from scheduler.tick import due_if, due_when
 from storage import outbox
 from storage.db import Database
 from storage.models import Conversation, Patient
 from study import alerts, questionnaire
 from study.recipients import patient_route
 from study.replies import Reply
-from trial.protocol import Protocol
+from trial.protocol import Protocol, Reminders
 
 Step = Callable[[Database, Protocol, datetime], Awaitable[int]]
 # A check-in missed by more than this (the scheduler was down) is not offered late.
 CHECKIN_GRACE = timedelta(hours=6)
 
 
+def _escalation_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+    return alerts.escalation_due(now)
+
+
+@due_when(_escalation_due)
 async def escalate(db: Database, protocol: Protocol, now: datetime) -> int:
     """Page the next level of every alert whose acknowledgement timeout has passed."""
     total = 0
@@ -47,23 +55,35 @@ def _render_choice(choice: Choice, language: str) -> dict[str, str]:
     return {"label": label, "action": choice.action, "sms_word": choice.sms_word}
 
 
+def planned_reply(patient: Patient, reply: Reply, *, key: str,
+                  now: datetime) -> outbox.Planned | None:
+    """One catalogue reply to a patient by their current route and language (None: no route)."""
+    route = patient_route(patient, safety=reply.safety)
+    if route is None:
+        return None
+    language = patient.language if patient.language in catalogue.LOCALES else "zh"
+    template = catalogue.template(reply.message_id, language)
+    return outbox.Planned(
+        key, route.channel, route.address, reply.message_id, template.version, language,
+        template.render(**reply.params), due_at=now,
+        lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
+        choices=[_render_choice(c, language) for c in reply.choices], patient_id=patient.id)
+
+
 async def send_to_patient(session: AsyncSession, patient: Patient, reply: Reply, *, key: str,
                           now: datetime) -> bool:
     """Queue one catalogue reply to a patient by their current route and language."""
-    route = patient_route(patient, safety=reply.safety)
-    if route is None:
+    planned = planned_reply(patient, reply, key=key, now=now)
+    if planned is None:
         return False
-    language = patient.language if patient.language in catalogue.LOCALES else "zh"
-    template = catalogue.template(reply.message_id, language)
-    row = await outbox.enqueue(
-        session, key=key, channel=route.channel, address=route.address,
-        template_id=reply.message_id, template_version=template.version, language=language,
-        body=template.render(**reply.params), due_at=now, now=now,
-        lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
-        choices=[_render_choice(c, language) for c in reply.choices], patient_id=patient.id)
-    return row is not None
+    return bool(await outbox.enqueue_many(session, [planned], now=now))
 
 
+def _timeouts_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+    return questionnaire.timeout_due(now)
+
+
+@due_when(_timeouts_due)
 async def close_questionnaires(db: Database, protocol: Protocol, now: datetime) -> int:
     """Close timed-out questionnaires: report what was answered, tell the patient politely."""
     async with db.write() as session:
@@ -75,26 +95,122 @@ async def close_questionnaires(db: Database, protocol: Protocol, now: datetime) 
     return len(closed)
 
 
+# --- the weekly check-in ----------------------------------------------------------------------
+# Patients of one time zone share their check-in instant, so the step works zone by zone: a
+# zone whose offers went out is marked in `tick_runs` (`checkin:{tz}:{local date}`) and not
+# looked at again that day. Most of the week no zone on Earth is in its check-in window and the
+# step does not touch the database at all.
+
+# Every UTC offset of the time-zone database lies within these bounds.
+EARLIEST_OFFSET = timedelta(hours=-12)
+LATEST_OFFSET = timedelta(hours=14)
+
+
+def _offer_window(at: time, day: date, tz: tzinfo | None = None) -> tuple[datetime, datetime]:
+    """A local day's check-in window: from the offer time for the grace period, that day only."""
+    start = datetime.combine(day, at, tz)
+    return start, min(start + CHECKIN_GRACE, datetime.combine(day + timedelta(days=1),
+                                                               time(0), tz))
+
+
+def may_be_checkin_time(reminders: Reminders, now: datetime) -> bool:
+    """Whether some UTC offset puts `now` inside a local check-in window (pure; no zones)."""
+    wall = now.astimezone(UTC).replace(tzinfo=None)
+    low, high = wall + EARLIEST_OFFSET, wall + LATEST_OFFSET
+    for shift in (-1, 0, 1):
+        day = wall.date() + timedelta(days=shift)
+        if day.isoweekday() == reminders.checkin_weekday:
+            start, end = _offer_window(reminders.checkin_time, day)
+            if start <= high and low < end:
+                return True
+    return False
+
+
+@lru_cache(maxsize=1)
+def _zones() -> tuple[tuple[str, ZoneInfo], ...]:
+    # Held here: ZoneInfo keeps few zones cached and would read the others from disk each time.
+    return tuple((name, ZoneInfo(name)) for name in sorted(available_timezones()))
+
+
+def checkin_zones(reminders: Reminders, now: datetime) -> dict[str, date]:
+    """The time zones whose check-in window holds `now`, each with its local date then."""
+    if not may_be_checkin_time(reminders, now):
+        return {}
+    return dict(_zones_in_window(reminders.checkin_weekday, reminders.checkin_time, now))
+
+
+@lru_cache(maxsize=8)  # the probe and the step of one pass ask for the same instant
+def _zones_in_window(weekday: int, at: time, now: datetime) -> tuple[tuple[str, date], ...]:
+    zones = []
+    for name, zone in _zones():
+        local = now.astimezone(zone)
+        start, end = _offer_window(at, local.date(), local.tzinfo)
+        if local.isoweekday() == weekday and start <= local < end:
+            zones.append((name, local.date()))
+    return tuple(zones)
+
+
+def checkin_key(tz: str, day: date) -> str:
+    """The once-a-day mark of a time zone whose check-in offers went out."""
+    return f"checkin:{tz}:{day.isoformat()}"
+
+
+async def _open_zones(session: AsyncSession, protocol: Protocol,
+                      now: datetime) -> dict[str, date]:
+    zones = checkin_zones(protocol.reminders, now)
+    if not zones:
+        return {}
+    done = await runs.claimed(session, [checkin_key(tz, day) for tz, day in zones.items()])
+    return {tz: day for tz, day in zones.items() if checkin_key(tz, day) not in done}
+
+
+def _offerable(zones: dict[str, date]) -> ColumnElement[bool]:
+    return and_(Patient.tz.in_(list(zones)), Patient.status == "active",
+                Patient.opted_out.is_(False), Patient.baseline <= max(zones.values()))
+
+
+async def _checkins_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
+    """Some zone in its check-in window has patients and is not marked done."""
+    zones = await _open_zones(session, protocol, now)  # most of the week: no look-up at all
+    return bool(zones) and bool((await session.execute(
+        select(exists().where(_offerable(zones))))).scalar())
+
+
+@due_if(_checkins_due)
 async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int:
-    """The weekly check-in offer, on the protocol's weekday at its local time (once a day)."""
-    reminders = protocol.reminders
-    queued = 0
+    """The weekly check-in offer, on the protocol's weekday at its local time (once a day).
+
+    A patient in the middle of a questionnaire is offered later in the window, once free; a
+    zone is marked done once everybody in it was offered.
+    """
+    if not may_be_checkin_time(protocol.reminders, now):
+        return 0
     async with db.write() as session:
-        patients = (await session.execute(select(Patient).where(
-            Patient.status == "active", Patient.opted_out.is_(False)))).scalars().all()
-        busy = set((await session.execute(select(Conversation.patient_id))).scalars().all())
+        zones = await _open_zones(session, protocol, now)
+        if not zones:
+            return 0
+        patients = (await session.execute(select(Patient).where(_offerable(zones))
+                                          .order_by(Patient.id))).scalars().all()
+        busy = set((await session.execute(select(Conversation.patient_id).where(
+            Conversation.patient_id.in_([p.id for p in patients]))))
+            .scalars()) if patients else set()
+        offer = Reply("questionnaire.checkin_offer", choices=(
+            Choice("questionnaire.button_start", "report:start", "REPORT"),))
+        offers = []
+        waiting = {p.tz for p in patients if p.id in busy}
         for patient in patients:
-            local = now.astimezone(ZoneInfo(patient.tz))
-            offer_at = datetime.combine(local.date(), reminders.checkin_time, local.tzinfo)
-            if local.isoweekday() != reminders.checkin_weekday or patient.id in busy \
-                    or not offer_at <= local < offer_at + CHECKIN_GRACE \
-                    or patient.baseline > local.date():
+            day = zones[patient.tz]
+            if patient.id in busy or patient.baseline > day:
                 continue
-            offer = Reply("questionnaire.checkin_offer", choices=(
-                Choice("questionnaire.button_start", "report:start", "REPORT"),))
-            if await send_to_patient(session, patient, offer, now=now,
-                                     key=f"checkin:{patient.id}:{local.date().isoformat()}"):
-                queued += 1
+            planned = planned_reply(patient, offer, key=f"checkin:{patient.id}:{day.isoformat()}",
+                                    now=now)
+            if planned is not None:
+                offers.append(planned)
+        queued = len(await outbox.enqueue_many(session, offers, now=now))
+        # Zones with nobody enrolled are not marked: looking again costs one index look-up.
+        marks = {checkin_key(p.tz, zones[p.tz]) for p in patients if p.tz not in waiting}
+        for key in sorted(marks):
+            await runs.claim(session, key, now)
     return queued
 
 

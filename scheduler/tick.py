@@ -3,12 +3,13 @@
 Steps are idempotent (unique keys), so running a pass twice, or on two workers, is harmless.
 Each capability adds its step to STEPS.
 
-A pass costs what is due, not what is enrolled: a step may register a probe (`due_when`), an
-indexed query that says whether it has anything to do. The pass asks the probes in one read
-session and opens a write transaction (SQLite: the database's one write lock) only for the
-steps that have work. A probe is asked just before its step, on a fresh snapshot whenever an
-earlier step of the pass wrote something, so work created by an earlier step is seen at once.
-Called directly, a step does its whole job: probes are the pass's shortcut, not the step's rule.
+A pass costs what is due, not what is enrolled. A step may register what "something is due"
+means for it: an indexed SQL condition (`due_when`), or, when that needs a look in Python, an
+async probe (`due_if`). The pass evaluates every step's condition in one SELECT on a read
+snapshot, and opens a write transaction (on SQLite the database's one write lock) only for the
+steps that have work. After a step has run, the conditions of the steps after it are evaluated
+again on a fresh snapshot, so work an earlier step creates is seen in the same pass. Called
+directly, a step does its whole job: conditions are the pass's shortcut, not the step's rule.
 """
 
 from __future__ import annotations
@@ -17,24 +18,56 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import ColumnElement, case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
 from trial.protocol import Protocol
 
 Step = Callable[[Database, Protocol, datetime], Awaitable[int]]
-# Whether a step has anything due as of `now` (True when unsure: a probe may over-approximate,
-# never under-approximate, or the step would skip work that is due).
+# Whether a step has anything due as of `now`. It may say yes when unsure (the step then finds
+# nothing), never no when something is due (the step would not run).
+Condition = Callable[[Protocol, datetime], "ColumnElement[bool] | bool"]
 Probe = Callable[[AsyncSession, Protocol, datetime], Awaitable[bool]]
+_CONDITIONS: dict[Step, Condition] = {}
 _PROBES: dict[Step, Probe] = {}
+# Steps whose writes never make another step due (they touch no table another step's condition
+# reads): after them, the conditions need not be asked again.
+_ISOLATED: set[Step] = set()
 
 
-def due_when(probe: Probe) -> Callable[[Step], Step]:
-    """Register a step's probe: the pass runs the step only when the probe says it has work."""
+def due_when(condition: Condition, *, isolated: bool = False) -> Callable[[Step], Step]:
+    """Register a step's SQL condition: the pass runs the step only when it holds.
+    `isolated`: the step's writes never make another step due."""
+    def register(step: Step) -> Step:
+        _CONDITIONS[step] = condition
+        if isolated:
+            _ISOLATED.add(step)
+        return step
+    return register
+
+
+def due_if(probe: Probe) -> Callable[[Step], Step]:
+    """Register a step's async probe: the pass runs the step only when it says yes."""
     def register(step: Step) -> Step:
         _PROBES[step] = probe
         return step
     return register
+
+
+async def _evaluate(session: AsyncSession, protocol: Protocol, now: datetime,
+                    steps: list[tuple[str, Step]]) -> dict[str, bool]:
+    """Every SQL condition of these steps, in one statement."""
+    conditions = {name: _CONDITIONS[step](protocol, now) for name, step in steps
+                  if step in _CONDITIONS}
+    answers = {name: c for name, c in conditions.items() if isinstance(c, bool)}
+    queries = {name: c for name, c in conditions.items() if not isinstance(c, bool)}
+    if queries:
+        row = (await session.execute(select(*(
+            case((c, True), else_=False).label(f"c{n}")
+            for n, c in enumerate(queries.values()))))).one()
+        answers.update((name, bool(value)) for name, value in zip(queries, row, strict=True))
+    return answers
 
 
 @dataclass
@@ -62,13 +95,19 @@ def _steps() -> list[tuple[str, Step]]:
 async def run_tick(db: Database, protocol: Protocol, now: datetime) -> TickReport:
     """Run every planning step that has something due, once, as of `now`."""
     report = TickReport(at=now)
+    steps = _steps()
     async with db.read() as probes:
-        for name, step in _steps():
+        due: dict[str, bool] | None = None
+        for index, (name, step) in enumerate(steps):
+            if due is None:
+                due = await _evaluate(probes, protocol, now, steps[index:])
             probe = _PROBES.get(step)
-            if probe is not None and not await probe(probes, protocol, now):
+            if not due.get(name, True) or (probe and not await probe(probes, protocol, now)):
                 report.counts[name] = 0
                 continue
-            # End the read snapshot first: the next probe must see what this step writes.
+            # End the read snapshot: the next conditions must see what this step writes.
             await probes.rollback()
             report.counts[name] = await step(db, protocol, now)
+            if step not in _ISOLATED:
+                due = None
     return report

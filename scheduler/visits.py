@@ -10,21 +10,21 @@ from study import visits
 from trial.protocol import Protocol
 
 
-@due_when(visits.notices_maybe_due)
+@due_when(visits.notices_may_be_due)
 async def visit_notices(db: Database, protocol: Protocol, now: datetime) -> int:
     """Queue visit notices whose instant has come."""
     async with db.write() as session:
         return await visits.plan_notices(session, protocol, now)
 
 
-@due_when(visits.missed_maybe_due)
+@due_when(visits.missed_may_be_due)
 async def missed_visits(db: Database, protocol: Protocol, now: datetime) -> int:
     """Mark visits whose window closed unvisited as missed and open their routine alerts."""
     async with db.write() as session:
         return await visits.detect_missed(session, protocol, now)
 
 
-@due_when(visits.phase_notices_maybe_due)
+@due_when(visits.phase_notices_may_be_due)
 async def phase_notices(db: Database, protocol: Protocol, now: datetime) -> int:
     """Queue phase-change and end-of-study notices that are due."""
     async with db.write() as session:

@@ -65,6 +65,12 @@ class Staff(Base):
 
 class Patient(Base):
     __tablename__ = "patients"
+    # Tick look-ups by what is due, not by who is enrolled: patients to plan (including those
+    # never planned), and the patients of one time zone (their weekly check-in).
+    __table_args__ = (Index("ix_patients_planning", "status", "opted_out", "plan_next_at",
+                            "planned_through"),
+                      Index("ix_patients_tz", "tz", "status"),
+                      Index("ix_patients_by_baseline", "status", "opted_out", "baseline"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -287,7 +293,7 @@ class Conversation(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     data: Mapped[dict[str, Any]]
     started_at: Mapped[datetime]
-    expires_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)  # the tick's timeout look-up
 
 
 class TickRun(Base):

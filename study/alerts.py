@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
@@ -199,6 +199,11 @@ async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: S
                   template_version=template.version, language=language,
                   body=template.render(**alert_params(alert, context, language)), due_at=now,
                   now=now, lane=SAFETY, choices=choices, staff_id=staff.id, alert_id=alert.id)
+
+
+def escalation_due(now: datetime) -> ColumnElement[bool]:
+    """SQL: an open alert's acknowledgement timeout has passed (an index look-up)."""
+    return exists().where(Alert.status == OPEN, Alert.next_escalation_at <= now)
 
 
 async def escalate_due(session: AsyncSession, protocol: Protocol, *, now: datetime,

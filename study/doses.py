@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
 from bot.channels import Choice
 from messages import catalogue
@@ -90,11 +90,14 @@ def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, 
     values = _row_values(dose, extra)
     session.info.pop(_DAYS, None)
     changed = _audit_changes(session, row, values, now=now, actor=actor, reason=reason)
-    for name, new in values.items():
-        if getattr(row, name) != new:
+    values["next_action_at"] = dose.next_action_at()  # bookkeeping: not itself audited
+    if any(getattr(row, name) != new for name, new in values.items()):
+        for name, new in values.items():
             setattr(row, name, new)
-    # Scheduling bookkeeping, derived from the audited fields: not itself audited.
-    row.next_action_at = dose.next_action_at()
+        # Every planner column goes into the UPDATE, so a session's changed doses share one
+        # column list and the ORM writes them with one executemany, not one by one.
+        for name in _MUTABLE:
+            flag_modified(row, name)
     return changed
 
 

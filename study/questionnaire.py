@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import Choice
@@ -277,6 +277,11 @@ async def abandon(session: AsyncSession, patient: Patient, *, now: datetime,
                  action="questionnaire", entity="patients", entity_id=patient.subject_id,
                  new="abandoned", reason=f"step {conversation.step} of {len(STEPS)}")
     return [Reply("questionnaire.abandoned")]
+
+
+def timeout_due(now: datetime) -> ColumnElement[bool]:
+    """SQL: a questionnaire has timed out (an index look-up)."""
+    return exists().where(Conversation.flow == FLOW, Conversation.expires_at <= now)
 
 
 async def expire_due(session: AsyncSession, protocol: Protocol, *, now: datetime,

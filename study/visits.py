@@ -217,10 +217,9 @@ def _notice_candidates(protocol: Protocol, now: datetime) -> list[ColumnElement[
             Patient.opted_out.is_(False)]
 
 
-async def notices_maybe_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
-    """Whether `plan_notices` may have anything to queue (an index look-up by date)."""
-    return bool((await session.execute(select(exists().where(
-        Visit.patient_id == Patient.id, *_notice_candidates(protocol, now))))).scalar())
+def notices_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+    """SQL: `plan_notices` may have something to queue (an index look-up by date)."""
+    return exists().where(Visit.patient_id == Patient.id, *_notice_candidates(protocol, now))
 
 
 async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
@@ -261,10 +260,9 @@ def _missed_candidates(protocol: Protocol, now: datetime) -> list[ColumnElement[
             Patient.status != "withdrawn"]
 
 
-async def missed_maybe_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
-    """Whether `detect_missed` may have a visit to mark (an index look-up by date)."""
-    return bool((await session.execute(select(exists().where(
-        Visit.patient_id == Patient.id, *_missed_candidates(protocol, now))))).scalar())
+def missed_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+    """SQL: `detect_missed` may have a visit to mark (an index look-up by date)."""
+    return exists().where(Visit.patient_id == Patient.id, *_missed_candidates(protocol, now))
 
 
 async def detect_missed(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
@@ -314,12 +312,10 @@ def _phase_candidates(offset: timedelta, now: datetime) -> list[ColumnElement[bo
             Patient.opted_out.is_(False)]
 
 
-async def phase_notices_maybe_due(session: AsyncSession, protocol: Protocol,
-                                  now: datetime) -> bool:
-    """Whether `plan_phase_notices` may have anything to queue (index look-ups by baseline)."""
-    return bool((await session.execute(select(or_(*(
-        exists().where(*_phase_candidates(offset, now))
-        for _, _, _, offset in _phase_events(protocol)))))).scalar())
+def phase_notices_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+    """SQL: `plan_phase_notices` may have something to queue (index look-ups by baseline)."""
+    return or_(*(exists().where(*_phase_candidates(offset, now))
+                 for _, _, _, offset in _phase_events(protocol)))
 
 
 async def plan_phase_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:

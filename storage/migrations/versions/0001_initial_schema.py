@@ -80,8 +80,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('patients', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_patients_baseline'), ['baseline'], unique=False)
+        batch_op.create_index('ix_patients_by_baseline', ['status', 'opted_out', 'baseline'], unique=False)
         batch_op.create_index(batch_op.f('ix_patients_plan_next_at'), ['plan_next_at'], unique=False)
+        batch_op.create_index('ix_patients_planning', ['status', 'opted_out', 'plan_next_at', 'planned_through'], unique=False)
         batch_op.create_index(batch_op.f('ix_patients_site_id'), ['site_id'], unique=False)
+        batch_op.create_index('ix_patients_tz', ['tz', 'status'], unique=False)
 
     op.create_table('staff',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -108,6 +111,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_conversations_patient_id_patients')),
     sa.PrimaryKeyConstraint('patient_id', name=op.f('pk_conversations'))
     )
+    with op.batch_alter_table('conversations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_conversations_expires_at'), ['expires_at'], unique=False)
+
     op.create_table('doses',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('patient_id', sa.Integer(), nullable=False),
@@ -359,11 +365,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_doses_cutoff_at'))
 
     op.drop_table('doses')
+    with op.batch_alter_table('conversations', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_conversations_expires_at'))
+
     op.drop_table('conversations')
     op.drop_table('staff')
     with op.batch_alter_table('patients', schema=None) as batch_op:
+        batch_op.drop_index('ix_patients_tz')
         batch_op.drop_index(batch_op.f('ix_patients_site_id'))
+        batch_op.drop_index('ix_patients_planning')
         batch_op.drop_index(batch_op.f('ix_patients_plan_next_at'))
+        batch_op.drop_index('ix_patients_by_baseline')
         batch_op.drop_index(batch_op.f('ix_patients_baseline'))
 
     op.drop_table('patients')

@@ -1,0 +1,31 @@
+"""Once-only marks in `tick_runs`: a key claimed in the transaction that does the job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import TickRun
+
+
+async def claim(session: AsyncSession, key: str, now: datetime) -> bool:
+    """Claim a key; False if it was claimed before (by this or another worker)."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (insert(TickRun).values(key=key, at=now)
+                 .on_conflict_do_nothing(index_elements=["key"]).returning(TickRun.key))
+    return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def claimed(session: AsyncSession, keys: Iterable[str]) -> set[str]:
+    """Which of these keys are claimed."""
+    wanted = list(keys)
+    if not wanted:
+        return set()
+    return set((await session.execute(
+        select(TickRun.key).where(TickRun.key.in_(wanted)))).scalars())
