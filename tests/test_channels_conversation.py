@@ -249,3 +249,23 @@ async def test_an_urgent_report_is_queued_in_the_safety_lane_and_wakes_the_dispa
     assert any(r.lane == "safety" for r in await outbox(db))
     await core.handle(sms("I feel a bit tired today", clock))
     assert wakes.count == 1  # routine: the next dispatch pass is soon enough
+
+
+async def test_switching_language_mid_questionnaire_continues_it_in_the_new_language(
+        db: Database, protocol: Protocol, clock: SimulatedClock, core: Conversation) -> None:
+    await add_site(db, clock.now())
+    enrolled = await enrol(db, protocol, clock.now(), language="zh")
+    await core.handle(tg(f"/start {enrolled.code}", clock))
+    await core.handle(tg("/report", clock))
+    first = (await outbox(db))[-1]
+    assert first.template_id.startswith("questionnaire.") and first.language == "zh"
+    await core.handle(tg("/language", clock))
+    await core.handle(tg("", clock, action="lang:en"))
+    assert (await patient(db, enrolled.patient_id)).language == "en"
+    before = len(await outbox(db))
+    await core.handle(tg("0", clock))  # "never" for the first symptom: on to the next item
+    after = (await outbox(db))[before:]
+    questions = [m for m in after if m.template_id.startswith("questionnaire.")]
+    assert questions, [m.template_id for m in after]
+    assert all(m.language == "en" for m in questions)
+    assert not any("\u4e00" <= ch <= "\u9fff" for m in questions for ch in m.body)
