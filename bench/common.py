@@ -108,11 +108,16 @@ class OffsetClock:
 async def sqlite_database(directory: Path, name: str = "engage.db") -> Database:
     """A fresh migrated SQLite file."""
     path = directory / name
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    remove_database(path)
     db = Database(f"sqlite+aiosqlite:///{path}")
     await upgrade(db.engine)
     return db
+
+
+def remove_database(path: Path) -> None:
+    """Delete a SQLite file and its WAL files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 async def _pg_admin(statement: str) -> None:
@@ -207,7 +212,7 @@ async def seed(db: Database, protocol: Protocol, *, patients: int, now: datetime
                 for s in range(1, sites + 1)])
     today = now.astimezone(ZoneInfo(TZ)).date()
     baseline = today - timedelta(days=baseline_days)
-    people, doses, visit_rows = [], [], []
+    people, doses, visit_list = [], [], []
     for n in range(first, first + patients):
         times = schedule.dose_times(protocol.reminders, today, dose_time, TZ)
         tomorrow = schedule.dose_times(protocol.reminders, today + timedelta(days=1),
@@ -223,16 +228,22 @@ async def seed(db: Database, protocol: Protocol, *, patients: int, now: datetime
             "plan_next_at": (tomorrow.due_at - timedelta(days=1)) if planned or open_dose
             else None, "created_at": now - timedelta(days=baseline_days)})
         if planned or open_dose:
-            doses.append(_dose(n, times, "reminded" if open_dose else "scheduled", now))
+            doses.append(dose_row(n, times, "reminded" if open_dose else "scheduled"))
         if visits:
-            visit_rows += _visits(protocol, n, baseline)
+            visit_list += visit_rows(protocol, n, baseline, today)
     await bulk(db, Patient, people)
     await bulk(db, DoseRecord, doses)
-    await bulk(db, Visit, visit_rows)
+    await bulk(db, Visit, visit_list)
     return Seeded(patients, sites)
 
 
-def _dose(patient: int, times: schedule.DoseTimes, state: str, now: datetime) -> dict[str, Any]:
+def local_date(now: datetime) -> date:
+    """The sites' local date at `now`."""
+    return now.astimezone(ZoneInfo(TZ)).date()
+
+
+def dose_row(patient: int, times: schedule.DoseTimes, state: str) -> dict[str, Any]:
+    """A dose row of one day, scheduled or reminded."""
     reminded = state == "reminded"
     return {"patient_id": patient, "local_date": times.local_date, "due_at": times.due_at,
             "state": state, "reminded_at": times.due_at if reminded else None,
@@ -243,7 +254,9 @@ def _dose(patient: int, times: schedule.DoseTimes, state: str, now: datetime) ->
             "next_action_at": times.follow_up_at if reminded else times.due_at}
 
 
-def _visits(protocol: Protocol, patient: int, baseline: date) -> list[dict[str, Any]]:
+def visit_rows(protocol: Protocol, patient: int, baseline: date,
+               today: date) -> list[dict[str, Any]]:
+    """The protocol's visits of a patient: those before today done, the rest planned."""
     rows = []
     for template in protocol.visits.table:
         target = baseline + timedelta(days=template.day)
@@ -251,8 +264,8 @@ def _visits(protocol: Protocol, patient: int, baseline: date) -> list[dict[str, 
                      "window_start": target - timedelta(days=template.window_minus),
                      "window_end": target + timedelta(days=template.window_plus),
                      "scheduled_date": target,
-                     "status": "done" if target < baseline + timedelta(days=1) else "planned",
-                     "done_date": target if template.day <= 0 else None,
+                     "status": "done" if target < today else "planned",
+                     "done_date": target if target < today else None,
                      "out_of_window": False, "revision": 0})
     return rows
 

@@ -16,9 +16,11 @@ import itertools
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import common
+from aiogram.types import InlineKeyboardMarkup
 from sqlalchemy import func, select
 
 from bot.channels import Choice
@@ -39,7 +41,7 @@ async def statuses(db: Database) -> Counter[str]:
     async with db.read() as session:
         rows = (await session.execute(select(OutboundMessage.status, func.count())
                                       .group_by(OutboundMessage.status))).all()
-    return Counter({status: count for status, count in rows})
+    return Counter(dict(rows))
 
 
 async def planned(db: Database, protocol: Protocol, patients: int) -> float:
@@ -49,14 +51,15 @@ async def planned(db: Database, protocol: Protocol, patients: int) -> float:
     return time.perf_counter() - started
 
 
-async def bare_loop(fakes: common.Fakes, messages: list[tuple[int, str, object]]) -> float:
+async def bare_loop(fakes: common.Fakes,
+                    messages: Sequence[tuple[int, str, InlineKeyboardMarkup | None]]) -> float:
     """The baseline: `CONCURRENCY` workers calling bot.send_message; returns messages/s."""
     bot = make_bot(common.TOKEN, fakes.telegram)
     pending = iter(messages)
 
     async def worker() -> None:
         for chat, text, markup in pending:
-            await bot.send_message(chat, text, reply_markup=markup)  # type: ignore[arg-type]
+            await bot.send_message(chat, text, reply_markup=markup)
 
     try:
         await bot.get_me()  # the connection pool is warm for both contenders
