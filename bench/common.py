@@ -266,8 +266,25 @@ def visit_rows(protocol: Protocol, patient: int, baseline: date,
                      "scheduled_date": target,
                      "status": "done" if target < today else "planned",
                      "done_date": target if target < today else None,
-                     "out_of_window": False, "revision": 0})
+                     "out_of_window": False, "revision": 0,
+                     "next_notice_at": None if target < today else _first_notice_at(
+                         protocol, template.name, target, today)})
     return rows
+
+
+_NOTICE_AT: dict[tuple[int, str, date, date], datetime | None] = {}
+
+
+def _first_notice_at(protocol: Protocol, name: str, target: date,
+                     today: date) -> datetime | None:
+    """`study.visits.first_notice_at` as of today's local midnight (few distinct targets)."""
+    from study.visits import first_notice_at
+
+    key = (id(protocol), name, target, today)
+    if key not in _NOTICE_AT:
+        start = datetime.combine(today, datetime.min.time(), tzinfo=ZoneInfo(TZ))
+        _NOTICE_AT[key] = first_notice_at(protocol, name, target, TZ, start)
+    return _NOTICE_AT[key]
 
 
 # -- the fake providers, in their own process ----------------------------------------------

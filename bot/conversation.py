@@ -9,7 +9,8 @@ Every adapter (Telegram, SMS, sandbox, a future WeChat) turns what it receives i
    it: linking, keywords, buttons, an open questionnaire, staff commands, else a report;
 3. queues the replies, rendered in the recipient's language, in the same transaction as the
    domain change, and marks the message handled;
-4. wakes the dispatcher when something in the safety lane is waiting.
+4. wakes the dispatcher when it queued something in the safety lane (replies or alert pages,
+   counted by `storage.outbox` on the session as they are queued).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
@@ -38,7 +39,7 @@ from messages.keywords import Keyword, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
-from storage.models import InboundMessage, OutboundMessage, Patient, Site, Staff
+from storage.models import InboundMessage, Patient, Site, Staff
 from study import linking, optout, staff_access
 from study.replies import Reply
 from trial.protocol import LANGUAGES, Protocol
@@ -162,9 +163,9 @@ class Conversation:
             async with self.db.write() as session:
                 if not await self._claim(session, inbound_id, now):
                     return Handled(inbound_id, True, "duplicate")
-                before = await self._last_outbound(session)
+                before = outbox.safety_queued(session)
                 outcome, count = await self._process(session, inbound_id, event, now)
-                urgent = await self._safety_queued_since(session, before)
+                urgent = outbox.safety_queued(session) > before
         except (DBAPIError, OSError):
             raise  # the database is unwell: leave the message unhandled so it is retried
         except Exception:
@@ -217,17 +218,6 @@ class Conversation:
             .values(handled_at=now).execution_options(synchronize_session=False))
         return result.rowcount == 1
 
-    @staticmethod
-    async def _last_outbound(session: AsyncSession) -> int:
-        return int((await session.execute(select(func.max(OutboundMessage.id)))).scalar() or 0)
-
-    @staticmethod
-    async def _safety_queued_since(session: AsyncSession, last_id: int) -> bool:
-        # Replies and alert pages queued by this message (study code cannot wake anything).
-        return bool((await session.execute(select(exists().where(
-            OutboundMessage.id > last_id, OutboundMessage.status == "queued",
-            OutboundMessage.lane == outbox.SAFETY)))).scalar())
-
     async def _failed(self, inbound_id: int, event: InboundEvent, now: datetime) -> str:
         """A bug while handling: keep the message, mark it, and tell the sender to retry."""
         async with self.db.write() as session:
@@ -244,8 +234,11 @@ class Conversation:
     # -- routing -----------------------------------------------------------------------------
     async def _identify(self, session: AsyncSession, event: InboundEvent) -> _Sender:
         if event.channel == SMS:
-            patient = (await session.execute(select(Patient).where(
-                Patient.phone == event.sender))).scalar_one_or_none()
+            # The site comes along (one statement): an SMS reply is signed with its name.
+            found = (await session.execute(
+                select(Patient, Site).outerjoin(Site, Site.id == Patient.site_id)
+                .where(Patient.phone == event.sender))).first()
+            patient = None if found is None else found[0]
             return _Sender(patient, None, patient.language if patient else
                            _guess_language(event))
         if not event.sender.lstrip("-").isdigit():
@@ -261,10 +254,6 @@ class Conversation:
     async def _process(self, session: AsyncSession, inbound_id: int, event: InboundEvent,
                        now: datetime) -> tuple[str, int]:
         sender = await self._identify(session, event)
-        row = await session.get(InboundMessage, inbound_id)
-        assert row is not None
-        row.patient_id = sender.patient.id if sender.patient else None
-        row.staff_id = sender.staff.id if sender.staff else None
         if sender.staff is not None:
             outcome, replies = await self._staff(session, sender.staff, event, now)
         elif sender.patient is not None:
@@ -274,10 +263,14 @@ class Conversation:
             outcome, replies = await self._stranger(session, event, now)
             if outcome == f"link_{linking.LinkOutcome.LINKED}":
                 sender = await self._identify(session, event)  # answer in their language
-                row.patient_id = sender.patient.id if sender.patient else None
         if sender.patient is not None:
             sender.language = sender.patient.language  # may have just changed (LANG)
-        row.outcome = outcome
+        # One UPDATE for who sent it and what became of it (the row was claimed above).
+        await session.execute(
+            update(InboundMessage).where(InboundMessage.id == inbound_id)
+            .values(patient_id=sender.patient.id if sender.patient else None,
+                    staff_id=sender.staff.id if sender.staff else None, outcome=outcome)
+            .execution_options(synchronize_session=False))
         if event.channel == SMS and sender.patient is None:
             count = await self._answer_stranger_once(session, event, sender, now)
         else:
@@ -441,7 +434,7 @@ class Conversation:
             if site is not None:  # patients know an SMS from us by the site's name
                 body = sms_text.sign(body, sms_text.signature_for(
                     self.protocol, site.id, site.name, sender.language))
-        row = await outbox.enqueue(
+        new_id = await outbox.enqueue(
             session, key=key, channel=event.channel, address=event.address,
             template_id=reply.message_id, template_version=template.version,
             language=sender.language, body=body, due_at=now,
@@ -449,7 +442,7 @@ class Conversation:
             choices=[_render_choice(c, sender.language) for c in reply.choices],
             patient_id=sender.patient.id if sender.patient else None,
             staff_id=sender.staff.id if sender.staff else None)
-        return row is not None
+        return new_id is not None
 
 
 def _language_question() -> Reply:

@@ -20,6 +20,7 @@ get an alert and a message, and a safety message to a patient goes again by SMS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -109,10 +110,11 @@ class Dispatcher:
                  clock: Clock, *, worker_id: str, lease: timedelta = timedelta(seconds=60),
                  concurrency: int = 50, safety_concurrency: int = 20, max_attempts: int = 8,
                  backoff_base: float = 2.0, backoff_cap: float = 600.0,
-                 safety_backoff_cap: float = 30.0, telegram_rate: float = 30.0,
-                 telegram_chat_rate: float = 1.0, sms_rate: float = 1.0,
+                 safety_backoff_cap: float = 30.0, telegram_rate: float = 29.0,
+                 telegram_chat_rate: float = 0.95, sms_rate: float = 1.0,
                  rates: Mapping[str, ChannelRate] | None = None, max_rate_wait: float = 5.0,
                  send_timeout: float | None = None, poll_interval: float = 1.0,
+                 record_wait: float = 0.005, record_batch: int = 25,
                  rng: random.Random | None = None, monotonic: Monotonic = time.monotonic,
                  sleep: Sleep = asyncio.sleep) -> None:
         self.db = db
@@ -138,7 +140,11 @@ class Dispatcher:
         self._wakes = {lane: asyncio.Event() for lane in LANES}
         self._stop: asyncio.Event | None = None
         # Successful sends are recorded in batches: one commit for many rows, not one each.
+        # A batch gathers for up to `record_wait` seconds or `record_batch` rows.
+        self.record_wait = record_wait
+        self.record_batch = record_batch
         self._completions: list[tuple[int, str, str, str, asyncio.Future[None]]] = []
+        self._batch_full = asyncio.Event()
         self._recorder: asyncio.Task[None] | None = None
 
     # --- public face ------------------------------------------------------------------------
@@ -196,6 +202,7 @@ class Dispatcher:
             exhausted = False
         if tasks:
             await asyncio.gather(*tasks)
+        await self._recorded_all()
         return handled
 
     async def _idle(self, lane: str, tasks: set[asyncio.Task[None]],
@@ -359,16 +366,31 @@ class Dispatcher:
 
     async def _recorded(self, message_id: int, token: str, provider_id: str,
                         status: str) -> None:
-        """Record a successful send; returns once it is committed."""
+        """Record a successful send; returns once its batch is committed.
+
+        The send slot is held until then, so a worker never has more rows leased than sends
+        in flight: a crash resends at most that many.
+        """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._completions.append((message_id, token, provider_id, status, done))
+        if len(self._completions) >= self.record_batch:
+            self._batch_full.set()
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_completions())
         await done
 
+    async def _recorded_all(self) -> None:
+        """Wait until every send queued for recording is committed (or its write gave up)."""
+        while self._recorder is not None and not self._recorder.done():
+            await asyncio.shield(self._recorder)
+
     async def _record_completions(self) -> None:
         while self._completions:
-            await asyncio.sleep(0)  # let sends finishing at the same moment join the batch
+            if len(self._completions) < self.record_batch:
+                # Gather: with sends finishing a few a millisecond, one commit takes many.
+                self._batch_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self.record_wait)
             batch, self._completions = self._completions[:500], self._completions[500:]
             now = self.clock.now()
 
@@ -384,12 +406,13 @@ class Dispatcher:
 
             try:
                 await self._write(work)
-            except Exception as exc:
+            except Exception:
+                log.exception("recording %d sends failed; their leases will expire and they "
+                              "will be sent again", len(batch))
+            finally:
                 for *_, done in batch:
-                    done.set_exception(exc)
-            else:
-                for *_, done in batch:
-                    done.set_result(None)
+                    if not done.done():
+                        done.set_result(None)
 
     async def _release(self, row: OutboundMessage, token: str, after: float,
                        reason: str) -> None:

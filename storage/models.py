@@ -146,7 +146,7 @@ class DoseRecord(Base):
 
 class Visit(Base):
     __tablename__ = "visits"
-    # Notice planning and missed-window detection read only planned visits near a date.
+    # Missed-window detection reads only planned visits near a date.
     __table_args__ = (UniqueConstraint("patient_id", "name"),
                       Index("ix_visits_due", "status", "scheduled_date"))
 
@@ -162,6 +162,9 @@ class Visit(Base):
     out_of_window: Mapped[bool] = mapped_column(Boolean, default=False)
     # Bumped on every move so notices derived from an earlier date are never sent.
     revision: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next notice of this visit may go out (UTC), or None when no notice is left: a
+    # tick reads only visits whose instant has come, not every visit near a date.
+    next_notice_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class SymptomReport(Base):

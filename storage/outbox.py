@@ -20,6 +20,19 @@ from storage.models import DeliveryEvent, OutboundMessage
 
 SAFETY = "safety"
 ROUTINE = "routine"
+# Key in `session.info`: safety-lane rows queued in this unit of work, so whoever commits it
+# can wake the dispatcher without asking the database.
+SAFETY_QUEUED = "outbox.safety_queued"
+
+
+def safety_queued(session: AsyncSession) -> int:
+    """How many safety-lane rows this session has queued so far (never decreases)."""
+    return int(session.info.get(SAFETY_QUEUED, 0))
+
+
+def _count_safety(session: AsyncSession, queued: int) -> None:
+    if queued:
+        session.info[SAFETY_QUEUED] = safety_queued(session) + queued
 
 
 @dataclass(frozen=True)
@@ -71,8 +84,9 @@ async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str
                   choices: list[dict[str, str]] | None = None, image: bytes | None = None,
                   patient_id: int | None = None, staff_id: int | None = None,
                   dose_id: int | None = None, alert_id: int | None = None,
-                  visit_id: int | None = None) -> OutboundMessage | None:
-    """Insert a message unless one with the same key exists; return it, or None if it existed."""
+                  visit_id: int | None = None) -> int | None:
+    """Insert a message unless one with the same key exists; return its id, or None if it
+    existed."""
     planned = Planned(key, channel, address, template_id, template_version, language, body,
                       due_at, lane, choices, image, patient_id, staff_id, dose_id, alert_id,
                       visit_id)
@@ -80,18 +94,22 @@ async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str
     new_id = (await session.execute(statement)).scalar_one_or_none()
     if new_id is None:
         return None
-    return (await session.execute(
-        select(OutboundMessage).where(OutboundMessage.id == new_id))).scalar_one()
+    _count_safety(session, lane == SAFETY)
+    return int(new_id)
 
 
 async def enqueue_many(session: AsyncSession, messages: Iterable[Planned], *,
                        now: datetime) -> list[int]:
     """`enqueue` for a batch in one statement (same rows, same rule: a key that exists is not
     queued again); the ids of the rows inserted."""
-    rows = [message.values(now) for message in messages]
-    if not rows:
+    batch = list(messages)
+    if not batch:
         return []
-    return list((await session.execute(_insert_new(session), rows)).scalars().all())
+    ids = list((await session.execute(
+        _insert_new(session), [message.values(now) for message in batch])).scalars().all())
+    if ids:  # may count a safety row that existed already: a wake too many is harmless
+        _count_safety(session, sum(message.lane == SAFETY for message in batch))
+    return ids
 
 
 # --- Claiming and settling (the dispatcher's side) -------------------------------------------

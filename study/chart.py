@@ -13,21 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: draw to bytes
-
-from matplotlib import font_manager
-from matplotlib import pyplot as plt
-from matplotlib.colors import ListedColormap
-from matplotlib.patches import Patch
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
 from storage.models import DoseRecord, Patient
 from trial.adherence import Day, day_status
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DAYS = 14
 # Cell kinds (a day's status by trial/adherence.py) in legend order, with (colour, letter).
@@ -97,8 +93,22 @@ def _figure_inches(patients: int) -> tuple[float, float]:
 
 
 @cache
+def _pyplot() -> Any:
+    """matplotlib's pyplot, imported on the first drawing (about 45 MB a process that never
+    draws would carry for nothing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: draw to bytes
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+@cache
 def _cjk_font() -> str | None:
     """A font that can draw Chinese, if the machine has one."""
+    from matplotlib import font_manager
+
     for font in font_manager.fontManager.ttflist:
         if any(key in font.name for key in ("CJK", "Hei", "Song", "WenQuanYi", "Kai")):
             return font.name
@@ -112,6 +122,7 @@ def chart_language(language: str) -> str:
 
 def draw_chart(grid: Grid, *, language: str = "en") -> bytes:
     """The grid as a PNG image: subjects down, days across, a legend below."""
+    plt = _pyplot()
     language = chart_language(language)
     fig = plt.figure(figsize=_figure_inches(len(grid.subjects)), dpi=DPI)
     try:
@@ -125,7 +136,10 @@ def draw_chart(grid: Grid, *, language: str = "en") -> bytes:
         plt.close(fig)
 
 
-def _draw(fig: plt.Figure, grid: Grid, language: str) -> None:
+def _draw(fig: Figure, grid: Grid, language: str) -> None:
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
     rows = max(len(grid.subjects), 1)
     _, height = _figure_inches(rows)
     top = 1 - 0.55 / height

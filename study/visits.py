@@ -2,6 +2,8 @@
 
 Every change is audited. A move bumps the visit's revision, and notice keys carry it
 (`visit:{visit_id}:r{revision}:d{days}`), so a notice planned for an old date is never sent.
+Notice planning is proportional to what is due: `next_notice_at` (set at creation, on a move
+and as notices are planned or dropped) says when a visit next needs a look.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from study.recipients import patient_route
 from trial import phases
 from trial import visits as rules
 from trial.protocol import Protocol, VisitTemplate
+from trial.visits import Notice
 
 SYSTEM = Actor.system("visits")
 # Same-language sentences are joined like this when a notice is built from its parts.
@@ -67,6 +70,22 @@ def template_of(protocol: Protocol, visit: Visit) -> VisitTemplate:
     return template
 
 
+def _open_notices(protocol: Protocol, name: str, scheduled: date, tz: str,
+                  now: datetime) -> list[Notice]:
+    """The notices of a visit that may still go out as of `now` (none if it gets none)."""
+    if name not in rules.notified_names(protocol.visits):
+        return []
+    return sorted((n for n in rules.notices(protocol.visits, protocol.quiet_hours, scheduled, tz)
+                   if now < n.expires), key=lambda n: n.at)
+
+
+def first_notice_at(protocol: Protocol, name: str, scheduled: date, tz: str,
+                    now: datetime) -> datetime | None:
+    """When a visit scheduled on `scheduled` next needs a notice, as of `now` (None: never)."""
+    pending = _open_notices(protocol, name, scheduled, tz, now)
+    return pending[0].at if pending else None
+
+
 async def create_visits(session: AsyncSession, protocol: Protocol, patient: Patient, *,
                         now: datetime, actor: Actor) -> list[Visit]:
     """Store every protocol visit of a newly enrolled patient (scheduled on its target)."""
@@ -75,7 +94,9 @@ async def create_visits(session: AsyncSession, protocol: Protocol, patient: Pati
         visit = Visit(patient_id=patient.id, name=plan.name, target_date=plan.target,
                       window_start=plan.window_start, window_end=plan.window_end,
                       scheduled_date=plan.target, status="planned", done_date=None,
-                      out_of_window=False, revision=0)
+                      out_of_window=False, revision=0,
+                      next_notice_at=first_notice_at(protocol, plan.name, plan.target,
+                                                     patient.tz, now))
         await audit.create(session, visit, at=now, actor=actor, reason="enrolment")
         created.append(visit)
     return created
@@ -155,6 +176,8 @@ async def move_visit(session: AsyncSession, protocol: Protocol, patient: Patient
     # A missed visit that staff reschedule is planned again (and flagged when outside).
     audit.change(session, visit, at=now, actor=actor, reason=reason, scheduled_date=new_date,
                  revision=visit.revision + 1, out_of_window=out, status="planned")
+    # A scheduling cursor, not study data: derived again from the new date, not audited.
+    visit.next_notice_at = first_notice_at(protocol, visit.name, new_date, patient.tz, now)
     cancelled = await cancel_notices(session, visit, now=now,
                                      reason=f"visit moved to {new_date.isoformat()}")
     return VisitChange(patient.subject_id, visit.name, old_date, new_date, visit.window_start,
@@ -178,6 +201,7 @@ async def mark_done(session: AsyncSession, protocol: Protocol, patient: Patient,
     old_date = visit.scheduled_date
     audit.change(session, visit, at=now, actor=actor, reason=reason, status="done",
                  done_date=day, out_of_window=out)
+    visit.next_notice_at = None
     cancelled = await cancel_notices(session, visit, now=now, reason="visit done")
     return VisitChange(patient.subject_id, visit.name, old_date, day, visit.window_start,
                        visit.window_end, out, cancelled)
@@ -206,27 +230,26 @@ def render_visit_notice(template: VisitTemplate, day: date, days: int,
     return Rendered(body, head, digest.hexdigest()[:10])
 
 
-def _notice_candidates(protocol: Protocol, now: datetime) -> list[ColumnElement[bool]]:
-    """Planned visits of reachable patients that may have a notice due as of `now`."""
-    utc_today = now.astimezone(UTC).date()
-    # Local dates are within a day of the UTC date, so these dates hold every due visit.
-    days = [utc_today + timedelta(days=d + shift)
-            for d in protocol.visits.notice_days_before for shift in (-1, 0, 1)]
-    return [Visit.status == "planned", Visit.scheduled_date.in_(sorted(set(days))),
-            Visit.name.in_(rules.notified_names(protocol.visits)), Patient.status == "active",
-            Patient.opted_out.is_(False)]
+def _notice_candidates(now: datetime) -> list[ColumnElement[bool]]:
+    """Planned visits whose next notice instant has come (an index look-up by instant)."""
+    return [Visit.next_notice_at <= now, Visit.status == "planned"]
 
 
 def notices_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
-    """SQL: `plan_notices` may have something to queue (an index look-up by date)."""
-    return exists().where(Visit.patient_id == Patient.id, *_notice_candidates(protocol, now))
+    """SQL: `plan_notices` may have something to queue (or a passed notice to drop)."""
+    return exists().where(*_notice_candidates(now))
 
 
 async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
-    """Queue every visit notice whose instant has come (and whose day has not passed)."""
+    """Queue every visit notice whose instant has come (and whose day has not passed).
+
+    Each visit looked at moves its `next_notice_at` on to its next notice not yet queued nor
+    expired; a notice held back (quiet hours, patient unreachable, inactive or opted out)
+    keeps it, so the visit is looked at again until the notice goes out or its day is over.
+    """
     rows = (await session.execute(
         select(Visit, Patient).join(Patient, Patient.id == Visit.patient_id)
-        .where(*_notice_candidates(protocol, now)))).all()
+        .where(*_notice_candidates(now)))).all()
     if not rows:
         return 0
     existing = set((await session.execute(select(OutboundMessage.dedupe_key).where(
@@ -234,13 +257,17 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
     planned = 0
     for visit, patient in rows:
         route = patient_route(patient)
-        if route is None or rules.is_quiet(now, protocol.quiet_hours, patient.tz):
-            continue
-        for notice in rules.notices(protocol.visits, protocol.quiet_hours,
-                                    visit.scheduled_date, patient.tz):
+        sendable = (route is not None and patient.status == "active" and not patient.opted_out
+                    and not rules.is_quiet(now, protocol.quiet_hours, patient.tz))
+        following: datetime | None = None
+        for notice in _open_notices(protocol, visit.name, visit.scheduled_date, patient.tz,
+                                    now):
             key = f"visit:{visit.id}:r{visit.revision}:d{notice.days}"
-            if key in existing or not notice.at <= now < notice.expires:
+            if key in existing:
                 continue
+            if notice.at > now or not sendable or route is None:
+                following = notice.at
+                break
             text = render_visit_notice(template_of(protocol, visit), visit.scheduled_date,
                                        notice.days, patient.language)
             row = await outbox.enqueue(
@@ -249,6 +276,7 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
                 language=patient.language, body=text.body, due_at=notice.at, now=now,
                 patient_id=patient.id, visit_id=visit.id)
             planned += row is not None
+        visit.next_notice_at = following
     return planned
 
 
@@ -278,6 +306,7 @@ async def detect_missed(session: AsyncSession, protocol: Protocol, now: datetime
             continue
         audit.change(session, visit, at=now, actor=SYSTEM, reason="window closed",
                      status="missed")
+        visit.next_notice_at = None
         await cancel_notices(session, visit, now=now, reason="visit missed")
         summary = (f"{patient.subject_id} {visit.name}: no visit recorded by {deadline} "
                    f"(window {visit.window_start} to {visit.window_end})")

@@ -258,7 +258,8 @@ async def test_switching_language_mid_questionnaire_continues_it_in_the_new_lang
     await core.handle(tg(f"/start {enrolled.code}", clock))
     await core.handle(tg("/report", clock))
     first = (await outbox(db))[-1]
-    assert first.template_id.startswith("questionnaire.") and first.language == "zh"
+    assert first.template_id.startswith("questionnaire.")
+    assert first.language == "zh"
     await core.handle(tg("/language", clock))
     await core.handle(tg("", clock, action="lang:en"))
     assert (await patient(db, enrolled.patient_id)).language == "en"

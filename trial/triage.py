@@ -6,6 +6,7 @@ raise a tier; a plainly negated word ("没有发烧", "no chest pain") does not 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -181,6 +182,7 @@ def _near(a: str, b: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
+@functools.lru_cache(maxsize=65_536)
 def _unit_matches(pattern: str, unit: str, *, prefix: bool) -> bool:
     if unit == _BREAK:
         return False
@@ -198,6 +200,41 @@ def _unit_matches(pattern: str, unit: str, *, prefix: bool) -> bool:
             and u not in _NOT_MISSPELLINGS and _near(p, u))
 
 
+@functools.lru_cache(maxsize=4096)
+def _pattern(phrase: str) -> tuple[tuple[str, ...], bool, str]:
+    """A phrase compiled once: its units, whether it is a prefix (`breath*`), the word."""
+    prefix = phrase.endswith("*")
+    units = tuple(u for u in _units(fold(phrase.rstrip("*"))) if u != _BREAK)
+    return units, prefix, phrase.strip().rstrip("*")
+
+
+_Tables = tuple[dict[Tier, tuple[str, ...]], dict[str, tuple[str, ...]]]
+# id(rules) -> (rules, tables): the rules object is kept, so its id is never reused meanwhile.
+_BUILT: dict[int, tuple[Rules, _Tables]] = {}
+
+
+def _tables(rules: Rules) -> _Tables:
+    """The phrases of each tier and of each built-in meaning, built once per protocol object
+    (protocols are frozen; they are not hashable, hence the id)."""
+    built = _BUILT.get(id(rules))
+    if built is not None and built[0] is rules:
+        return built[1]
+    words = {
+        Tier.EMERGENCY: (*rules.red_flags.emergency.all(), *_BUILTIN_EMERGENCY),
+        Tier.SAME_DAY: (*rules.red_flags.same_day.all(), *_BUILTIN_SAME_DAY),
+        Tier.ROUTINE: tuple(rules.red_flags.routine.all()),
+    }
+    groups = {"fever": _FEVER, "chills": _CHILLS, "faint": _FAINT,
+              "sae": (*rules.sae_words.all(), *_BUILTIN_SAE)}
+    for phrase in [*(p for ps in words.values() for p in ps),
+                   *(p for ps in groups.values() for p in ps)]:
+        _pattern(phrase)  # compile every phrase now, not on the first report
+    if len(_BUILT) >= 64:  # tests load many protocols; a service holds one
+        _BUILT.clear()
+    _BUILT[id(rules)] = (rules, (words, groups))
+    return words, groups
+
+
 class _Text:
     """A report's text, folded and split once, searched for many phrases."""
 
@@ -210,9 +247,8 @@ class _Text:
 
     def find(self, phrase: str, *, exact: bool = False) -> list[_Hit]:
         """Every place the phrase occurs (exact, stemmed, or one typo on long words)."""
-        prefix = phrase.endswith("*")
-        pattern = _units(fold(phrase.rstrip("*")))
-        pattern = [u for u in pattern if u != _BREAK]
+        compiled, prefix, word = _pattern(phrase)
+        pattern = list(compiled)
         if not pattern:
             return []
         first = pattern[0]
@@ -234,7 +270,7 @@ class _Text:
                     for k, p in enumerate(pattern))):
                 found = "".join(self.units[start:end]) if not first.isascii() else \
                     " ".join(self.units[start:end])
-                hits.append(_Hit(phrase.strip().rstrip("*"), found, start, end))
+                hits.append(_Hit(word, found, start, end))
         return hits
 
 
@@ -315,13 +351,7 @@ def triage(report: Report, rules: Rules) -> Assessment:
     """Bucket a report into a tier by the protocol's thresholds; never raises on any text."""
     text = _Text(report.text[:20_000])
     numeric = _arabic(text.folded)
-    words: dict[Tier, list[str]] = {
-        Tier.EMERGENCY: [*rules.red_flags.emergency.all(), *_BUILTIN_EMERGENCY],
-        Tier.SAME_DAY: [*rules.red_flags.same_day.all(), *_BUILTIN_SAME_DAY],
-        Tier.ROUTINE: rules.red_flags.routine.all(),
-    }
-    groups = {"fever": list(_FEVER), "chills": list(_CHILLS), "faint": list(_FAINT),
-              "sae": [*rules.sae_words.all(), *_BUILTIN_SAE]}
+    words, groups = _tables(rules)
     all_hits = [(tier, hit) for tier, phrases in words.items() for p in phrases
                 for hit in text.find(p)]
     group_hits = [(name, hit) for name, phrases in groups.items() for p in phrases

@@ -189,12 +189,14 @@ def upgrade() -> None:
     sa.Column('done_date', sa.Date(), nullable=True),
     sa.Column('out_of_window', sa.Boolean(), nullable=False),
     sa.Column('revision', sa.Integer(), nullable=False),
+    sa.Column('next_notice_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_visits_patient_id_patients')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_visits')),
     sa.UniqueConstraint('patient_id', 'name', name=op.f('uq_visits_patient_id'))
     )
     with op.batch_alter_table('visits', schema=None) as batch_op:
         batch_op.create_index('ix_visits_due', ['status', 'scheduled_date'], unique=False)
+        batch_op.create_index(batch_op.f('ix_visits_next_notice_at'), ['next_notice_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_visits_window_end'), ['window_end'], unique=False)
 
     op.create_table('symptom_reports',
@@ -348,6 +350,7 @@ def downgrade() -> None:
     op.drop_table('symptom_reports')
     with op.batch_alter_table('visits', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_visits_window_end'))
+        batch_op.drop_index(batch_op.f('ix_visits_next_notice_at'))
         batch_op.drop_index('ix_visits_due')
 
     op.drop_table('visits')
