@@ -231,8 +231,12 @@ def render_visit_notice(template: VisitTemplate, day: date, days: int,
 
 
 def _notice_candidates(now: datetime) -> list[ColumnElement[bool]]:
-    """Planned visits whose next notice instant has come (an index look-up by instant)."""
-    return [Visit.next_notice_at <= now, Visit.status == "planned"]
+    """Visits whose next notice instant has come (an index look-up by instant).
+
+    Only planned visits have one; no status test here, as SQLite would then pick the status
+    index and walk every planned visit.
+    """
+    return [Visit.next_notice_at <= now]
 
 
 def notices_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
@@ -256,6 +260,9 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
         OutboundMessage.visit_id.in_([visit.id for visit, _ in rows])))).scalars())
     planned = 0
     for visit, patient in rows:
+        if visit.status != "planned":  # done or missed: nothing more to say about it
+            visit.next_notice_at = None
+            continue
         route = patient_route(patient)
         sendable = (route is not None and patient.status == "active" and not patient.opted_out
                     and not rules.is_quiet(now, protocol.quiet_hours, patient.tz))
