@@ -17,7 +17,7 @@ from storage.models import Patient, SymptomReport
 from study import alerts
 from study.replies import Reply
 from trial.protocol import Protocol, Tier
-from trial.triage import Report, triage
+from trial.triage import Report, asks_about_allocation, triage
 
 REPLIES = {Tier.EMERGENCY: "report.reply_emergency", Tier.SAME_DAY: "report.reply_same_day",
            Tier.ROUTINE: "report.reply_routine"}
@@ -59,4 +59,11 @@ async def receive_report(session: AsyncSession, protocol: Protocol, patient: Pat
         return [Reply("report.empty")]
     report = await record_report(session, protocol, patient, text, now=now,
                                  inbound_id=inbound_id, source=source)
-    return [scripted_reply(Tier(report.tier))]
+    replies = [scripted_reply(Tier(report.tier))]
+    if asks_about_allocation(text, protocol.triage):
+        # Logged for the site; the answer is the same for everyone and reveals nothing.
+        audit.record(session, at=now, actor=Actor.patient(patient.subject_id),
+                     action="allocation_question", entity="symptom_reports",
+                     entity_id=str(report.id), new=text[:500])
+        replies.append(Reply("report.allocation_answer"))
+    return replies

@@ -211,6 +211,8 @@ class Triage(_Strict):
     red_flags: RedFlags
     negations: LocalizedWords = LocalizedWords()
     sae_words: LocalizedWords = LocalizedWords()
+    # "Am I on the real drug?": answered with a neutral script and logged, never guessed at.
+    allocation_questions: LocalizedWords = LocalizedWords()
 
 
 class AckTimeouts(_Strict):

@@ -424,3 +424,9 @@ def triage(report: Report, rules: Rules) -> Assessment:
     return Assessment(tier=tier, reasons=tuple(reasons), possible_sae=possible_sae,
                       temperature_c=temperature, readings=tuple(found), stools=stools,
                       negated=tuple(dict.fromkeys(negated)))
+
+
+def asks_about_allocation(text: str, rules: Rules) -> bool:
+    """Whether a message asks which medication (active or placebo) the patient receives."""
+    folded = fold(text)
+    return any(fold(word) in folded for word in rules.allocation_questions.all())
