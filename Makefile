@@ -11,8 +11,10 @@ lint:
 typecheck:
 	$(PY) -m mypy
 
+# The long simulations run in a process of their own, so their timing is their own.
 pytest:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m slow
 
 # Regenerate the initial schema migration from storage/models.py (before the first release only).
 migration:

@@ -101,8 +101,13 @@ async def run_tick(db: Database, protocol: Protocol, now: datetime) -> TickRepor
         for index, (name, step) in enumerate(steps):
             if due is None:
                 due = await _evaluate(probes, protocol, now, steps[index:])
-            probe = _PROBES.get(step)
-            if not due.get(name, True) or (probe and not await probe(probes, protocol, now)):
+                # The probes too, on the same snapshot: an isolated step's writes cannot change
+                # their answers, so a pass whose work is all isolated reads once.
+                for later, check in steps[index:]:
+                    probe = _PROBES.get(check)
+                    if probe is not None and due.get(later, True):
+                        due[later] = await probe(probes, protocol, now)
+            if not due.get(name, True):
                 report.counts[name] = 0
                 continue
             # End the read snapshot: the next conditions must see what this step writes.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -130,8 +131,10 @@ class DoseWrites:
 
     def _put(self, row: DoseRecord, values: dict[str, Any]) -> None:
         # The loaded row takes the values as already written, so the ORM has nothing to flush.
+        loaded = row.__dict__
         for name, value in values.items():
-            set_committed_value(row, name, value)
+            if name not in loaded or loaded[name] != value:
+                set_committed_value(row, name, value)
         self.rows[row.id] = row
 
     async def write(self) -> int:
@@ -175,11 +178,14 @@ def _patients_due(now: datetime) -> tuple[ColumnElement[bool], ColumnElement[boo
             and_(*active, Patient.plan_next_at.is_(None), Patient.planned_through.is_(None)))
 
 
-def _due_patients(now: datetime, limit: int) -> Any:
+def _due_patient_ids(now: datetime, limit: int) -> Any:
     planning, never_planned = _patients_due(now)
     due = union(select(Patient.id).where(planning), select(Patient.id).where(never_planned))
-    return (select(Patient).where(Patient.id.in_(due))
-            .order_by(Patient.id).limit(limit)
+    return select(due.subquery().c.id).order_by("id").limit(limit)
+
+
+def _due_patients(ids: Sequence[int]) -> Any:
+    return (select(Patient).where(Patient.id.in_(ids)).order_by(Patient.id)
             .with_for_update(skip_locked=True))
 
 
@@ -193,12 +199,16 @@ def due_condition(now: datetime) -> ColumnElement[bool]:
 async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime, *,
                         limit: int = BATCH) -> tuple[int, bool]:
     """Create the dose rows that are due to exist; return (rows created, maybe more to do)."""
-    patients = (await session.execute(_due_patients(now, limit))).scalars().all()
+    # Ids first (no row objects): most passes find nobody to plan.
+    ids = (await session.execute(_due_patient_ids(now, limit))).scalars().all()
+    if not ids:
+        return 0, False
+    patients = (await session.execute(_due_patients(ids))).scalars().all()
     planned: list[tuple[Patient, schedule.DoseTimes]] = []
     for patient in patients:
         planned += plan_patient(protocol, patient, now)
     created = await _create_doses(session, planned, now)
-    return created, len(patients) == limit
+    return created, len(ids) == limit
 
 
 def plan_patient(protocol: Protocol, patient: Patient,
@@ -271,7 +281,10 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
         .where(DoseRecord.next_action_at <= now)
         .order_by(DoseRecord.next_action_at, DoseRecord.id).limit(limit)
         .with_for_update(skip_locked=True, of=DoseRecord))).all()
-    holds = await _visit_holds(session, protocol, [(p.id, d.local_date) for d, p in rows])
+    # Only a reminder reads the hold (later messages reuse the row's `hold_for_visit`).
+    holds = await _visit_holds(session, protocol, [
+        (p.id, d.local_date) for d, p in rows
+        if d.state == DoseState.SCHEDULED.value])
     changed = 0
     outgoing: list[outbox.Planned] = []
     writes = DoseWrites(session)
@@ -350,13 +363,19 @@ def advance_dose(writes: DoseWrites, protocol: Protocol, row: DoseRecord, patien
 def dose_choices(dose_id: int, language: str) -> list[Choice]:
     """The reminder's answers: Taken, Skip, Snooze, Report (SMS numbers them 1-4 in this order,
     matching the inbound keywords 1 = taken, 2 = skip, 3 = snooze)."""
-    def label(name: str) -> str:
-        return catalogue.render(f"dose.button_{name}", language)
+    taken, skip, snooze, report = _button_labels(language)
+    return [Choice(taken, f"dose:taken:{dose_id}", "TAKEN"),
+            Choice(skip, f"dose:skip:{dose_id}", "SKIP"),
+            Choice(snooze, f"dose:snooze:{dose_id}", "SNOOZE"),
+            Choice(report, "report:start", "REPORT")]
 
-    return [Choice(label("taken"), f"dose:taken:{dose_id}", "TAKEN"),
-            Choice(label("skip"), f"dose:skip:{dose_id}", "SKIP"),
-            Choice(label("snooze"), f"dose:snooze:{dose_id}", "SNOOZE"),
-            Choice(label("report"), "report:start", "REPORT")]
+
+@cache
+def _button_labels(language: str) -> tuple[str, str, str, str]:
+    # The catalogue's texts are loaded once per process, so the labels are too.
+    taken, skip, snooze, report = (catalogue.render(f"dose.button_{name}", language)
+                                   for name in ("taken", "skip", "snooze", "report"))
+    return taken, skip, snooze, report
 
 
 def reminder_params(protocol: Protocol, patient: Patient, day: date) -> dict[str, object]:
@@ -490,6 +509,7 @@ async def patient_adherence(session: AsyncSession, protocol: Protocol, patient: 
 # or the session flushes, commits or rolls back.
 _DAYS = "dose_adherence_days"
 _DAYS_SPAN = timedelta(days=28)
+_DAYS_MARGIN = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -507,7 +527,10 @@ async def _site_days(session: AsyncSession, site_id: str, start: date,
     for (site, low, high), cached in cache.items():
         if site == site_id and low <= start and end <= high:
             return cached
-    low = min(start, end - _DAYS_SPAN)
+    # A little either side: the site's other patients (baselines days apart) then read from
+    # the cache too. Extra days are harmless: callers take their own window's dates.
+    low = min(start, end - _DAYS_SPAN) - _DAYS_MARGIN
+    end += _DAYS_MARGIN
     rows = (await session.execute(
         select(DoseRecord.patient_id, DoseRecord.local_date, DoseRecord.state,
                DoseRecord.late_answer)

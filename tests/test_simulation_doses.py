@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.tick import run_tick
 from storage import audit
@@ -161,13 +162,17 @@ async def apply_event(db: Database, p: Scripted, what: str, now: datetime,
             assert reply.message_id == "dose.late_answer_ack"
 
 
-async def next_instant(db: Database, after: datetime) -> datetime | None:
-    """The next instant anything is due: a dose action or a patient's planning."""
+async def next_instant(db: Database, after: datetime,
+                       session: AsyncSession | None = None) -> datetime | None:
+    """The next instant anything is due: a dose action or a patient's planning (read in
+    `session` when given, else in a read transaction of its own)."""
+    if session is None:
+        async with db.read() as own:
+            return await next_instant(db, after, own)
     dose_at = select(func.min(DoseRecord.next_action_at)).scalar_subquery()
     plan_at = select(func.min(Patient.plan_next_at)).where(
         Patient.status == "active", Patient.opted_out.is_(False)).scalar_subquery()
-    async with db.read() as session:
-        row = (await session.execute(select(dose_at, plan_at))).one()
+    row = (await session.execute(select(dose_at, plan_at))).one()
     # SQLite hands back MIN() of a UTC column as text.
     moments = [m if isinstance(m, datetime) else datetime.fromisoformat(m).replace(tzinfo=UTC)
                for m in row if m is not None]
@@ -175,26 +180,26 @@ async def next_instant(db: Database, after: datetime) -> datetime | None:
 
 
 async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Scripted],
-                          now: datetime, seen: list[int]) -> int:
-    """Patients answer the dose messages queued since the last instant (`seen[0]`: last id)."""
-    async with db.read() as session:
+                          now: datetime, seen: list[int]) -> datetime | None:
+    """Patients answer the dose messages queued since the last instant (`seen[0]`: last id);
+    returns the next instant, read in the same transaction (one transaction per instant)."""
+    async with db.write() as session:
         messages = (await session.execute(
             select(OutboundMessage.id, OutboundMessage.dose_id, OutboundMessage.dedupe_key,
                    OutboundMessage.due_at)
             .where(OutboundMessage.id > seen[0]).order_by(OutboundMessage.id))).all()
-    seen[0] = max([seen[0], *(m.id for m in messages)])
-    messages = [m for m in messages if m.dose_id is not None]
-    assert all(m.due_at <= now for m in messages)  # nothing queued before its time
-    if not messages:
-        return 0
-    async with db.write() as session:
+        seen[0] = max([seen[0], *(m.id for m in messages)])
+        messages = [m for m in messages if m.dose_id is not None]
+        assert all(m.due_at <= now for m in messages)  # nothing queued before its time
+        if not messages:
+            return await next_instant(db, now, session)
         ids = [m.dose_id for m in messages]
-        rows = {r.id: r for r in (await session.execute(
-            select(DoseRecord).where(DoseRecord.id.in_(ids)))).scalars()}
-        patients = {r.id: r for r in (await session.execute(
-            select(Patient).where(Patient.id.in_([r.patient_id for r in rows.values()]))))
-            .scalars()}
-        answered = 0
+        rows: dict[int, DoseRecord] = {}
+        patients: dict[int, Patient] = {}
+        for row, patient in (await session.execute(
+                select(DoseRecord, Patient).join(Patient, Patient.id == DoseRecord.patient_id)
+                .where(DoseRecord.id.in_(ids)))).all():
+            rows[row.id], patients[patient.id] = row, patient
         with session.no_autoflush:
             for message in messages:
                 row = rows[message.dose_id]
@@ -202,9 +207,8 @@ async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Sc
                 for answer in answers_for(p, message, row.local_date):
                     await doses.answer_dose(session, protocol, patients[row.patient_id],
                                             answer, now=now, dose_id=row.id)
-                    answered += 1
             await doses.flush_audit(session)
-    return answered
+        return await next_instant(db, now, session)
 
 
 async def simulate(db: Database, protocol: Protocol, count: int, weeks: int) -> list[Scripted]:
@@ -217,18 +221,19 @@ async def simulate(db: Database, protocol: Protocol, count: int, weeks: int) -> 
     now = start
     seen = [0]
     await run_tick(db, protocol, now)  # the first pass sets every patient's planning instant
+    due = await next_instant(db, now)
     while True:
-        due = await next_instant(db, now)
         if events and (due is None or events[0][0] <= due):
             at, index, what = events.pop(0)
             now = max(now, at)
             await apply_event(db, people[index], what, now, protocol)
+            due = await next_instant(db, now)
             continue
         if due is None or due > end:
             break
         now = due
         await run_tick(db, protocol, now)
-        await answer_messages(db, protocol, by_id, now, seen)
+        due = await answer_messages(db, protocol, by_id, now, seen)
     return people
 
 
