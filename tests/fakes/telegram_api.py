@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackServer
+
 
 @dataclass
 class Call:
@@ -50,25 +52,19 @@ class FakeTelegramAPI:
         self._next_update = itertools.count(1000)
         self._next_message = itertools.count(1)
         self._new_update = asyncio.Event()
-        self._runner: web.AppRunner | None = None
+        self._server = LoopbackServer()
         self.base_url = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = await self._server.serve(app)
         return self.base_url
 
     async def stop(self) -> None:
         self._new_update.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._server.close()
 
     # -- test controls -----------------------------------------------------------------------
     def fail_chat(self, chat_id: int | str, failure: Failure) -> None:

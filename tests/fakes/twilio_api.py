@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackServer
+
 ERRORS = {
     21610: "Attempt to send to unsubscribed recipient",
     21211: "The 'To' number is not a valid phone number.",
@@ -43,23 +45,17 @@ class FakeTwilioAPI:
         self.requests: list[SmsRequest] = []
         self.failures: dict[str, SmsFailure] = {}
         self._sids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
+        self._server = LoopbackServer()
         self.base_url = ""
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = await self._server.serve(app)
         return self.base_url
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._server.close()
 
     def fail_number(self, to: str, failure: SmsFailure) -> None:
         """Make sends to a number fail."""

@@ -1,0 +1,29 @@
+"""Serving an aiohttp app on a free port of 127.0.0.1: how every fake provider runs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+class LoopbackServer:
+    """Starts an app on 127.0.0.1 (port chosen by the OS) and stops it."""
+
+    def __init__(self) -> None:
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def serve(self, app: web.Application) -> str:
+        """Start serving `app`; return its base URL."""
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def close(self) -> None:
+        """Stop serving (idempotent)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
