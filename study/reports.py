@@ -63,7 +63,7 @@ async def receive_report(session: AsyncSession, protocol: Protocol, patient: Pat
     if asks_about_allocation(text, protocol.triage):
         # Logged for the site; the answer is the same for everyone and reveals nothing.
         audit.record(session, at=now, actor=Actor.patient(patient.subject_id),
-                     action="allocation_question", entity="symptom_reports",
+                     action="blinding_question", entity="symptom_reports",
                      entity_id=str(report.id), new=text[:500])
-        replies.append(Reply("report.allocation_answer"))
+        replies.append(Reply("report.blinding_answer"))
     return replies

@@ -34,7 +34,7 @@ def test_questions_about_allocation_are_recognised(protocol: Protocol, text: str
 
 def test_the_answer_is_neutral_in_both_languages(protocol: Protocol) -> None:
     for language in ("zh", "en"):
-        text = catalogue.render("report.allocation_answer", language).casefold()
+        text = catalogue.render("report.blinding_answer", language).casefold()
         for word in [*protocol.sms.forbidden_words, "switch", "切换", "真药", "active"]:
             assert word.casefold() not in text
 
@@ -53,9 +53,9 @@ async def test_the_question_is_answered_logged_and_a_red_flag_still_pages(
                                                "发烧38.6度，我吃的是不是安慰剂？", now=NOW,
                                                inbound_id=None)
     assert [r.message_id for r in replies] == ["report.reply_same_day",
-                                               "report.allocation_answer"]
+                                               "report.blinding_answer"]
     async with sqlite_db.read() as session:
         logged = (await session.execute(select(AuditEntry).where(
-            AuditEntry.action == "allocation_question"))).scalars().all()
+            AuditEntry.action == "blinding_question"))).scalars().all()
     assert [(e.actor_id, e.new_value) for e in logged] == [
         ("S1-001", "发烧38.6度，我吃的是不是安慰剂？")]

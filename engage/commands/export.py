@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engage.cli import CommandError, emit
-from engage.commands.site import cli_actor, now, open_database
+from engage.commands.support import cli_actor, now, open_database
 from engage.config import Settings
 from storage import audit
 from storage.models import AuditEntry

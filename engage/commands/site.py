@@ -1,82 +1,13 @@
-"""`engage site add`, and what every admin command shares: the database, the actor, errors."""
+"""`engage site add`: register a study site."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
-
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError as AlembicError
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from engage.cli import CommandError, emit
-from engage.clock import SystemClock
+from engage.commands.support import cli_actor, now, open_database, refused
 from engage.config import Settings
-from storage.audit import Actor
-from storage.db import Database
-from storage.migrate import alembic_config, upgrade
 from study.enrolment import add_site
-from trial.enrolment import EnrolmentError
-
-
-def cli_actor() -> Actor:
-    """The operator running the command, by their OS user name."""
-    try:
-        return Actor.cli(getpass.getuser())
-    except (OSError, KeyError):  # no user name in some containers
-        return Actor.cli("unknown")
-
-
-def now() -> datetime:
-    """The current UTC instant for this command."""
-    return SystemClock().now()
-
-
-async def _schema_ready(database: Database) -> None:
-    """SQLite is migrated on the spot; PostgreSQL must have been upgraded by its operator."""
-    if database.is_sqlite:
-        await upgrade(database.engine)
-        return
-    url = database.engine.url.render_as_string(hide_password=False)
-    heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
-    async with database.engine.connect() as conn:
-        current = set(await conn.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_heads()))
-    if current != heads:
-        state = "has no Engage schema" if not current else "is not at the newest schema"
-        raise CommandError(f"the database {state}: run `engage db upgrade`")
-
-
-@asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Database]:
-    """The configured database, ready for use; closed afterwards."""
-    database = Database(settings.database_url)
-    try:
-        try:
-            await _schema_ready(database)
-        except (OSError, SQLAlchemyError, AlembicError) as exc:
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise CommandError(f"cannot open the database: {reason}") from None
-        yield database
-    finally:
-        await database.dispose()
-
-
-@contextmanager
-def refused() -> Iterator[None]:
-    """Turn a refused change into one clear error line (the transaction is rolled back)."""
-    try:
-        yield
-    except EnrolmentError as exc:
-        raise CommandError(str(exc)) from None
-    except IntegrityError:
-        # Only a concurrent change with the same subject, phone or id gets past the checks.
-        raise CommandError("refused by the database (a concurrent change with the same "
-                           "subject, phone or id?); nothing was written") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from engage.cli import CommandError, emit
-from engage.commands.site import cli_actor, now, open_database
+from engage.commands.support import cli_actor, now, open_database
 from engage.config import Settings
 from storage import audit
 from storage.models import Visit
