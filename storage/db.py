@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+from storage import sqlite_driver
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -27,7 +29,10 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine configured for safe concurrent writes on either backend."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+        dialect = make_url(url).get_dialect()
+        args, options = dialect().create_connect_args(make_url(url))
+        options["timeout"] = BUSY_TIMEOUT_MS / 1000
+        engine = create_async_engine(url, async_creator=sqlite_driver.connector(args, options),
                                      **kwargs)
         _configure_sqlite(engine)
         return engine

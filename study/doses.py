@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified, set_committed_value
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.channels import Choice
 from messages import catalogue
@@ -65,89 +65,104 @@ def to_dose(row: DoseRecord) -> Dose:
     return Dose(**values)
 
 
-def _row_values(dose: Dose, extra: dict[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {name: getattr(dose, name) for name in DOSE_FIELDS}
-    values["state"] = dose.state.value
-    values.update(extra)
-    return values
+def _loaded(row: DoseRecord, name: str) -> Any:
+    """A column's value as loaded (a plain read: this runs for every field of every change)."""
+    loaded = row.__dict__
+    return loaded[name] if name in loaded else getattr(row, name)
 
 
-def _audit_changes(session: AsyncSession, row: DoseRecord, values: dict[str, Any], *,
+def _changes(row: DoseRecord, dose: Dose, extra: dict[str, Any]) -> dict[str, Any]:
+    """The row's columns whose value the new dose (and `extra`) changes, with the new values;
+    `next_action_at` among them when it moves."""
+    changes: dict[str, Any] = {}
+    for name in DOSE_FIELDS:
+        new = getattr(dose, name)
+        if name == "state":
+            new = new.value
+        if _loaded(row, name) != new:
+            changes[name] = new
+    for name, new in extra.items():
+        if _loaded(row, name) != new:
+            changes[name] = new
+    following = dose.next_action_at()
+    if _loaded(row, "next_action_at") != following:
+        changes["next_action_at"] = following
+    return changes
+
+
+def _audit_changes(session: AsyncSession, row: DoseRecord, changes: dict[str, Any], *,
                    now: datetime, actor: Actor, reason: str | None) -> bool:
-    """Audit every field whose value changes; True if any does."""
-    changed = False
-    for name, new in values.items():
-        old = getattr(row, name)
-        if old != new:
+    """Audit every changed field (`next_action_at` is bookkeeping: not audited); True if any."""
+    audited = False
+    for name, new in changes.items():
+        if name != "next_action_at":
             _audit(session, at=now, actor=actor, action="update", entity_id=str(row.id),
-                   field=name, old=old, new=new, reason=reason)
-            changed = True
-    return changed
+                   field=name, old=_loaded(row, name), new=new, reason=reason)
+            audited = True
+    return audited
 
 
 def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, actor: Actor,
           reason: str | None = None, **extra: Any) -> bool:
-    """Write a dose's new state to its row, auditing every changed field."""
-    values = _row_values(dose, extra)
+    """Write a dose's new state to its row (the changed columns only, at the next flush),
+    auditing every changed field; True if an audited field changed."""
+    changes = _changes(row, dose, extra)
+    if not changes:
+        return False
     session.info.pop(_DAYS, None)
-    changed = _audit_changes(session, row, values, now=now, actor=actor, reason=reason)
-    values["next_action_at"] = dose.next_action_at()  # bookkeeping: not itself audited
-    if any(getattr(row, name) != new for name, new in values.items()):
-        for name, new in values.items():
-            setattr(row, name, new)
-        # Every planner column goes into the UPDATE, so a session's changed doses share one
-        # column list and the ORM writes them with one executemany, not one by one.
-        for name in _MUTABLE:
-            flag_modified(row, name)
-    return changed
-
-
-# Every column the planner may change on a dose row.
-_MUTABLE = (*DOSE_FIELDS, "hold_for_visit", "next_action_at")
+    audited = _audit_changes(session, row, changes, now=now, actor=actor, reason=reason)
+    for name, new in changes.items():
+        setattr(row, name, new)
+    return audited
 
 
 class DoseWrites:
     """The dose rows one planning batch changes: audited as `store` audits, written with one
-    UPDATE statement (the ORM would write them one by one whenever their changed columns
-    differ from the previous row's)."""
+    UPDATE statement per set of changed columns (a batch's doses mostly change alike: all
+    reminded, or all closed), not one by one as the ORM would."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.rows: dict[int, DoseRecord] = {}
+        self.rows: dict[int, tuple[DoseRecord, set[str]]] = {}
 
     def store(self, row: DoseRecord, dose: Dose, *, now: datetime, actor: Actor,
               reason: str | None = None, **extra: Any) -> bool:
         """`store` for the batch; True if an audited field changed."""
-        values = _row_values(dose, extra)
-        changed = _audit_changes(self.session, row, values, now=now, actor=actor,
+        changes = _changes(row, dose, extra)
+        audited = _audit_changes(self.session, row, changes, now=now, actor=actor,
                                  reason=reason)
-        values["next_action_at"] = dose.next_action_at()
-        self._put(row, values)
-        return changed
+        self._put(row, changes)
+        return audited
 
     def wait(self, row: DoseRecord, until: datetime | None) -> None:
         """Look at the dose again at `until` (bookkeeping: not audited)."""
-        self._put(row, {"next_action_at": until})
+        if _loaded(row, "next_action_at") != until:
+            self._put(row, {"next_action_at": until})
 
-    def _put(self, row: DoseRecord, values: dict[str, Any]) -> None:
+    def _put(self, row: DoseRecord, changes: dict[str, Any]) -> None:
+        if not changes:
+            return
         # The loaded row takes the values as already written, so the ORM has nothing to flush.
-        loaded = row.__dict__
-        for name, value in values.items():
-            if name not in loaded or loaded[name] != value:
-                set_committed_value(row, name, value)
-        self.rows[row.id] = row
+        for name, value in changes.items():
+            set_committed_value(row, name, value)
+        _, columns = self.rows.setdefault(row.id, (row, set()))
+        columns.update(changes)
 
     async def write(self) -> int:
-        """Write every changed row in one statement; how many rows."""
+        """Write every changed row (one statement per set of changed columns); how many rows."""
         if not self.rows:
             return 0
         self.session.info.pop(_DAYS, None)
         table = cast(Table, DoseRecord.__table__)
-        await self.session.execute(
-            update(table).where(table.c.id == bindparam("b_id"))
-            .values({name: bindparam(f"b_{name}") for name in _MUTABLE}),
-            [{"b_id": row.id, **{f"b_{name}": getattr(row, name) for name in _MUTABLE}}
-             for row in self.rows.values()])
+        groups: dict[tuple[str, ...], list[DoseRecord]] = {}
+        for row, changed in self.rows.values():
+            groups.setdefault(tuple(sorted(changed)), []).append(row)
+        for names, rows in groups.items():
+            await self.session.execute(
+                update(table).where(table.c.id == bindparam("b_id"))
+                .values({name: bindparam(f"b_{name}") for name in names}),
+                [{"b_id": row.id, **{f"b_{name}": _loaded(row, name) for name in names}}
+                 for row in rows])
         return len(self.rows)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from trial.protocol import Phase, Protocol, Reminders
@@ -90,6 +91,13 @@ class DoseTimes:
 
 def dose_times(reminders: Reminders, day: date, dose_time: str, tz: str) -> DoseTimes:
     """When a local date's dose is due, followed up and closed."""
+    return _dose_times(reminders.follow_up_minutes, reminders.cutoff_minutes, day, dose_time, tz)
+
+
+# Patients of a site share dose times and zones: a day's planning asks the same few questions.
+@lru_cache(maxsize=4096)
+def _dose_times(follow_up_minutes: int, cutoff_minutes: int, day: date, dose_time: str,
+                tz: str) -> DoseTimes:
     due = local_instant(day, parse_dose_time(dose_time), tz)
-    return DoseTimes(day, due, due + timedelta(minutes=reminders.follow_up_minutes),
-                     due + timedelta(minutes=reminders.cutoff_minutes))
+    return DoseTimes(day, due, due + timedelta(minutes=follow_up_minutes),
+                     due + timedelta(minutes=cutoff_minutes))
