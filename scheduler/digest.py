@@ -9,9 +9,10 @@ under Telegram's limit) and the adherence chart as a photo, on Telegram.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import exists, literal, select
+from sqlalchemy import Executable, exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.pagination import UNLIMITED_ROWS, paginate
@@ -134,15 +135,22 @@ async def unsent(session: AsyncSession, protocol: Protocol,
     return [(site, day) for site, day in due if digest_key(site.id, day) not in done]
 
 
-async def digests_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
-    """Probe: a site's digest is due and not sent. One statement: each site, with whether its
-    digest is claimed for each local date it can have now (within a day of the UTC date)."""
-    utc_day = now.astimezone(UTC).date()
+@lru_cache(maxsize=2)  # built once a day: the probe runs on every pass
+def _claims_around(utc_day: date) -> tuple[list[date], Executable]:
+    """The local dates a site can have within a day of `utc_day`, and a statement of each
+    site's zone with whether its digest of each of those dates is claimed."""
     days = [utc_day + timedelta(days=shift) for shift in (-1, 0, 1)]
     claims = [exists().where(TickRun.key == literal("digest:") + Site.id
                              + literal(f":{day.isoformat()}")) for day in days]
+    return days, select(Site.tz, *claims)
+
+
+async def digests_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:
+    """Probe: a site's digest is due and not sent. One statement: each site, with whether its
+    digest is claimed for each local date it can have now (within a day of the UTC date)."""
+    days, statement = _claims_around(now.astimezone(UTC).date())
     # Columns, not Site objects: the probe runs on every pass.
-    for tz, *claimed in (await session.execute(select(Site.tz, *claims))).all():
+    for tz, *claimed in (await session.execute(statement)).all():
         day = _due_in(tz, protocol, now)
         if day is not None and not dict(zip(days, claimed, strict=True)).get(day, False):
             return True

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement
 
-from scheduler.tick import Step, due_when
+from scheduler.tick import NOW, Step, due_when
 from storage.db import Database
 from study import doses
 from trial.protocol import Protocol
@@ -14,7 +14,10 @@ from trial.protocol import Protocol
 
 def doses_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
     """A patient to plan or a dose to move on."""
-    return doses.due_condition(now)
+    return _DUE
+
+
+_DUE = doses.due_condition(NOW)
 
 
 # Isolated: it writes doses, patients' planning instants, outbox rows and audit entries, none of

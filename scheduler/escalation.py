@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.channels import Choice
 from messages import catalogue
 from scheduler import runs
-from scheduler.tick import due_if, due_when
+from scheduler.tick import NOW, due_if, due_when
 from storage import outbox
 from storage.db import Database
 from storage.models import Conversation, Patient
@@ -33,7 +33,10 @@ CHECKIN_GRACE = timedelta(hours=6)
 
 
 def _escalation_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
-    return alerts.escalation_due(now)
+    return _ESCALATION_DUE
+
+
+_ESCALATION_DUE = alerts.escalation_due(NOW)
 
 
 @due_when(_escalation_due)
@@ -80,7 +83,10 @@ async def send_to_patient(session: AsyncSession, patient: Patient, reply: Reply,
 
 
 def _timeouts_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
-    return questionnaire.timeout_due(now)
+    return _TIMEOUTS_DUE
+
+
+_TIMEOUTS_DUE = questionnaire.timeout_due(NOW)
 
 
 @due_when(_timeouts_due)

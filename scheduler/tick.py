@@ -5,24 +5,31 @@ Each capability adds its step to STEPS.
 
 A pass costs what is due, not what is enrolled. A step may register what "something is due"
 means for it: an indexed SQL condition (`due_when`), or, when that needs a look in Python, an
-async probe (`due_if`). The pass evaluates every step's condition in one SELECT on a read
-snapshot, and opens a write transaction (on SQLite the database's one write lock) only for the
-steps that have work. After a step has run, the conditions of the steps after it are evaluated
-again on a fresh snapshot, so work an earlier step creates is seen in the same pass. Called
-directly, a step does its whole job: conditions are the pass's shortcut, not the step's rule.
+async probe (`due_if`). A condition compares with the pass's instant through `NOW` (a bound
+parameter), so it is built once and the pass's statement is reused, not rebuilt every pass.
+The pass evaluates every step's condition in one SELECT on a read snapshot, and opens a write
+transaction (on SQLite the database's one write lock) only for the steps that have work. After
+a step has run, the conditions of the steps after it are evaluated again on a fresh snapshot,
+so work an earlier step creates is seen in the same pass. Called directly, a step does its
+whole job: conditions are the pass's shortcut, not the step's rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, case, select
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Database
+from storage.types import UTCDateTime
 from trial.protocol import Protocol
+
+# The pass's instant, bound when the pass runs its conditions.
+NOW: BindParameter[datetime] = bindparam("tick_now", type_=UTCDateTime())
 
 Step = Callable[[Database, Protocol, datetime], Awaitable[int]]
 # Whether a step has anything due as of `now`. It may say yes when unsure (the step then finds
@@ -47,6 +54,23 @@ def due_when(condition: Condition, *, isolated: bool = False) -> Callable[[Step]
     return register
 
 
+def once_a_day(condition: Condition) -> Condition:
+    """A condition that depends on the instant only through its UTC date, built once a day
+    (per protocol) rather than every pass."""
+    built: dict[tuple[int, date], tuple[Protocol, ColumnElement[bool] | bool]] = {}
+
+    def daily(protocol: Protocol, now: datetime) -> ColumnElement[bool] | bool:
+        key = (id(protocol), now.astimezone(UTC).date())
+        hit = built.get(key)
+        if hit is None or hit[0] is not protocol:
+            if len(built) >= 8:
+                built.clear()
+            hit = built[key] = (protocol, condition(protocol, now))
+        return hit[1]
+
+    return daily
+
+
 def due_if(probe: Probe) -> Callable[[Step], Step]:
     """Register a step's async probe: the pass runs the step only when it says yes."""
     def register(step: Step) -> Step:
@@ -63,11 +87,25 @@ async def _evaluate(session: AsyncSession, protocol: Protocol, now: datetime,
     answers = {name: c for name, c in conditions.items() if isinstance(c, bool)}
     queries = {name: c for name, c in conditions.items() if not isinstance(c, bool)}
     if queries:
-        row = (await session.execute(select(*(
-            case((c, True), else_=False).label(f"c{n}")
-            for n, c in enumerate(queries.values()))))).one()
+        row = (await session.execute(_statement(tuple(queries.values())),
+                                     {NOW.key: now})).one()
         answers.update((name, bool(value)) for name, value in zip(queries, row, strict=True))
     return answers
+
+
+# The last statement built, with the conditions it holds: passes reuse it while every condition
+# is the same object (they are built once, or once a day).
+_LAST: list[tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = []
+
+
+def _statement(conditions: tuple[ColumnElement[bool], ...]) -> Select[Any]:
+    if _LAST and len(_LAST[0][0]) == len(conditions) and all(
+            a is b for a, b in zip(_LAST[0][0], conditions, strict=True)):
+        return _LAST[0][1]
+    statement = select(*(case((c, True), else_=False).label(f"c{n}")
+                         for n, c in enumerate(conditions)))
+    _LAST[:] = [(conditions, statement)]
+    return statement
 
 
 @dataclass

@@ -4,27 +4,36 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scheduler.tick import Step, due_when
+from sqlalchemy import ColumnElement
+
+from scheduler.tick import NOW, Step, due_when, once_a_day
 from storage.db import Database
 from study import visits
 from trial.protocol import Protocol
 
 
-@due_when(visits.notices_may_be_due)
+def _notices_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+    return _NOTICES_DUE
+
+
+_NOTICES_DUE = visits.notices_due(NOW)
+
+
+@due_when(_notices_due)
 async def visit_notices(db: Database, protocol: Protocol, now: datetime) -> int:
     """Queue visit notices whose instant has come."""
     async with db.write() as session:
         return await visits.plan_notices(session, protocol, now)
 
 
-@due_when(visits.missed_may_be_due)
+@due_when(once_a_day(visits.missed_may_be_due))
 async def missed_visits(db: Database, protocol: Protocol, now: datetime) -> int:
     """Mark visits whose window closed unvisited as missed and open their routine alerts."""
     async with db.write() as session:
         return await visits.detect_missed(session, protocol, now)
 
 
-@due_when(visits.phase_notices_may_be_due)
+@due_when(once_a_day(visits.phase_notices_may_be_due))
 async def phase_notices(db: Database, protocol: Protocol, now: datetime) -> int:
     """Queue phase-change and end-of-study notices that are due."""
     async with db.write() as session:

@@ -73,9 +73,10 @@ def _insert_new(session: AsyncSession) -> Any:
     """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id: a key queued once stays."""
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return (insert(OutboundMessage)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(OutboundMessage.id))
+    # The table, not the mapped class: a batch of a day's reminders skips the ORM's bulk path.
+    table = cast(Table, OutboundMessage.__table__)
+    return (insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(table.c.id))
 
 
 async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str,

@@ -201,7 +201,7 @@ async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: S
                   now=now, lane=SAFETY, choices=choices, staff_id=staff.id, alert_id=alert.id)
 
 
-def escalation_due(now: datetime) -> ColumnElement[bool]:
+def escalation_due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     """SQL: an open alert's acknowledgement timeout has passed (an index look-up)."""
     return exists().where(Alert.status == OPEN, Alert.next_escalation_at <= now)
 

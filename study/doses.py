@@ -183,7 +183,8 @@ async def flush_audit(session: AsyncSession) -> None:
 
 # --- planning rows ----------------------------------------------------------------------------
 
-def _patients_due(now: datetime) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+def _patients_due(now: datetime | ColumnElement[datetime],
+                  ) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     """Active patients whose planning instant has come; active patients never planned.
 
     Two conditions, each one range of ix_patients_planning (an OR of them is not: SQLite would
@@ -204,7 +205,7 @@ def _due_patients(ids: Sequence[int]) -> Any:
             .with_for_update(skip_locked=True))
 
 
-def due_condition(now: datetime) -> ColumnElement[bool]:
+def due_condition(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     """SQL: a patient's planning or a dose's next action is due (index look-ups)."""
     planning, never_planned = _patients_due(now)
     return or_(exists().where(DoseRecord.next_action_at <= now), exists().where(planning),

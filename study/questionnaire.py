@@ -279,7 +279,7 @@ async def abandon(session: AsyncSession, patient: Patient, *, now: datetime,
     return [Reply("questionnaire.abandoned")]
 
 
-def timeout_due(now: datetime) -> ColumnElement[bool]:
+def timeout_due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     """SQL: a questionnaire has timed out (an index look-up)."""
     return exists().where(Conversation.flow == FLOW, Conversation.expires_at <= now)
 

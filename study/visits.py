@@ -230,7 +230,7 @@ def render_visit_notice(template: VisitTemplate, day: date, days: int,
     return Rendered(body, head, digest.hexdigest()[:10])
 
 
-def _notice_candidates(now: datetime) -> list[ColumnElement[bool]]:
+def _notice_candidates(now: datetime | ColumnElement[datetime]) -> list[ColumnElement[bool]]:
     """Visits whose next notice instant has come (an index look-up by instant).
 
     Only planned visits have one; no status test here, as SQLite would then pick the status
@@ -241,6 +241,11 @@ def _notice_candidates(now: datetime) -> list[ColumnElement[bool]]:
 
 def notices_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
     """SQL: `plan_notices` may have something to queue (or a passed notice to drop)."""
+    return notices_due(now)
+
+
+def notices_due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
+    """`notices_may_be_due` as of an instant or a bound parameter for one."""
     return exists().where(*_notice_candidates(now))
 
 
