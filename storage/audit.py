@@ -41,8 +41,8 @@ class Actor:
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, Enum):
         return str(value.value)
     if isinstance(value, datetime | date):
@@ -101,15 +101,18 @@ async def record_many(session: AsyncSession, entries: Iterable[Entry]) -> int:
 # (a day's dose planning) where one ORM insert per entry would be most of the cost.
 
 _DEFERRED = "audit_deferred_entries"
+_LISTENING = "audit_deferred_listening"
 
 
 def record_later(session: AsyncSession, entry: Entry) -> None:
     """Append an audit row at the session's next flush or commit (same transaction)."""
-    pending = session.info.get(_DEFERRED)
+    info = session.info
+    pending = info.get(_DEFERRED)
     if pending is None:
-        pending = session.info[_DEFERRED] = []
-        sync = session.sync_session
-        if not event.contains(sync, "before_flush", _write_deferred_on_flush):
+        pending = info[_DEFERRED] = []
+        if _LISTENING not in info:  # once per session (the list itself goes at each flush)
+            info[_LISTENING] = True
+            sync = session.sync_session
             event.listen(sync, "before_flush", _write_deferred_on_flush)
             event.listen(sync, "before_commit", _write_deferred)
             event.listen(sync, "after_rollback", _drop_deferred)

@@ -37,6 +37,7 @@ from messages import catalogue
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import DoseRecord, Patient, Visit
+from storage.types import UTCDateTime
 from study.recipients import Route, patient_route
 from study.replies import Reply
 from trial import dose as rules
@@ -194,10 +195,14 @@ def _patients_due(now: datetime | ColumnElement[datetime],
             and_(*active, Patient.plan_next_at.is_(None), Patient.planned_through.is_(None)))
 
 
-def _due_patient_ids(now: datetime, limit: int) -> Any:
-    planning, never_planned = _patients_due(now)
+def _due_patient_ids() -> Any:
+    planning, never_planned = _patients_due(bindparam("plan_now", type_=UTCDateTime()))
     due = union(select(Patient.id).where(planning), select(Patient.id).where(never_planned))
-    return select(due.subquery().c.id).order_by("id").limit(limit)
+    return select(due.subquery().c.id).order_by("id").limit(bindparam("plan_limit"))
+
+
+# Built once: it runs on every pass that has a dose or a patient due.
+_DUE_PATIENT_IDS = _due_patient_ids()
 
 
 def _due_patients(ids: Sequence[int]) -> Any:
@@ -216,7 +221,8 @@ async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime
                         limit: int = BATCH) -> tuple[int, bool]:
     """Create the dose rows that are due to exist; return (rows created, maybe more to do)."""
     # Ids first (no row objects): most passes find nobody to plan.
-    ids = (await session.execute(_due_patient_ids(now, limit))).scalars().all()
+    ids = (await session.execute(_DUE_PATIENT_IDS, {"plan_now": now, "plan_limit": limit})
+           ).scalars().all()
     if not ids:
         return 0, False
     patients = (await session.execute(_due_patients(ids))).scalars().all()
