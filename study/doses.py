@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
 from bot.channels import Choice
 from messages import catalogue
@@ -105,8 +105,8 @@ def _audit_changes(session: AsyncSession, row: DoseRecord, changes: dict[str, An
 
 def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, actor: Actor,
           reason: str | None = None, **extra: Any) -> bool:
-    """Write a dose's new state to its row (the changed columns only, at the next flush),
-    auditing every changed field; True if an audited field changed."""
+    """Write a dose's new state to its row (at the next flush), auditing every changed field;
+    True if an audited field changed."""
     changes = _changes(row, dose, extra)
     if not changes:
         return False
@@ -114,7 +114,16 @@ def store(session: AsyncSession, row: DoseRecord, dose: Dose, *, now: datetime, 
     audited = _audit_changes(session, row, changes, now=now, actor=actor, reason=reason)
     for name, new in changes.items():
         setattr(row, name, new)
+    # The same column list for every answered dose, so a session's answers are written with one
+    # executemany (the ORM starts a new statement whenever the columns differ from the last).
+    for name in _ANSWER_COLUMNS:
+        flag_modified(row, name)
     return audited
+
+
+# Every column an answer (or the cut-off closing before it) may change.
+_ANSWER_COLUMNS = ("state", "answered_at", "closed_at", "snoozes", "snoozed_until",
+                   "skip_reason", "late_answer", "late_answer_at", "next_action_at")
 
 
 class DoseWrites:
