@@ -204,19 +204,16 @@ def _patients_due(now: datetime | ColumnElement[datetime],
             and_(*active, Patient.plan_next_at.is_(None), Patient.planned_through.is_(None)))
 
 
-def _due_patient_ids() -> Any:
+def _due_patients() -> Any:
     planning, never_planned = _patients_due(bindparam("plan_now", type_=UTCDateTime()))
     due = union(select(Patient.id).where(planning), select(Patient.id).where(never_planned))
-    return select(due.subquery().c.id).order_by("id").limit(bindparam("plan_limit"))
-
-
-# Built once: it runs on every pass that has a dose or a patient due.
-_DUE_PATIENT_IDS = _due_patient_ids()
-
-
-def _due_patients(ids: Sequence[int]) -> Any:
-    return (select(Patient).where(Patient.id.in_(ids)).order_by(Patient.id)
+    return (select(Patient).where(Patient.id.in_(select(due.subquery().c.id)))
+            .order_by(Patient.id).limit(bindparam("plan_limit"))
             .with_for_update(skip_locked=True))
+
+
+# Built once: it runs on every pass that has a dose or a patient due (and most find nobody).
+_DUE_PATIENTS = _due_patients()
 
 
 def due_condition(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
@@ -229,17 +226,15 @@ def due_condition(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool
 async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime, *,
                         limit: int = BATCH) -> tuple[int, bool]:
     """Create the dose rows that are due to exist; return (rows created, maybe more to do)."""
-    # Ids first (no row objects): most passes find nobody to plan.
-    ids = (await session.execute(_DUE_PATIENT_IDS, {"plan_now": now, "plan_limit": limit})
-           ).scalars().all()
-    if not ids:
+    patients = (await session.execute(_DUE_PATIENTS, {"plan_now": now, "plan_limit": limit})
+                ).scalars().all()
+    if not patients:
         return 0, False
-    patients = (await session.execute(_due_patients(ids))).scalars().all()
     planned: list[tuple[Patient, schedule.DoseTimes]] = []
     for patient in patients:
         planned += plan_patient(protocol, patient, now)
     created = await _create_doses(session, planned, now)
-    return created, len(ids) == limit
+    return created, len(patients) == limit
 
 
 def plan_patient(protocol: Protocol, patient: Patient,

@@ -183,29 +183,23 @@ async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Sc
     """Patients answer the dose messages queued since the last instant (`seen[0]`: last id);
     returns the next instant, read in the same transaction (one transaction per instant)."""
     async with db.write() as session:
+        # Every message queued since, with its dose and patient when it is about a dose.
         messages = (await session.execute(
-            select(OutboundMessage.id, OutboundMessage.dose_id, OutboundMessage.dedupe_key,
-                   OutboundMessage.due_at)
+            select(OutboundMessage.id, OutboundMessage.dedupe_key, OutboundMessage.due_at,
+                   DoseRecord, Patient)
+            .outerjoin(DoseRecord, DoseRecord.id == OutboundMessage.dose_id)
+            .outerjoin(Patient, Patient.id == DoseRecord.patient_id)
             .where(OutboundMessage.id > seen[0]).order_by(OutboundMessage.id))).all()
         seen[0] = max([seen[0], *(m.id for m in messages)])
-        messages = [m for m in messages if m.dose_id is not None]
         assert all(m.due_at <= now for m in messages)  # nothing queued before its time
-        if not messages:
-            return await next_instant(db, now, session)
-        ids = [m.dose_id for m in messages]
-        rows: dict[int, DoseRecord] = {}
-        patients: dict[int, Patient] = {}
-        for row, patient in (await session.execute(
-                select(DoseRecord, Patient).join(Patient, Patient.id == DoseRecord.patient_id)
-                .where(DoseRecord.id.in_(ids)))).all():
-            rows[row.id], patients[patient.id] = row, patient
         with session.no_autoflush:
             for message in messages:
-                row = rows[message.dose_id]
-                p = people[row.patient_id]
-                for answer in answers_for(p, message, row.local_date):
-                    await doses.answer_dose(session, protocol, patients[row.patient_id],
-                                            answer, now=now, dose_id=row.id)
+                row, patient = message.DoseRecord, message.Patient
+                if row is None:
+                    continue
+                for answer in answers_for(people[row.patient_id], message, row.local_date):
+                    await doses.answer_dose(session, protocol, patient, answer, now=now,
+                                            dose_id=row.id)
             await doses.flush_audit(session)
         return await next_instant(db, now, session)
 
