@@ -13,7 +13,7 @@ import hashlib
 import logging
 import struct
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from messages.compile import mo_texts, po_texts, source_digest
@@ -39,7 +39,7 @@ class Template:
     @property
     def version(self) -> str:
         """Short hash of the text: the outbox records which wording went out."""
-        return hashlib.sha256(self.text.encode()).hexdigest()[:10]
+        return _version(self.text)
 
     def render(self, **params: object) -> str:
         """The text with its placeholders filled."""
@@ -83,6 +83,11 @@ def load_texts(locale_dir: Path, locale: str) -> dict[str, str]:
 @cache
 def _load(language: str) -> dict[str, str]:
     return load_texts(LOCALE_DIR, LOCALES[language])
+
+
+@lru_cache(maxsize=1024)  # the catalogue's texts are few; a day's reminders ask for the same ones
+def _version(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def message_ids(language: str = "en") -> list[str]:

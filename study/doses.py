@@ -61,8 +61,12 @@ DOSE_FIELDS = tuple(f.name for f in fields(Dose))
 
 def to_dose(row: DoseRecord) -> Dose:
     """The pure dose of a row."""
-    values: dict[str, Any] = {name: getattr(row, name) for name in DOSE_FIELDS}
-    values["state"] = DoseState(row.state)
+    loaded = row.__dict__  # plain reads of the loaded row: this runs for every dose looked at
+    try:
+        values: dict[str, Any] = {name: loaded[name] for name in DOSE_FIELDS}
+    except KeyError:  # an expired row: the ORM loads it
+        values = {name: getattr(row, name) for name in DOSE_FIELDS}
+    values["state"] = DoseState(values["state"])
     return Dose(**values)
 
 
