@@ -147,11 +147,17 @@ def checkin_zones(reminders: Reminders, now: datetime) -> dict[str, date]:
 
 @lru_cache(maxsize=8)  # the probe and the step of one pass ask for the same instant
 def _zones_in_window(weekday: int, at: time, now: datetime) -> tuple[tuple[str, date], ...]:
+    # The window is local wall time (`_offer_window` of the zone's date): compared as wall
+    # clock times here, the weekday first, so most zones cost one conversion and one test.
+    start, end = _offer_window(at, date(2001, 1, 1))
+    until = end.time() if end.date() == start.date() else None  # None: up to midnight
     zones = []
     for name, zone in _zones():
         local = now.astimezone(zone)
-        start, end = _offer_window(at, local.date(), local.tzinfo)
-        if local.isoweekday() == weekday and start <= local < end:
+        if local.isoweekday() != weekday:
+            continue
+        wall = local.time()
+        if at <= wall and (until is None or wall < until):
             zones.append((name, local.date()))
     return tuple(zones)
 
