@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.tick import run_tick
@@ -161,6 +161,20 @@ async def apply_event(db: Database, p: Scripted, what: str, now: datetime,
             assert reply.message_id == "dose.late_answer_ack"
 
 
+# Built once (the loop asks at every instant): the next dose action and the next planning.
+_NEXT_INSTANT = select(
+    select(func.min(DoseRecord.next_action_at)).scalar_subquery(),
+    select(func.min(Patient.plan_next_at)).where(
+        Patient.status == "active", Patient.opted_out.is_(False)).scalar_subquery())
+# Every message queued after a given id, with its dose and patient when it is about a dose.
+_QUEUED_SINCE = (
+    select(OutboundMessage.id, OutboundMessage.dedupe_key, OutboundMessage.due_at, DoseRecord,
+           Patient)
+    .outerjoin(DoseRecord, DoseRecord.id == OutboundMessage.dose_id)
+    .outerjoin(Patient, Patient.id == DoseRecord.patient_id)
+    .where(OutboundMessage.id > bindparam("seen")).order_by(OutboundMessage.id))
+
+
 async def next_instant(db: Database, after: datetime,
                        session: AsyncSession | None = None) -> datetime | None:
     """The next instant anything is due: a dose action or a patient's planning (read in
@@ -168,10 +182,7 @@ async def next_instant(db: Database, after: datetime,
     if session is None:
         async with db.read() as own:
             return await next_instant(db, after, own)
-    dose_at = select(func.min(DoseRecord.next_action_at)).scalar_subquery()
-    plan_at = select(func.min(Patient.plan_next_at)).where(
-        Patient.status == "active", Patient.opted_out.is_(False)).scalar_subquery()
-    row = (await session.execute(select(dose_at, plan_at))).one()
+    row = (await session.execute(_NEXT_INSTANT)).one()
     # SQLite hands back MIN() of a UTC column as text.
     moments = [m if isinstance(m, datetime) else datetime.fromisoformat(m).replace(tzinfo=UTC)
                for m in row if m is not None]
@@ -183,13 +194,7 @@ async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Sc
     """Patients answer the dose messages queued since the last instant (`seen[0]`: last id);
     returns the next instant, read in the same transaction (one transaction per instant)."""
     async with db.write() as session:
-        # Every message queued since, with its dose and patient when it is about a dose.
-        messages = (await session.execute(
-            select(OutboundMessage.id, OutboundMessage.dedupe_key, OutboundMessage.due_at,
-                   DoseRecord, Patient)
-            .outerjoin(DoseRecord, DoseRecord.id == OutboundMessage.dose_id)
-            .outerjoin(Patient, Patient.id == DoseRecord.patient_id)
-            .where(OutboundMessage.id > seen[0]).order_by(OutboundMessage.id))).all()
+        messages = (await session.execute(_QUEUED_SINCE, {"seen": seen[0]})).all()
         seen[0] = max([seen[0], *(m.id for m in messages)])
         assert all(m.due_at <= now for m in messages)  # nothing queued before its time
         with session.no_autoflush:
