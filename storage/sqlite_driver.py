@@ -42,10 +42,10 @@ class OneTripCursor(aiosqlite.Cursor):
         self._lastrowid: int | None = None
 
     # Runs on the connection's thread.
-    def _run(self, method: str, sql: str, parameters: Any) -> _Outcome:
+    def _run(self, method: str, *args: Any) -> _Outcome:
         cursor = self._conn._conn.cursor()
         try:
-            getattr(cursor, method)(sql, parameters)
+            getattr(cursor, method)(*args)
             rows = cursor.fetchmany(PREFETCH) if cursor.description else []
             outcome = (rows, cursor.description, cursor.rowcount, cursor.lastrowid)
         except BaseException:
@@ -56,10 +56,10 @@ class OneTripCursor(aiosqlite.Cursor):
             return (*outcome, None)
         return (*outcome, cursor)
 
-    async def _statement(self, method: str, sql: str, parameters: Any) -> OneTripCursor:
+    async def _statement(self, method: str, *args: Any) -> OneTripCursor:
         await self.close()
         rows, self._description, self._rowcount, self._lastrowid, self._open = (
-            await self._conn._execute(self._run, method, sql, parameters))
+            await self._conn._execute(self._run, method, *args))
         self._rows = deque(rows)
         return self
 
@@ -72,7 +72,7 @@ class OneTripCursor(aiosqlite.Cursor):
         return await self._statement("executemany", sql, parameters)
 
     async def executescript(self, sql_script: str) -> OneTripCursor:
-        return await self._statement("executescript", sql_script, None)
+        return await self._statement("executescript", sql_script)
 
     async def _more(self, size: int | None) -> None:
         """Read more rows of an open result into the buffer (one call on the thread)."""

@@ -3,7 +3,9 @@ SQLAlchemy: results small and large (streamed past the prefetch), row counts, er
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select, text, update
@@ -73,3 +75,20 @@ async def test_row_counts_and_errors_are_the_drivers(sqlite_db: Database) -> Non
         names = (await session.execute(select(Site.name).order_by(Site.id))).scalars().all()
         assert names == ["One", "Two"]
         assert (await session.execute(text("SELECT 1"))).scalar() == 1
+
+
+async def test_the_connection_keeps_aiosqlites_api(tmp_path: Path) -> None:
+    connection = await sqlite_driver.connector([str(tmp_path / "plain.db")], {})()
+    try:
+        cursor = await connection.cursor()
+        await cursor.executescript("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2);")
+        many = await connection.executemany("INSERT INTO t VALUES (?)", [(3,), (4,)])
+        assert many.rowcount == 2
+        async with connection.execute("SELECT x FROM t ORDER BY x") as rows:
+            assert await rows.fetchone() == (1,)
+            assert await rows.fetchmany(2) == [(2,), (3,)]
+            assert await rows.fetchall() == [(4,)]
+        with pytest.raises(sqlite3.OperationalError):
+            await connection.execute("SELECT nothing FROM nowhere")
+    finally:
+        await connection.close()
