@@ -9,11 +9,12 @@ import itertools
 import json
 import os
 import platform
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,12 +26,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
 from sqlalchemy import Table, insert  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
 
 from storage.db import Database  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
-from storage.models import DoseRecord, Patient, Site, Staff, Visit  # noqa: E402
+from storage.models import DoseRecord, InboundMessage, Patient, Site, Staff, Visit  # noqa: E402
 from trial import schedule  # noqa: E402
 from trial.protocol import Protocol  # noqa: E402
 
@@ -369,6 +371,56 @@ async def wait_http(url: str, within: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} never answered")
             await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def served(command: list[str], port: int, *, cwd: Path, env: dict[str, str] | None = None,
+           within: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, once it answers on `port`'s /healthz; stopped with SIGTERM (killed if
+    it does not stop within 30 s)."""
+    process = subprocess.Popen(command, cwd=cwd, env=env)
+    try:
+        asyncio.run(wait_http(f"http://127.0.0.1:{port}/healthz", within=within))
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# -- the bare baseline server -----------------------------------------------------------------
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
+After = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+
+def baseline_app(db: Database, public_url: str, then: After | None = None) -> web.Application:
+    """What a webhook costs at least: check Twilio's signature, insert the raw message, run
+    `then` with the form (if given), answer empty TwiML; and /healthz."""
+    validator = RequestValidator(AUTH_TOKEN)
+
+    async def sms(request: web.Request) -> web.Response:
+        form = await request.post()
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not validator.validate(public_url + request.path_qs, form, signature):
+            raise web.HTTPForbidden()
+        async with db.write() as session:
+            await session.execute(insert(InboundMessage).values(
+                channel="sms", external_id=str(form["MessageSid"]), sender=str(form["From"]),
+                text=str(form.get("Body", "")), payload={}, received_at=START))
+        if then is not None:
+            await then(form)
+        return web.Response(text=EMPTY_TWIML, content_type="application/xml")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/twilio/sms", sms)
+    app.router.add_get("/healthz", healthz)
+    return app
 
 
 def vm_status(pid: int) -> dict[str, int]:

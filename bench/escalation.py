@@ -19,21 +19,18 @@ import asyncio
 import contextlib
 import re
 import signal
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 import common
 from aiohttp import web
-from sqlalchemy import insert
-from twilio.request_validator import RequestValidator
 
 from storage.db import Database
-from storage.models import InboundMessage
 from trial.protocol import load_protocol
 
 SITES = 20
@@ -91,49 +88,24 @@ def baseline_app(db: Database, public_url: str, bot: object) -> web.Application:
     from aiogram import Bot
 
     assert isinstance(bot, Bot)
-    validator = RequestValidator(common.AUTH_TOKEN)
 
-    async def sms(request: web.Request) -> web.Response:
-        form = await request.post()
-        if not validator.validate(public_url + request.path_qs, form,
-                                  request.headers.get("X-Twilio-Signature", "")):
-            raise web.HTTPForbidden()
-        async with db.write() as session:
-            await session.execute(insert(InboundMessage).values(
-                channel="sms", external_id=str(form["MessageSid"]), sender=str(form["From"]),
-                text=str(form.get("Body", "")), payload={}, received_at=common.START))
+    async def page(form: Mapping[str, Any]) -> None:
         patient = int(str(form["From"])[-8:])
         site = 1 + patient % SITES
         text = str(form.get("Body", ""))
         await bot.send_message(common.COORDINATOR_CHAT + site,
                                f"URGENT alert\nSubject: P{patient:06d}\nReport: {text}")
-        return web.Response(text="<Response/>", content_type="application/xml")
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_post("/twilio/sms", sms)
-    app.router.add_get("/healthz", healthz)
-    return app
+    return common.baseline_app(db, public_url, then=page)
 
 
 @contextlib.contextmanager
 def system(kind: str, url: str, fakes: common.Fakes, sms_rate: float) -> Iterator[int]:
     port = common.free_port()
-    process = subprocess.Popen([common.PYTHON, __file__, "--serve", kind, "--db", url,
-                                "--port", str(port), "--telegram", fakes.telegram,
-                                "--twilio", fakes.twilio, "--sms-rate", str(sms_rate)],
-                               cwd=common.ROOT)
-    try:
-        asyncio.run(common.wait_http(f"http://127.0.0.1:{port}/healthz"))
+    with common.served([common.PYTHON, __file__, "--serve", kind, "--db", url, "--port",
+                        str(port), "--telegram", fakes.telegram, "--twilio", fakes.twilio,
+                        "--sms-rate", str(sms_rate)], port, cwd=common.ROOT):
         yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 # -- one measurement -----------------------------------------------------------------------

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,43 +30,15 @@ from urllib.parse import urlencode
 import aiohttp
 import common
 from aiohttp import web
-from sqlalchemy import insert
-from twilio.request_validator import RequestValidator
 
 from storage.db import Database
-from storage.models import InboundMessage
 from trial.protocol import load_protocol
 
 PATIENTS = 20_000
 SYMPTOMS = ("有点头痛", "headache since yesterday, a bit tired", "发烧 38.6 度, 全身发冷")
-EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 
 
 # -- the two servers (run with --serve in a child process) ---------------------------------
-
-def baseline_app(db: Database, public_url: str) -> web.Application:
-    """Check the signature, insert the raw message, answer empty TwiML: nothing else."""
-    validator = RequestValidator(common.AUTH_TOKEN)
-
-    async def sms(request: web.Request) -> web.Response:
-        form = await request.post()
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not validator.validate(public_url + request.path_qs, form, signature):
-            raise web.HTTPForbidden()
-        async with db.write() as session:
-            await session.execute(insert(InboundMessage).values(
-                channel="sms", external_id=str(form["MessageSid"]), sender=str(form["From"]),
-                text=str(form.get("Body", "")), payload={}, received_at=common.START))
-        return web.Response(text=EMPTY_TWIML, content_type="application/xml")
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_post("/twilio/sms", sms)
-    app.router.add_get("/healthz", healthz)
-    return app
-
 
 def engage_app(db: Database, public_url: str) -> web.Application:
     """The real app: `bot.http.build_app` with the conversation core."""
@@ -85,7 +56,7 @@ def engage_app(db: Database, public_url: str) -> web.Application:
 async def serve(kind: str, url: str, port: int) -> None:
     db = Database(url)
     public_url = f"http://127.0.0.1:{port}"
-    app = (engage_app if kind == "engage" else baseline_app)(db, public_url)
+    app = (engage_app if kind == "engage" else common.baseline_app)(db, public_url)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
@@ -107,17 +78,9 @@ class Serving:
 @contextlib.contextmanager
 def server(kind: str, url: str) -> Iterator[Serving]:
     port = common.free_port()
-    process = subprocess.Popen([common.PYTHON, __file__, "--serve", kind, "--db", url,
-                                "--port", str(port)], cwd=common.ROOT)
-    try:
-        asyncio.run(common.wait_http(f"http://127.0.0.1:{port}/healthz"))
+    with common.served([common.PYTHON, __file__, "--serve", kind, "--db", url, "--port",
+                        str(port)], port, cwd=common.ROOT) as process:
         yield Serving(process.pid, port)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 # -- the load generator --------------------------------------------------------------------

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -77,20 +75,12 @@ def measure(directory: Path, patients: int, settle: float) -> tuple[int, int, fl
     port = common.free_port()
     with common.fakes() as fakes:
         started = time.monotonic()
-        process = subprocess.Popen([common.PYTHON, "-m", "engage.cli", "run", "--log-level",
-                                    "WARNING"], env=environment(directory, fakes, port),
-                                   cwd=directory)
-        try:
-            asyncio.run(common.wait_http(f"http://127.0.0.1:{port}/healthz", within=60))
+        with common.served([common.PYTHON, "-m", "engage.cli", "run", "--log-level",
+                            "WARNING"], port, cwd=directory,
+                           env=environment(directory, fakes, port), within=60) as process:
             healthy = time.monotonic() - started
             time.sleep(settle)
             status = common.vm_status(process.pid)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
     common.remove_database(directory / "engage.db")
     return status["VmHWM"], status["VmRSS"], healthy
 
