@@ -8,7 +8,7 @@ import pytest
 
 from bot.channels import Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from bot.sms import SmsChannel, render
-from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, fake_twilio  # noqa: F401
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
 from tests.fakes.twilio_api import FakeTwilioAPI, SmsFailure
 
 TO = "+8613800000001"
@@ -16,7 +16,7 @@ CALLBACK = "https://engage.example.org/twilio/status"
 
 
 @pytest.fixture
-async def channel(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:  # noqa: F811
+async def channel(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
     sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, api_url=fake_twilio.base_url,
                      status_callback=CALLBACK, messaging_service_sid=SERVICE,
                      validity_seconds=14400, timeout=0.5)
@@ -30,7 +30,7 @@ REMINDER = (Choice("Taken", "dose:taken:5", "TAKEN"), Choice("Skip", "dose:skip:
 
 
 async def test_a_reminder_goes_with_numbered_words_callback_and_validity(
-        channel: SmsChannel, fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        channel: SmsChannel, fake_twilio: FakeTwilioAPI) -> None:
     result = await channel.send(OutgoingMessage(17, TO, "Time for your dose.", REMINDER,
                                                 language="en"))
     (request,) = fake_twilio.sent_to(TO)
@@ -54,7 +54,7 @@ def test_chinese_choices_and_the_numbers_we_understand() -> None:
 
 
 async def test_sender_number_instead_of_a_messaging_service(
-        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        fake_twilio: FakeTwilioAPI) -> None:
     sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, api_url=fake_twilio.base_url,
                      status_callback=CALLBACK, sender="+15005550006")
     try:
@@ -73,7 +73,7 @@ async def test_sender_number_instead_of_a_messaging_service(
     (SmsFailure(503, 20500), TransientSendError, {}),
 ])
 async def test_twilio_errors_map_to_the_channel_contract(
-        channel: SmsChannel, fake_twilio: FakeTwilioAPI, failure: SmsFailure,  # noqa: F811
+        channel: SmsChannel, fake_twilio: FakeTwilioAPI, failure: SmsFailure,
         kind: type[Exception], flags: dict[str, bool]) -> None:
     fake_twilio.fail_number(TO, failure)
     with pytest.raises(kind) as raised:
@@ -83,7 +83,7 @@ async def test_twilio_errors_map_to_the_channel_contract(
 
 
 async def test_a_timeout_after_the_request_was_sent_may_have_been_sent(
-        channel: SmsChannel, fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        channel: SmsChannel, fake_twilio: FakeTwilioAPI) -> None:
     fake_twilio.fail_number(TO, SmsFailure(status=201, delay=2.0))
     with pytest.raises(TransientSendError) as raised:
         await channel.send(OutgoingMessage(1, TO, "hi"))

@@ -28,13 +28,13 @@ from storage.migrate import upgrade
 from storage.models import DoseRecord, InboundMessage, Patient
 from study.doses import dose_choices
 from tests.fakes.people import add_site, enrol
-from tests.fakes.servers import TOKEN, dispatcher, fake_telegram  # noqa: F401
+from tests.fakes.servers import TOKEN, dispatcher
 from tests.fakes.telegram_api import Failure, FakeTelegramAPI
 from trial.protocol import Protocol
 
 
 @pytest.fixture
-async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:  # noqa: F811
+async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
     bot = make_bot(TOKEN, fake_telegram.base_url)
     yield bot
     await bot.session.close()
@@ -56,7 +56,7 @@ class Polling:
 
 async def test_link_remind_press_taken_and_see_the_dose_recorded(
         db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot,
-        fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI) -> None:
     await add_site(db, clock.now())
     enrolled = await enrol(db, protocol, clock.now())
     sender = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
@@ -112,7 +112,7 @@ async def test_link_remind_press_taken_and_see_the_dose_recorded(
 
 async def test_an_update_is_not_confirmed_before_its_handling_is_committed(
         tmp_path: Path, protocol: Protocol, clock: SimulatedClock, bot: Bot,
-        fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI) -> None:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'not-yet-migrated.db'}")
     core = Conversation(db, protocol, clock)
     polling = Polling(bot, core, clock)
@@ -133,7 +133,7 @@ async def test_an_update_is_not_confirmed_before_its_handling_is_committed(
 
 async def test_a_replayed_update_id_is_handled_once(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot,
-        fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI) -> None:
     core = Conversation(sqlite_db, protocol, clock)
     update = fake_telegram.message_update(42, "hello", update_id=5000)
     handled = await asyncio.gather(*(core.handle(_event(update, clock)) for _ in range(10)))
@@ -149,7 +149,7 @@ def _event(update: dict, clock: SimulatedClock):  # type: ignore[no-untyped-def]
 
 
 async def test_send_errors_map_to_the_channel_contract(
-        bot: Bot, fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        bot: Bot, fake_telegram: FakeTelegramAPI) -> None:
     channel = TelegramChannel(bot)
     message = OutgoingMessage(1, "601", "hello")
     fake_telegram.fail_chat(601, Failure(429, "Too Many Requests: retry after 3", 3))
@@ -173,7 +173,7 @@ async def test_send_errors_map_to_the_channel_contract(
     assert result.provider_id.startswith("601:")
 
 
-async def test_buttons_and_pictures(bot: Bot, fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+async def test_buttons_and_pictures(bot: Bot, fake_telegram: FakeTelegramAPI) -> None:
     channel = TelegramChannel(bot)
     choices = (Choice("Taken", "dose:taken:12", "TAKEN"), Choice("中文", "lang:zh", "LANG ZH"),
                Choice("Ack", "alert:ack:3"), Choice("Next", "page:adherence BJ01:2"))

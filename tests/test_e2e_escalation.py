@@ -28,14 +28,7 @@ from scheduler.runner import Runner
 from storage.db import Database
 from storage.models import Alert, AlertEvent, AuditEntry, OutboundMessage, SymptomReport
 from tests.fakes.people import add_site, add_staff, enrol
-from tests.fakes.servers import (  # noqa: F401
-    ACCOUNT,
-    AUTH_TOKEN,
-    SERVICE,
-    TOKEN,
-    fake_telegram,
-    fake_twilio,
-)
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN
 from tests.fakes.telegram_api import Call, FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed
@@ -103,8 +96,8 @@ async def world(db: Database, protocol: Protocol, clock: SimulatedClock) -> Site
 
 @pytest.fixture
 async def running(db: Database, protocol: Protocol, clock: SimulatedClock,
-                  fake_telegram: FakeTelegramAPI,  # noqa: F811
-                  fake_twilio: FakeTwilioAPI) -> AsyncIterator[Running]:  # noqa: F811
+                  fake_telegram: FakeTelegramAPI,
+                  fake_twilio: FakeTwilioAPI) -> AsyncIterator[Running]:
     bot = make_bot(TOKEN, fake_telegram.base_url)
     sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, api_url=fake_twilio.base_url,
                      status_callback=f"{PUBLIC_URL}/twilio/status",
@@ -172,8 +165,8 @@ async def _press(api: FakeTelegramAPI, update: dict[str, Any]) -> None:
 
 async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_acknowledges(
         db: Database, protocol: Protocol, clock: SimulatedClock, world: Site,
-        running: Running, fake_telegram: FakeTelegramAPI,  # noqa: F811
-        fake_twilio: FakeTwilioAPI, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+        running: Running, fake_telegram: FakeTelegramAPI,
+        fake_twilio: FakeTwilioAPI, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     api = fake_telegram
     received = clock.advance(timedelta(minutes=10))  # 08:10 in Shanghai

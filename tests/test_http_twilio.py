@@ -16,7 +16,7 @@ from scheduler.doses import plan_doses
 from storage.db import Database
 from storage.models import DeliveryEvent, DoseRecord, InboundMessage, OutboundMessage, Patient
 from tests.fakes.people import add_site, enrol
-from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, dispatcher, fake_twilio  # noqa: F401
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, dispatcher
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from trial.protocol import Protocol
@@ -41,7 +41,7 @@ async def count(db: Database, model: type) -> int:
 
 async def test_a_signed_taken_by_sms_records_the_dose_and_the_reply_goes_by_twilio(
         db: Database, protocol: Protocol, clock: SimulatedClock,
-        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        fake_twilio: FakeTwilioAPI) -> None:
     await add_site(db, clock.now())
     enrolled = await enrol(db, protocol, clock.now(), phone=PHONE)
     await plan_doses(db, protocol, clock.now())
@@ -130,7 +130,7 @@ async def test_opt_out_type_from_advanced_opt_out(sqlite_db: Database, protocol:
 
 async def test_status_callbacks_move_forward_only_and_need_a_signature(
         db: Database, protocol: Protocol, clock: SimulatedClock,
-        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        fake_twilio: FakeTwilioAPI) -> None:
     await add_site(db, clock.now())
     await enrol(db, protocol, clock.now(), phone=PHONE)
     async with http_client(server(db, protocol, clock)) as client:

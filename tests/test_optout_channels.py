@@ -17,15 +17,7 @@ from storage import outbox
 from storage.db import Database
 from storage.models import Alert, OutboundMessage, Patient
 from tests.fakes.people import Enrolled, add_site, add_staff, enrol
-from tests.fakes.servers import (  # noqa: F401
-    ACCOUNT,
-    AUTH_TOKEN,
-    SERVICE,
-    TOKEN,
-    dispatcher,
-    fake_telegram,
-    fake_twilio,
-)
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN, dispatcher
 from tests.fakes.telegram_api import Failure, FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from trial.protocol import Protocol
@@ -41,8 +33,8 @@ class Channels:
 
 
 @pytest.fixture
-async def channels(fake_telegram: FakeTelegramAPI,  # noqa: F811
-                   fake_twilio: FakeTwilioAPI) -> AsyncIterator[Channels]:  # noqa: F811
+async def channels(fake_telegram: FakeTelegramAPI,
+                   fake_twilio: FakeTwilioAPI) -> AsyncIterator[Channels]:
     bot = make_bot(TOKEN, fake_telegram.base_url)
     sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, api_url=fake_twilio.base_url,
                      status_callback="https://engage.example.org/twilio/status",
@@ -88,7 +80,7 @@ async def alerts(db: Database) -> list[Alert]:
 
 async def test_21610_on_send_means_opted_out_and_the_coordinator_is_told(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, channels: Channels,
-        fake_twilio: FakeTwilioAPI, fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_twilio: FakeTwilioAPI, fake_telegram: FakeTelegramAPI) -> None:
     enrolled = await enrol_sms_only(sqlite_db, protocol, clock)
     fake_twilio.fail_number(PHONE, SmsFailure(400, 21610))
     await queue(sqlite_db, clock, enrolled.patient_id, "sms", PHONE)
@@ -109,7 +101,7 @@ async def enrol_sms_only(db: Database, protocol: Protocol, clock: SimulatedClock
 
 async def test_a_blocked_bot_marks_the_chat_unreachable_and_tells_the_coordinator(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, channels: Channels,
-        fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI) -> None:
     enrolled = await linked_patient(sqlite_db, protocol, clock)
     fake_telegram.fail_chat(CHAT, Failure(403, "Forbidden: bot was blocked by the user"))
     await queue(sqlite_db, clock, enrolled.patient_id, "telegram", str(CHAT))
@@ -126,7 +118,7 @@ async def test_a_blocked_bot_marks_the_chat_unreachable_and_tells_the_coordinato
 
 async def test_a_safety_message_to_a_patient_who_blocked_the_bot_goes_by_sms(
         db: Database, protocol: Protocol, clock: SimulatedClock, channels: Channels,
-        fake_telegram: FakeTelegramAPI, fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI, fake_twilio: FakeTwilioAPI) -> None:
     enrolled = await linked_patient(db, protocol, clock)
     fake_telegram.fail_chat(CHAT, Failure(403, "Forbidden: bot was blocked by the user"))
     await queue(db, clock, enrolled.patient_id, "telegram", str(CHAT), lane=outbox.SAFETY,
@@ -142,7 +134,7 @@ async def test_a_safety_message_to_a_patient_who_blocked_the_bot_goes_by_sms(
 
 async def test_the_stop_confirmation_is_delivered_and_then_nothing_routine(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, channels: Channels,
-        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        fake_twilio: FakeTwilioAPI) -> None:
     enrolled = await enrol_sms_only(sqlite_db, protocol, clock)
     core = Conversation(sqlite_db, protocol, clock)
     await core.handle(InboundEvent("sms", "SM1", PHONE, "退订", None, clock.now()))

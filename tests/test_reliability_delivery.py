@@ -29,14 +29,7 @@ from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database
 from storage.models import DeliveryEvent, OutboundMessage
-from tests.fakes.servers import (  # noqa: F401
-    ACCOUNT,
-    AUTH_TOKEN,
-    SERVICE,
-    TOKEN,
-    fake_telegram,
-    fake_twilio,
-)
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN
 from tests.fakes.telegram_api import Call, Failure, FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed
@@ -47,7 +40,7 @@ RETRY_AFTER = 1  # seconds, as Telegram says it (an integer)
 
 
 @pytest.fixture
-async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:  # noqa: F811
+async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
     bot = make_bot(TOKEN, fake_telegram.base_url)
     yield bot
     await bot.session.close()
@@ -61,7 +54,7 @@ async def _rows(db: Database) -> list[OutboundMessage]:
 
 async def test_a_429_and_5xx_storm_over_many_chats_delivers_each_message_once(
         sqlite_db: Database, protocol: Protocol, bot: Bot,
-        fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI) -> None:
     clock = SystemClock()  # retry_after is about real seconds
     chats = [str(800_000 + n) for n in range(60)]
     # What the fake answers each chat before it accepts: a flood-control 429, one or two 5xx,
@@ -125,7 +118,7 @@ async def test_a_429_and_5xx_storm_over_many_chats_delivers_each_message_once(
 
 @pytest.mark.parametrize("where", ["client timeout", "dispatcher timeout"])
 async def test_a_twilio_timeout_after_the_send_leaves_the_row_unknown_and_never_resends_it(
-        db: Database, protocol: Protocol, fake_twilio: FakeTwilioAPI,  # noqa: F811
+        db: Database, protocol: Protocol, fake_twilio: FakeTwilioAPI,
         where: str) -> None:
     clock = SimulatedClock(SystemClock().now())
     phone = "+8613800000999"

@@ -37,15 +37,7 @@ from storage.models import (
 )
 from study.reports import receive_report
 from tests.fakes.people import add_site, add_staff, enrol
-from tests.fakes.servers import (  # noqa: F401
-    ACCOUNT,
-    AUTH_TOKEN,
-    SERVICE,
-    TOKEN,
-    dispatcher,
-    fake_telegram,
-    fake_twilio,
-)
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN, dispatcher
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed, sign
@@ -182,7 +174,7 @@ async def test_percent_encoded_invalid_utf8_is_kept_as_replacement_characters(
 
 async def test_a_malformed_telegram_update_is_a_400_and_stores_nothing(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock,
-        fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI) -> None:
     bot = make_bot(TOKEN, fake_telegram.base_url)
     try:
         async with http_client(_server(sqlite_db, protocol, clock, bot)) as client:
@@ -197,7 +189,7 @@ async def test_a_malformed_telegram_update_is_a_400_and_stores_nothing(
 
 async def test_a_poisoned_telegram_update_does_not_stop_the_updates_behind_it(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock,
-        fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI) -> None:
     from bot.telegram import TelegramPoller
 
     bot = make_bot(TOKEN, fake_telegram.base_url)
@@ -222,7 +214,7 @@ async def test_a_poisoned_telegram_update_does_not_stop_the_updates_behind_it(
 
 async def test_an_unknown_number_gets_one_neutral_sms_however_often_and_fast_it_writes(
         db: Database, protocol: Protocol, clock: SimulatedClock,
-        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        fake_twilio: FakeTwilioAPI) -> None:
     await add_site(db, clock.now())
     texts = ["hello", "STOP", "发烧38.6度", "/alerts", "1", "HELP", "TAKEN", "REPORT"] * 2
     async with http_client(_server(db, protocol, clock)) as client:
@@ -251,7 +243,7 @@ async def test_an_unknown_number_gets_one_neutral_sms_however_often_and_fast_it_
 
 async def test_guessing_link_codes_through_the_webhook_stops_at_the_limit(
         db: Database, protocol: Protocol, clock: SimulatedClock,
-        fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        fake_telegram: FakeTelegramAPI) -> None:
     await add_site(db, clock.now())
     enrolled = await enrol(db, protocol, clock.now())
     limit = protocol.reminders.link_code_attempts_per_hour

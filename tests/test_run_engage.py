@@ -12,14 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.fakes.servers import (  # noqa: F401
-    ACCOUNT,
-    AUTH_TOKEN,
-    SERVICE,
-    TOKEN,
-    fake_telegram,
-    fake_twilio,
-)
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI
 
@@ -67,8 +60,8 @@ async def healthz(port: int, within: float = 20.0) -> dict[str, object]:
 
 
 async def test_engage_run_serves_healthz_answers_telegram_and_stops_on_sigterm(
-        tmp_path: Path, fake_telegram: FakeTelegramAPI,  # noqa: F811
-        fake_twilio: FakeTwilioAPI) -> None:  # noqa: F811
+        tmp_path: Path, fake_telegram: FakeTelegramAPI,
+        fake_twilio: FakeTwilioAPI) -> None:
     port = free_port()
     env = environment(tmp_path, fake_telegram.base_url, fake_twilio.base_url, port)
     process = await engage(env, tmp_path, "run")
@@ -107,7 +100,7 @@ async def test_webhook_mode_without_a_secret_refuses_to_start(tmp_path: Path) ->
 
 
 async def test_webhook_mode_registers_the_secret_and_serves_the_route(
-        tmp_path: Path, fake_telegram: FakeTelegramAPI) -> None:  # noqa: F811
+        tmp_path: Path, fake_telegram: FakeTelegramAPI) -> None:
     from engage.config import Settings
     from engage.runtime import Runtime
 
