@@ -4,26 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement
-
 from scheduler.tick import NOW, Step, due_when
 from storage.db import Database
 from study import doses
 from trial.protocol import Protocol
 
 
-def doses_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
-    """A patient to plan or a dose to move on."""
-    return _DUE
-
-
-_DUE = doses.due_condition(NOW)
-
-
-# Isolated: it writes doses, patients' planning instants, outbox rows and audit entries, none of
-# which another step's condition reads.
-@due_when(doses_due, isolated=True)
-
+# A patient to plan or a dose to move on. Isolated: the step writes doses, patients' planning
+# instants, outbox rows and audit entries, none of which another step's condition reads.
+@due_when(doses.due_condition(NOW), isolated=True)
 async def plan_doses(db: Database, protocol: Protocol, now: datetime) -> int:
     """Create due dose rows; send due reminders, follow-ups and snooze reminders; close doses at
     their cut-off. Each batch is one transaction, so a long catch-up never holds the lock long

@@ -32,14 +32,7 @@ Step = Callable[[Database, Protocol, datetime], Awaitable[int]]
 CHECKIN_GRACE = timedelta(hours=6)
 
 
-def _escalation_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
-    return _ESCALATION_DUE
-
-
-_ESCALATION_DUE = alerts.escalation_due(NOW)
-
-
-@due_when(_escalation_due)
+@due_when(alerts.escalation_due(NOW))
 async def escalate(db: Database, protocol: Protocol, now: datetime) -> int:
     """Page the next level of every alert whose acknowledgement timeout has passed."""
     total = 0
@@ -82,14 +75,7 @@ async def send_to_patient(session: AsyncSession, patient: Patient, reply: Reply,
     return bool(await outbox.enqueue_many(session, [planned], now=now))
 
 
-def _timeouts_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
-    return _TIMEOUTS_DUE
-
-
-_TIMEOUTS_DUE = questionnaire.timeout_due(NOW)
-
-
-@due_when(_timeouts_due)
+@due_when(questionnaire.timeout_due(NOW))
 async def close_questionnaires(db: Database, protocol: Protocol, now: datetime) -> int:
     """Close timed-out questionnaires: report what was answered, tell the patient politely."""
     async with db.write() as session:

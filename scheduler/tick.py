@@ -43,9 +43,17 @@ _PROBES: dict[Step, Probe] = {}
 _ISOLATED: set[Step] = set()
 
 
-def due_when(condition: Condition, *, isolated: bool = False) -> Callable[[Step], Step]:
-    """Register a step's SQL condition: the pass runs the step only when it holds.
-    `isolated`: the step's writes never make another step due."""
+def due_when(condition: Condition | ColumnElement[bool], *,
+             isolated: bool = False) -> Callable[[Step], Step]:
+    """Register a step's SQL condition: the pass runs the step only when it holds. A condition
+    built once (comparing with `NOW`) is given as it is; one that needs the protocol or the
+    date, as a function of them. `isolated`: the step's writes never make another step due."""
+    if isinstance(condition, ColumnElement):
+        fixed = condition
+
+        def condition(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+            return fixed
+
     def register(step: Step) -> Step:
         _CONDITIONS[step] = condition
         if isolated:

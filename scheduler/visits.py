@@ -4,22 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement
-
 from scheduler.tick import NOW, Step, due_when, once_a_day
 from storage.db import Database
 from study import visits
 from trial.protocol import Protocol
 
 
-def _notices_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
-    return _NOTICES_DUE
-
-
-_NOTICES_DUE = visits.notices_due(NOW)
-
-
-@due_when(_notices_due)
+@due_when(visits.notices_may_be_due(NOW))
 async def visit_notices(db: Database, protocol: Protocol, now: datetime) -> int:
     """Queue visit notices whose instant has come."""
     async with db.write() as session:

@@ -29,8 +29,9 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine configured for safe concurrent writes on either backend."""
     if url.startswith("sqlite"):
-        dialect = make_url(url).get_dialect()
-        args, options = dialect().create_connect_args(make_url(url))
+        # sqlite3.connect's arguments as SQLAlchemy would pass them, for the one-trip driver.
+        parsed = make_url(url)
+        args, options = parsed.get_dialect()().create_connect_args(parsed)
         options["timeout"] = BUSY_TIMEOUT_MS / 1000
         engine = create_async_engine(url, async_creator=sqlite_driver.connector(args, options),
                                      **kwargs)

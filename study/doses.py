@@ -61,11 +61,7 @@ DOSE_FIELDS = tuple(f.name for f in fields(Dose))
 
 def to_dose(row: DoseRecord) -> Dose:
     """The pure dose of a row."""
-    loaded = row.__dict__  # plain reads of the loaded row: this runs for every dose looked at
-    try:
-        values: dict[str, Any] = {name: loaded[name] for name in DOSE_FIELDS}
-    except KeyError:  # an expired row: the ORM loads it
-        values = {name: getattr(row, name) for name in DOSE_FIELDS}
+    values: dict[str, Any] = {name: _loaded(row, name) for name in DOSE_FIELDS}
     values["state"] = DoseState(values["state"])
     return Dose(**values)
 

@@ -239,13 +239,8 @@ def _notice_candidates(now: datetime | ColumnElement[datetime]) -> list[ColumnEl
     return [Visit.next_notice_at <= now]
 
 
-def notices_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
+def notices_may_be_due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     """SQL: `plan_notices` may have something to queue (or a passed notice to drop)."""
-    return notices_due(now)
-
-
-def notices_due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
-    """`notices_may_be_due` as of an instant or a bound parameter for one."""
     return exists().where(*_notice_candidates(now))
 
 

@@ -37,7 +37,7 @@ async def _w4(db: Database, patient_id: int) -> Visit:
 async def _may_be_due(db: Database, protocol: Protocol, now: datetime) -> bool:
     async with db.read() as session:
         return bool((await session.execute(select(
-            visits.notices_may_be_due(protocol, now)))).scalar())
+            visits.notices_may_be_due(now)))).scalar())
 
 
 async def _plan(db: Database, protocol: Protocol, now: datetime) -> int:
