@@ -9,7 +9,7 @@ from PIL import Image
 
 from storage.db import Database
 from study import chart
-from tests.test_staff_fixtures import add_dose, add_patient, add_site
+from tests.fakes.rows import add_dose, add_patient, add_site
 
 LAST = date(2026, 3, 1)
 

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from storage.db import Database
 from storage.models import AuditEntry, LinkCode, Patient, Site, Staff
 from study.enrolment import hash_code
-from tests.test_cli_support import counts, fetch, run_cli, setup_site
+from tests.fakes.cli import counts, fetch, run_cli, setup_site
 
 
 @pytest.fixture(autouse=True)

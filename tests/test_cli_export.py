@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from engage.commands.export import EXPORTS
 from storage.models import AuditEntry
-from tests.test_cli_support import fetch, run_cli, setup_site
+from tests.fakes.cli import fetch, run_cli, setup_site
 
 REASON = "患者住院，暂停提醒 (hospitalised, \"pause\")"
 

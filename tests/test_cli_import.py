@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from storage.models import AuditEntry, LinkCode, Patient
 from study.enrolment import hash_code
-from tests.test_cli_support import counts, fetch, run_cli, setup_site
+from tests.fakes.cli import counts, fetch, run_cli, setup_site
 
 HEADER = "subject_id,site,baseline,dose_time,language,phone,tz"
 

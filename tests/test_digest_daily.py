@@ -17,7 +17,7 @@ from storage.db import Database
 from storage.models import OutboundMessage, SymptomReport, TickRun
 from study import chart
 from study import digest as site_digest
-from tests.test_staff_fixtures import (
+from tests.fakes.rows import (
     T0,
     add_alert,
     add_dose,

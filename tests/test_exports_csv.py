@@ -15,8 +15,8 @@ from engage.commands.export import EXPORTS
 from storage import outbox
 from storage.db import Database
 from storage.models import InboundMessage
-from tests.test_cli_support import run_cli
-from tests.test_staff_fixtures import (
+from tests.fakes.cli import run_cli
+from tests.fakes.rows import (
     T0,
     add_alert,
     add_dose,

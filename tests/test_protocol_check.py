@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_support import run_cli
+from tests.fakes.cli import run_cli
 from trial.protocol import bundled_path
 
 VISITS = ["SCR", *(f"W{week}" for week in range(0, 49, 4))]

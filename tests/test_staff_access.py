@@ -9,7 +9,7 @@ from bot.staff_commands import find_action
 from storage.db import Database
 from storage.models import Alert, AuditEntry
 from study import staff_access
-from tests.test_staff_fixtures import T0, add_alert, add_patient, add_site, add_staff
+from tests.fakes.rows import T0, add_alert, add_patient, add_site, add_staff
 from trial.protocol import load_protocol
 
 

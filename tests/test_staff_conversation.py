@@ -13,8 +13,8 @@ from engage.clock import SimulatedClock
 from storage.db import Database
 from storage.models import AuditEntry, OutboundMessage
 from tests.fakes.people import add_site, add_staff, enrol
-from tests.test_staff_fixtures import add_dose
-from tests.test_staff_fixtures import add_patient as add_subject
+from tests.fakes.rows import add_dose
+from tests.fakes.rows import add_patient as add_subject
 from trial.protocol import Protocol
 
 _updates = iter(range(50_000, 60_000))

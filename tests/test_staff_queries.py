@@ -15,7 +15,7 @@ from storage.db import Database
 from storage.models import AuditEntry, OutboundMessage, Patient, Staff
 from study.doses import patient_adherence
 from study.replies import Reply
-from tests.test_staff_fixtures import (
+from tests.fakes.rows import (
     T0,
     add_alert,
     add_dose,

@@ -11,8 +11,8 @@ import pytest
 
 from bot.staff_commands import COMMANDS
 from storage.db import Database
-from tests.test_cli_support import run_cli
-from tests.test_staff_fixtures import add_staff
+from tests.fakes.cli import run_cli
+from tests.fakes.rows import add_staff
 from tests.test_staff_queries import NOW, TODAY, seed_site
 from trial.protocol import Protocol
 

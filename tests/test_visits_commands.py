@@ -16,7 +16,7 @@ from storage.db import Database
 from storage.models import AuditEntry, Visit
 from study.replies import Reply
 from tests import test_visits_support as support
-from tests.test_cli_support import fetch, run_cli, setup_site
+from tests.fakes.cli import fetch, run_cli, setup_site
 from trial.protocol import Protocol
 
 T0 = datetime(2026, 2, 20, 2, 0, tzinfo=UTC)

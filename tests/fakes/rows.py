@@ -1,4 +1,6 @@
-"""Seeding helpers shared by the STAFF tests (sites, staff, patients, doses); no tests here."""
+"""Rows written straight into the database, for tests that need a given state (sites, staff,
+patients, doses, alerts, reports, visits). `tests.fakes.people` enrols through the real
+operations instead."""
 
 from __future__ import annotations
 
