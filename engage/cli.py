@@ -5,23 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from engage.commands import COMMAND_MODULES
+
+# In the commands' own module (not here): under `python -m engage.cli` this file is __main__,
+# and the commands must raise the very class `main` catches.
+from engage.commands.support import CommandError
 from engage.config import ConfigError, Settings, load_settings
 from trial.protocol import ProtocolError
-
-
-class CommandError(Exception):
-    """A user error: printed as one line on stderr, exit status 2 (or `status`)."""
-
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
-
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int | None]]
 
@@ -33,14 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
-
-
-def emit(data: Any, as_json: bool, text: str | None = None) -> None:
-    """Print a result as JSON (`--json`) or as readable text."""
-    if as_json:
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-    else:
-        print(text if text is not None else data)
 
 
 async def _run(awaitable: Awaitable[int | None]) -> int | None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engage.commands.support import open_database
 from engage.config import Settings
-from storage.db import Database
-from storage.migrate import upgrade
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    database = Database(settings.database_url)
-    try:
-        await upgrade(database.engine)
-    finally:
-        await database.dispose()
-    print("database is at the newest schema")
+    async with open_database(settings, migrate=True):
+        print("database is at the newest schema")
     return 0

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
-from engage.cli import CommandError
 from engage.clock import SystemClock
+from engage.commands.support import CommandError
 from engage.config import Settings
 from engage.demo.driver import DemoOptions, run_demo
 from engage.demo.scenario import MAX_PATIENTS, SITES

@@ -25,8 +25,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engage.cli import CommandError, emit
-from engage.commands.support import cli_actor, now, open_database
+from engage.commands.support import CommandError, cli_actor, emit, now, open_database
 from engage.config import Settings
 from storage import audit
 from storage.models import AuditEntry

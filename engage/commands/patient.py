@@ -7,8 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from engage.cli import CommandError, emit
-from engage.commands.support import cli_actor, now, open_database, refused
+from engage.commands.support import CommandError, cli_actor, emit, now, open_database, refused
 from engage.config import Settings
 from study.enrolment import change_status, enroll
 from study.importing import COLUMNS, RosterError, import_roster

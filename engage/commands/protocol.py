@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from engage.cli import emit
+from engage.commands.support import emit
 from engage.config import Settings
 from trial.protocol import Protocol, VisitTemplate, load_protocol
 

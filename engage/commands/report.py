@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import date
 
-from engage.cli import CommandError, emit
-from engage.commands.support import now, open_database
+from engage.commands.support import CommandError, emit, now, open_database
 from engage.commands.tick import parse_instant
 from engage.config import Settings
 from storage.models import Site

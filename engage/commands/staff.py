@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engage.cli import CommandError, emit
-from engage.commands.support import cli_actor, now, open_database, refused
+from engage.commands.support import CommandError, cli_actor, emit, now, open_database, refused
 from engage.config import Settings
 from study.enrolment import add_staff
 from trial.protocol import LANGUAGES, ROLES

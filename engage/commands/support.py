@@ -4,22 +4,39 @@ and refused changes turned into one error line."""
 from __future__ import annotations
 
 import getpass
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from engage.cli import CommandError
 from engage.clock import SystemClock
 from engage.config import Settings
 from storage.audit import Actor
 from storage.db import Database
 from storage.migrate import alembic_config, upgrade
 from trial.enrolment import EnrolmentError
+
+
+class CommandError(Exception):
+    """A user error: printed as one line on stderr, exit status 2 (or `status`)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+    """Print a result as JSON (`--json`) or as readable text."""
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        print(text if text is not None else data)
 
 
 def cli_actor() -> Actor:
@@ -51,12 +68,14 @@ async def _schema_ready(database: Database) -> None:
 
 
 @asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Database]:
-    """The configured database, ready for use; closed afterwards."""
+async def open_database(settings: Settings, *,
+                        migrate: bool = False) -> AsyncIterator[Database]:
+    """The configured database, ready for use (`migrate`: upgraded to the newest schema, on
+    either backend); closed afterwards. An unreachable database is one error line."""
     database = Database(settings.database_url)
     try:
         try:
-            await _schema_ready(database)
+            await (upgrade(database.engine) if migrate else _schema_ready(database))
         except (OSError, SQLAlchemyError, AlembicError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise CommandError(f"cannot open the database: {reason}") from None

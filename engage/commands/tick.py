@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from engage.cli import CommandError, emit
 from engage.clock import SimulatedClock
+from engage.commands.support import CommandError, emit, open_database
 from engage.commands.support import now as wall_now
-from engage.commands.support import open_database
 from engage.config import Settings
 from scheduler.tick import run_tick
 from storage.db import Database

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from engage.cli import CommandError, emit
-from engage.commands.support import cli_actor, now, open_database
+from engage.commands.support import CommandError, cli_actor, emit, now, open_database
 from engage.config import Settings
 from storage import audit
 from storage.models import Visit
