@@ -24,8 +24,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,7 +36,7 @@ from messages import sms as sms_text
 from messages.keywords import Keyword, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor
-from storage.db import Database
+from storage.db import Database, insert_new
 from storage.models import InboundMessage, Patient, Site, Staff
 from study import linking, optout, staff_access
 from study.replies import Reply
@@ -197,12 +195,9 @@ class Conversation:
                   "payload": {**event.payload, "action": event.action},
                   "received_at": event.received_at}
         async with self.db.write() as session:
-            insert = pg_insert if session.get_bind().dialect.name == "postgresql" \
-                else sqlite_insert
             new_id = (await session.execute(
-                insert(InboundMessage).values(**values)
-                .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-                .returning(InboundMessage.id))).scalar_one_or_none()
+                insert_new(session, InboundMessage, unique=["channel", "external_id"])
+                .values(**values).returning(InboundMessage.id))).scalar_one_or_none()
             if new_id is not None:
                 return int(new_id)
             return int((await session.execute(select(InboundMessage.id).where(

@@ -42,7 +42,7 @@ from storage.audit import Actor
 from storage.db import Database
 from storage.models import OutboundMessage, Patient, Site, Staff
 from study import alerts, optout
-from study.recipients import patient_route
+from study.recipients import patient_route, reachable
 from trial.protocol import Protocol, QuietHours
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class Dispatcher:
     def _reroute(self, session: AsyncSession, row: OutboundMessage, patient: Patient,
                  now: datetime) -> str | None:
         """Move a patient's message off a channel that cannot reach them; a reason if none can."""
-        if _usable(patient, row.channel):
+        if reachable(patient, row.channel):
             return None
         route = patient_route(patient, safety=row.lane == outbox.SAFETY)
         if route is None or route.channel == row.channel:
@@ -573,14 +573,6 @@ def _refusal(row: OutboundMessage, patient: Patient | None, member: Staff | None
     if patient.opted_out:
         return "patient opted out"
     return None
-
-
-def _usable(patient: Patient, channel: str) -> bool:
-    if channel == "telegram":
-        return patient.telegram_id is not None and patient.telegram_reachable
-    if channel == "sms":
-        return bool(patient.phone) and patient.sms_reachable and not patient.opted_out
-    return True
 
 
 def _recipient_tz(patient: Patient | None, member: Staff | None,

@@ -6,19 +6,16 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import insert_new
 from storage.models import TickRun
 
 
 async def claim(session: AsyncSession, key: str, now: datetime) -> bool:
     """Claim a key; False if it was claimed before (by this or another worker)."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (insert(TickRun).values(key=key, at=now)
-                 .on_conflict_do_nothing(index_elements=["key"]).returning(TickRun.key))
+    statement = (insert_new(session, TickRun, unique=["key"]).values(key=key, at=now)
+                 .returning(TickRun.key))
     return (await session.execute(statement)).scalar_one_or_none() is not None
 
 

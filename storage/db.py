@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, make_url, text
+from sqlalchemy import Insert, event, make_url, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +26,13 @@ BUSY_TIMEOUT_MS = 30_000
 def is_sqlite(engine: AsyncEngine) -> bool:
     """Whether the engine talks to SQLite."""
     return engine.dialect.name == "sqlite"
+
+
+def insert_new(session: AsyncSession, table: Any, *, unique: Sequence[str]) -> Insert:
+    """INSERT ... ON CONFLICT (`unique`) DO NOTHING in the session's dialect: a row whose key
+    exists already is left as it is (once-only marks, replayed webhooks, queued messages)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(unique))
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:

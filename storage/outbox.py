@@ -12,10 +12,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import insert_new
 from storage.models import DeliveryEvent, OutboundMessage
 
 SAFETY = "safety"
@@ -71,12 +70,9 @@ class Planned:
 
 def _insert_new(session: AsyncSession) -> Any:
     """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id: a key queued once stays."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     # The table, not the mapped class: a batch of a day's reminders skips the ORM's bulk path.
     table = cast(Table, OutboundMessage.__table__)
-    return (insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(table.c.id))
+    return insert_new(session, table, unique=["dedupe_key"]).returning(table.c.id)
 
 
 async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str,

@@ -26,8 +26,6 @@ from sqlalchemy import (
     union,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified, set_committed_value
@@ -36,6 +34,7 @@ from bot.channels import Choice
 from messages import catalogue
 from storage import audit, outbox
 from storage.audit import Actor
+from storage.db import insert_new
 from storage.models import DoseRecord, Patient, Visit
 from storage.types import UTCDateTime
 from study.recipients import Route, patient_route
@@ -266,10 +265,6 @@ def plan_patient(protocol: Protocol, patient: Patient,
     return due
 
 
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
                         schedule.DoseTimes]], now: datetime) -> int:
     """Insert the planned rows in one statement; an existing (patient, date) row is kept."""
@@ -285,8 +280,7 @@ async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
                    next_action_at=dose.next_action_at())
         values.append(row)
     table = DoseRecord.__table__
-    statement = (_insert(session)(table)
-                 .on_conflict_do_nothing(index_elements=["patient_id", "local_date"])
+    statement = (insert_new(session, table, unique=["patient_id", "local_date"])
                  .returning(table.c.id, table.c.patient_id, table.c.local_date, table.c.due_at))
     subjects = {patient.id: patient.subject_id for patient, _ in planned}
     created = (await session.execute(statement, values)).all()

@@ -21,11 +21,21 @@ def patient_route(patient: Patient, *, safety: bool = False) -> Route | None:
     """
     if not safety and (patient.opted_out or patient.status != "active"):
         return None
-    if patient.telegram_id is not None and patient.telegram_reachable:
+    if reachable(patient, "telegram"):
         return Route("telegram", str(patient.telegram_id))
-    if patient.phone and patient.sms_reachable and not patient.opted_out:
-        return Route("sms", patient.phone)
+    if reachable(patient, "sms"):
+        return Route("sms", str(patient.phone))
     return None
+
+
+def reachable(patient: Patient, channel: str) -> bool:
+    """Whether a patient can get messages on a channel at all: linked or with a phone, not
+    marked unreachable there, and for SMS not opted out (STOP is an SMS carrier's rule)."""
+    if channel == "telegram":
+        return patient.telegram_id is not None and patient.telegram_reachable
+    if channel == "sms":
+        return bool(patient.phone) and patient.sms_reachable and not patient.opted_out
+    return True
 
 
 def staff_route(staff: Staff) -> list[Route]:
