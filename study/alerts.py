@@ -238,9 +238,8 @@ async def find(session: AsyncSession, staff: Staff, alert_id: int, *,
 async def visible(session: AsyncSession, staff: Staff, *, now: datetime,
                   limit: int = 20) -> list[Alert]:
     """Unresolved alerts of the staff member's site (all sites for an admin), oldest first."""
-    query = select(Alert).where(Alert.status != RESOLVED)
-    if staff.role != "admin":
-        query = query.where(Alert.site_id == staff.site_id)
+    query = select(Alert).where(Alert.status != RESOLVED,
+                                staff_access.site_scope(staff, Alert.site_id))
     alerts = list((await session.execute(
         query.order_by(Alert.opened_at, Alert.id).limit(limit))).scalars().all())
     audit.record(session, at=now, actor=Actor.staff(staff.id), action="query", entity="alerts",

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from storage import audit
 from storage.audit import Actor
@@ -54,7 +55,8 @@ def can_acknowledge(staff: Staff, site_id: str) -> bool:
     return can_act(staff, site_id)
 
 
-def site_scope(staff: Staff, column: ColumnElement[str]) -> ColumnElement[bool]:
+def site_scope(staff: Staff, column: ColumnElement[str] | InstrumentedAttribute[str],
+               ) -> ColumnElement[bool]:
     """A WHERE clause keeping rows of the sites this staff member may see."""
     if sees_all_sites(staff):
         return true()
