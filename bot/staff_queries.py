@@ -29,6 +29,7 @@ from storage.models import DoseRecord, Patient, Site, Staff, Visit
 from study import digest, staff_access
 from study.doses import patient_adherence
 from study.replies import Reply
+from trial import schedule
 from trial.adherence import days_between
 from trial.protocol import Protocol
 
@@ -129,7 +130,7 @@ async def _site_table(session: AsyncSession, protocol: Protocol, staff: Staff,
     if not sites:
         return _not_found(staff.site_id or "-")
     label = sites[0].id if len(sites) == 1 else _t("staff.scope_all", staff)
-    today = digest.local_today(now, sites[0].tz)
+    today = schedule.local_date(now, sites[0].tz)
     site_ids = None if len(sites) > 1 else [sites[0].id]
     rows = []
     for line in await digest.adherence_lines(session, protocol, site_ids, now=now):
@@ -154,7 +155,7 @@ async def _subject_days(session: AsyncSession, protocol: Protocol, staff: Staff,
     doses = {d.local_date: d for d in (await session.execute(
         select(DoseRecord).where(DoseRecord.patient_id == patient.id,
                                  DoseRecord.local_date >= start))).scalars().all()}
-    today = digest.local_today(now, patient.tz)
+    today = schedule.local_date(now, patient.tz)
     zone = ZoneInfo(patient.tz)
     rows = []
     for record in days_between(doses, start, today + timedelta(days=1)):
@@ -254,7 +255,7 @@ async def _visits_page(session: AsyncSession, protocol: Protocol, staff: Staff, 
     sites = await _default_sites(session, staff, command="visits", now=now)
     if not sites:
         return _not_found(staff.site_id or "-")
-    today = digest.local_today(now, sites[0].tz)
+    today = schedule.local_date(now, sites[0].tz)
     site_ids = None if staff_access.sees_all_sites(staff) else [s.id for s in sites]
     missed, upcoming = await digest.visits_between(session, site_ids, today=today, days=days)
     scope = sites[0].id if len(sites) == 1 else _t("staff.scope_all", staff)

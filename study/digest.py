@@ -22,6 +22,7 @@ from storage.models import Alert, Patient, Site, Staff, SymptomReport, Visit
 from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
 from study.staff_access import DIGEST_ROLES
+from trial import schedule
 from trial.protocol import Protocol
 
 UPCOMING_DAYS = 7
@@ -87,11 +88,6 @@ class SiteDigest:
         """Nothing to look at today."""
         return not (self.alerts or self.reports or self.flagged or self.missed_visits
                     or self.upcoming_visits or self.opted_out or self.unreachable)
-
-
-def local_today(now: datetime, tz: str) -> date:
-    """The site's local date at an instant."""
-    return now.astimezone(ZoneInfo(tz)).date()
 
 
 async def open_alerts(session: AsyncSession, site_ids: Sequence[str] | None, *,
@@ -168,7 +164,7 @@ class AdherenceLine:
 
 def window_start(now: datetime, tz: str, days: int) -> date:
     """First local date of the last `days` days, today included."""
-    return local_today(now, tz) - timedelta(days=days - 1)
+    return schedule.local_date(now, tz) - timedelta(days=days - 1)
 
 
 async def adherence_lines(session: AsyncSession, protocol: Protocol,
@@ -195,7 +191,7 @@ async def adherence_lines(session: AsyncSession, protocol: Protocol,
 async def gather(session: AsyncSession, protocol: Protocol, site: Site, *,
                  now: datetime) -> SiteDigest:
     """The content of a site's digest as of `now`."""
-    today = local_today(now, site.tz)
+    today = schedule.local_date(now, site.tz)
     digest = SiteDigest(site.id, site.tz, today, now)
     digest.alerts = await open_alerts(session, [site.id])
     digest.reports = await _new_routine_reports(session, site.id)

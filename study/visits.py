@@ -27,7 +27,7 @@ from storage.models import (
 )
 from study import alerts
 from study.recipients import patient_route
-from trial import phases
+from trial import phases, schedule
 from trial import visits as rules
 from trial.protocol import Protocol, VisitTemplate
 from trial.visits import Notice
@@ -189,7 +189,7 @@ async def mark_done(session: AsyncSession, protocol: Protocol, patient: Patient,
                     reason: str | None = None) -> VisitChange:
     """Record that a visit took place (today, local, by default), flagged if outside its window."""
     visit = await find_visit(session, patient, name)
-    today = rules.local_date(now, patient.tz)
+    today = schedule.local_date(now, patient.tz)
     day = done_date or today
     if visit.status == "done":
         raise VisitError("visit.error_already_done", subject=patient.subject_id,
@@ -309,7 +309,7 @@ async def detect_missed(session: AsyncSession, protocol: Protocol, now: datetime
     for visit, patient in rows:
         # A visit moved past its window is due by its new date instead.
         deadline = max(visit.window_end, visit.scheduled_date)
-        if not rules.window_closed(deadline, rules.local_date(now, patient.tz)):
+        if not rules.window_closed(deadline, schedule.local_date(now, patient.tz)):
             continue
         audit.change(session, visit, at=now, actor=SYSTEM, reason="window closed",
                      status="missed")
@@ -365,7 +365,7 @@ async def plan_phase_notices(session: AsyncSession, protocol: Protocol, now: dat
         existing = set((await session.execute(select(OutboundMessage.dedupe_key).where(
             OutboundMessage.dedupe_key.in_(list(keys.values()))))).scalars()) if keys else set()
         for patient in patients:
-            start = rules.local_instant(patient.baseline + offset, at, patient.tz)
+            start = schedule.local_instant(patient.baseline + offset, at, patient.tz)
             route = patient_route(patient)
             if (keys[patient.id] in existing or route is None
                     or not start <= now < start + PHASE_NOTICE_GRACE

@@ -93,8 +93,9 @@ def test_notices_across_new_year_in_shanghai(protocol: Protocol) -> None:
 
 
 def test_a_wall_time_skipped_by_dst_moves_forward() -> None:
+    # The dose schedule's rule: the first valid instant after the gap, the jump itself.
     at = rules.local_instant(D(2026, 3, 8), time(2, 30), "America/New_York")
-    assert at == datetime(2026, 3, 8, 7, 30, tzinfo=UTC)  # 03:30 EDT
+    assert at == datetime(2026, 3, 8, 7, 0, tzinfo=UTC)  # 03:00 EDT
 
 
 def test_notice_time_inside_quiet_hours_moves_to_their_end(protocol: Protocol) -> None:

@@ -7,10 +7,11 @@ local calendar date of the patient; instants are aware UTC datetimes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from trial.protocol import QuietHours, Visits, VisitTemplate
+from trial.schedule import local_instant
 
 
 @dataclass(frozen=True)
@@ -46,20 +47,6 @@ def plan_visits(visits: Visits, baseline: date) -> list[VisitPlan]:
 def in_window(day: date, window_start: date, window_end: date) -> bool:
     """Whether a date falls inside a visit window (both ends included)."""
     return window_start <= day <= window_end
-
-
-def local_instant(day: date, at: time, tz: str) -> datetime:
-    """The UTC instant of a local wall-clock time on a local date.
-
-    A wall time skipped by a DST jump comes out shifted forward by the jump (02:30 -> 03:30);
-    a repeated one is its first occurrence (PEP 495, fold=0).
-    """
-    return datetime.combine(day, at, tzinfo=ZoneInfo(tz)).astimezone(UTC)
-
-
-def local_date(now: datetime, tz: str) -> date:
-    """The patient's local calendar date at an instant."""
-    return now.astimezone(ZoneInfo(tz)).date()
 
 
 def notice_time(visits: Visits, quiet: QuietHours) -> time:
