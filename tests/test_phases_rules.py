@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from trial import phases
+from trial import phases, schedule
 from trial.protocol import Protocol
 
 BASELINE = date(2026, 2, 10)
@@ -28,6 +28,6 @@ def test_phase_changes_and_end_of_study(protocol: Protocol) -> None:
     assert [(c.phase.name, c.starts) for c in changes] == [("open_label", date(2026, 7, 28))]
     assert phases.end_of_study(protocol, BASELINE) == date(2027, 1, 12)
     assert phases.thank_you_day(protocol, BASELINE) == date(2027, 1, 13)
-    assert phases.in_study(protocol, BASELINE, date(2027, 1, 11))
-    assert not phases.in_study(protocol, BASELINE, date(2027, 1, 12))
+    assert schedule.in_dosing_period(protocol, BASELINE, date(2027, 1, 11))
+    assert not schedule.in_dosing_period(protocol, BASELINE, date(2027, 1, 12))
     assert phases.week_start(date(2026, 11, 20), 24) == date(2027, 5, 7)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from trial import schedule
 from trial.protocol import Phase, Protocol
 
 
@@ -28,7 +29,7 @@ def week_start(baseline: date, week: int) -> date:
 
 def end_of_study(protocol: Protocol, baseline: date) -> date:
     """The day the study ends for a patient: the first local date with no dose."""
-    return week_start(baseline, protocol.study.end_week)
+    return schedule.end_of_doses(protocol, baseline)
 
 
 def thank_you_day(protocol: Protocol, baseline: date) -> date:
@@ -36,16 +37,11 @@ def thank_you_day(protocol: Protocol, baseline: date) -> date:
     return end_of_study(protocol, baseline) + timedelta(days=1)
 
 
-def in_study(protocol: Protocol, baseline: date, day: date) -> bool:
-    """Whether a local date is a study day (baseline included, end of study excluded)."""
-    return baseline <= day < end_of_study(protocol, baseline)
-
-
 def phase_on(protocol: Protocol, baseline: date, day: date) -> Phase | None:
     """The phase a local date falls in, or None before baseline and from the end of study."""
-    if not in_study(protocol, baseline, day):
+    if not schedule.in_dosing_period(protocol, baseline, day):
         return None
-    return protocol.phase_at_week((day - baseline).days // 7)
+    return schedule.phase_of(protocol, baseline, day)
 
 
 def phase_changes(protocol: Protocol, baseline: date) -> list[PhaseChange]:
