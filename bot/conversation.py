@@ -32,12 +32,11 @@ from bot import staff_commands
 from bot.channels import Choice
 from engage.clock import Clock
 from messages import catalogue
-from messages import sms as sms_text
 from messages.keywords import Keyword, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database, insert_new
-from storage.models import InboundMessage, Patient, Site, Staff
+from storage.models import InboundMessage, Patient, Staff
 from study import linking, optout, staff_access
 from study.replies import Reply
 from trial.protocol import LANGUAGES, Protocol
@@ -229,11 +228,8 @@ class Conversation:
     # -- routing -----------------------------------------------------------------------------
     async def _identify(self, session: AsyncSession, event: InboundEvent) -> _Sender:
         if event.channel == SMS:
-            # The site comes along (one statement): an SMS reply is signed with its name.
-            found = (await session.execute(
-                select(Patient, Site).outerjoin(Site, Site.id == Patient.site_id)
-                .where(Patient.phone == event.sender))).first()
-            patient = None if found is None else found[0]
+            patient = (await session.execute(select(Patient).where(
+                Patient.phone == event.sender))).scalars().first()
             return _Sender(patient, None, patient.language if patient else
                            _guess_language(event))
         if not event.sender.lstrip("-").isdigit():
@@ -424,11 +420,6 @@ class Conversation:
                            sender: _Sender, reply: Reply, now: datetime) -> bool:
         template = catalogue.template(reply.message_id, sender.language)
         body = template.render(**reply.params)
-        if event.channel == SMS and sender.patient is not None:
-            site = await session.get(Site, sender.patient.site_id)
-            if site is not None:  # patients know an SMS from us by the site's name
-                body = sms_text.sign(body, sms_text.signature_for(
-                    self.protocol, site.id, site.name, sender.language))
         new_id = await outbox.enqueue(
             session, key=key, channel=event.channel, address=event.address,
             template_id=reply.message_id, template_version=template.version,

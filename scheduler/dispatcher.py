@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import Channel, Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from engage.clock import Clock
+from messages import sms as sms_text
 from scheduler.ratelimit import ChannelRate, Monotonic, RateLimiter, Sleep
 from storage import audit, outbox
 from storage.audit import Actor
@@ -137,6 +138,8 @@ class Dispatcher:
                      "sms": ChannelRate(sms_rate)}
         self.limits = RateLimiter(rates, monotonic=monotonic, sleep=sleep)
         self._sequence = itertools.count(1)
+        # The site signature of each patient SMS screened and not yet handed to its channel.
+        self._signatures: dict[int, str] = {}
         self._wakes = {lane: asyncio.Event() for lane in LANES}
         self._stop: asyncio.Event | None = None
         # Successful sends are recorded in batches: one commit for many rows, not one each.
@@ -236,7 +239,8 @@ class Dispatcher:
         """Cancel, reroute, hold or drop claimed rows; return those to send now."""
         patients = await _by_id(session, Patient, {r.patient_id for r in rows})
         staff = await _by_id(session, Staff, {r.staff_id for r in rows})
-        sites = await _by_id(session, Site, {s.site_id for s in staff.values()})
+        sites = await _by_id(session, Site, {s.site_id for s in staff.values()}
+                             | {p.site_id for p in patients.values()})
         ready: list[OutboundMessage] = []
         accepted: dict[str, int] = {}
         accepted_ids: set[int] = set()
@@ -266,8 +270,19 @@ class Dispatcher:
                     if drop is not None:
                         outbox.settle(session, row, status=outbox.DROPPED, now=now, reason=drop)
                         continue
+            if row.channel == "sms" and patient is not None:
+                self._signatures[row.id] = self._signature(patient, row, sites)
             ready.append(row)
         return ready
+
+    def _signature(self, patient: Patient, row: OutboundMessage,
+                   sites: Mapping[str, Site]) -> str:
+        """The site's name a patient's SMS is signed with: patients know an SMS from us by it
+        (every patient SMS, whatever queued it or rerouted it from Telegram)."""
+        site = sites.get(patient.site_id)
+        if site is None:
+            return ""
+        return sms_text.signature_for(self.protocol, site.id, site.name, row.language)
 
     def _reroute(self, session: AsyncSession, row: OutboundMessage, patient: Patient,
                  now: datetime) -> str | None:
@@ -327,6 +342,7 @@ class Dispatcher:
     async def _deliver_one(self, row: OutboundMessage, token: str, lane: str,
                            stop: asyncio.Event | None) -> None:
         urgent = lane == outbox.SAFETY
+        signature = self._signatures.pop(row.id, "")
         wait = self.limits.delay(row.channel, row.address)
         # Safety rows too: a patient's SMS reply waiting for the 1/s SMS slot must not hold one
         # of the lane's slots while a coordinator's Telegram page waits behind it.
@@ -343,7 +359,8 @@ class Dispatcher:
             await self._release(row, token, 0.0, "lease too short to send safely")
             return
         message = OutgoingMessage(
-            message_id=row.id, address=row.address, text=row.body,
+            message_id=row.id, address=row.address,
+            text=sms_text.sign(row.body, signature),
             choices=tuple(Choice(**choice) for choice in row.choices), image=row.image,
             language=row.language,
             validity_seconds=(self.protocol.sms.validity_period_seconds

@@ -259,7 +259,7 @@ async def test_safety_message_to_blocked_telegram_goes_again_by_sms(
     telegram.fail_always(CHAT, PermanentSendError("Forbidden", unreachable=True, code="403"))
     await dispatcher.run_once()
     assert (await message(db, mid)).status == "failed"
-    assert [s.message.text for s in sms.to(PHONE)] == ["text of alert:1:reply"]
+    assert [s.message.text for s in sms.to(PHONE)] == ["text of alert:1:reply\nSite one"]
     async with db.read() as session:
         via = (await session.execute(select(OutboundMessage).where(
             OutboundMessage.dedupe_key == "alert:1:reply:via:sms"))).scalar_one()
@@ -309,3 +309,20 @@ async def test_rows_of_a_dead_worker_are_sent_after_its_lease_expires(
     assert dead_channel.sent == []
     assert [e[0] for e in await _events(db, mid)] == ["reclaimed", "sent"]
     assert (await message(db, mid)).attempts == 2
+
+
+async def test_every_patient_sms_is_signed_once_with_the_sites_name(
+        db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    # A reminder the planner queued and a reply to the patient alike (docs/messages.md): the
+    # patient knows an SMS from us by the site's name. The outbox keeps the unsigned text.
+    pid = await _patient(db, clock, telegram_id=None, phone=PHONE)
+    await insert_rows(db, [
+        row("dose:reminder:1", channel="sms", address=PHONE, now=clock.now(), patient_id=pid),
+        row("reply:1:0", channel="sms", address=PHONE, now=clock.now(), patient_id=pid)])
+    dispatcher, _, sms = _dispatcher(db, protocol, clock)
+    await dispatcher.run_once()
+    assert sorted(s.message.text for s in sms.to(PHONE)) == [
+        "text of dose:reminder:1\nSite one", "text of reply:1:0\nSite one"]
+    async with db.read() as session:
+        bodies = set((await session.execute(select(OutboundMessage.body))).scalars())
+    assert bodies == {"text of dose:reminder:1", "text of reply:1:0"}

@@ -128,7 +128,7 @@ async def test_a_safety_message_to_a_patient_who_blocked_the_bot_goes_by_sms(
     for _ in range(3):
         await sender.run_once()
     (sms,) = fake_twilio.sent_to(PHONE)
-    assert sms.params["Body"] == "Please call us."
+    assert sms.params["Body"] == "Please call us.\nSite"  # signed, as every patient SMS
     assert (await patient(db, enrolled.patient_id)).telegram_reachable is False
 
 
