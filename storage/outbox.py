@@ -205,10 +205,8 @@ async def _finish(session: AsyncSession, *, message_id: int, token: str, now: da
 async def complete(session: AsyncSession, *, message_id: int, token: str, provider_id: str,
                    status: str, now: datetime) -> bool:
     """The provider accepted the message: store its id; False if the lease was lost."""
-    final = DELIVERED if _PROVIDER_STATUS.get(status) == DELIVERED else SENT
-    return await _finish(session, message_id=message_id, token=token, now=now, event=final,
-                         detail=f"provider {provider_id}", status=final, provider_id=provider_id,
-                         sent_at=now, last_error=None)
+    return bool(await complete_many(session, [(message_id, token, provider_id, status)],
+                                    now=now))
 
 
 async def complete_many(session: AsyncSession, sends: Sequence[tuple[int, str, str, str]], *,
