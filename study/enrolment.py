@@ -37,6 +37,8 @@ async def add_site(session: AsyncSession, *, site_id: str, name: str, tz: str,
                    phone: str | None, now: datetime, actor: Actor) -> Site:
     """Register a site."""
     site_id = check.site_id(site_id)
+    if not name.strip():
+        raise EnrolmentError("name", "a site needs a name")
     if await session.get(Site, site_id) is not None:
         raise EnrolmentError("site", f"site {site_id} already exists")
     site = Site(id=site_id, name=name.strip(), tz=check.timezone(tz),
@@ -50,6 +52,8 @@ async def add_staff(session: AsyncSession, *, site_id: str | None, role: str, na
                     now: datetime, actor: Actor) -> Staff:
     """Register a staff member (an admin may have no site)."""
     role = check.role(role)
+    if not name.strip():
+        raise EnrolmentError("name", "a staff member needs a name")
     if site_id is None and role != "admin":
         raise EnrolmentError("site", "every role but admin belongs to a site")
     if site_id is not None and await session.get(Site, site_id) is None:

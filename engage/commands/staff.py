@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engage.commands.support import CommandError, cli_actor, emit, now, open_database, refused
+from engage.commands.support import cli_actor, emit, now, open_database, refused
 from engage.config import Settings
 from study.enrolment import add_staff
 from trial.protocol import LANGUAGES, ROLES
@@ -25,8 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.name.strip():
-        raise CommandError("name: a staff member needs a name")
     async with open_database(settings) as database:
         with refused():
             async with database.write() as session:

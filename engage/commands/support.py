@@ -20,6 +20,7 @@ from engage.config import Settings
 from storage.audit import Actor
 from storage.db import Database
 from storage.migrate import alembic_config, upgrade
+from study.visits import VisitError
 from trial.enrolment import EnrolmentError
 
 
@@ -89,7 +90,7 @@ def refused() -> Iterator[None]:
     """Turn a refused change into one clear error line (the transaction is rolled back)."""
     try:
         yield
-    except EnrolmentError as exc:
+    except (EnrolmentError, VisitError) as exc:
         raise CommandError(str(exc)) from None
     except IntegrityError:
         # Only a concurrent change with the same subject, phone or id gets past the checks.

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from engage.commands.support import CommandError, cli_actor, emit, now, open_database
+from engage.commands.support import CommandError, cli_actor, emit, now, open_database, refused
 from engage.config import Settings
 from storage import audit
 from storage.models import Visit
 from study import visits
-from study.visits import VisitChange, VisitError
+from study.visits import VisitChange
 from trial.protocol import load_protocol
 
 
@@ -40,14 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     done.add_argument("--date", help="the real visit date, YYYY-MM-DD (default: today, local)")
     done.add_argument("--json", action="store_true", help="print JSON")
     done.set_defaults(handler=_done)
-
-
-@contextmanager
-def _refused() -> Iterator[None]:
-    try:
-        yield
-    except VisitError as exc:
-        raise CommandError(str(exc)) from None
 
 
 def visit_data(visit: Visit) -> dict[str, Any]:
@@ -83,7 +73,7 @@ def visit_table(subject_id: str, rows: list[dict[str, Any]], flags: list[str]) -
 
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     async with open_database(settings) as database:
-        with _refused():
+        with refused():
             async with database.write() as session:
                 at = now()
                 patient = await visits.find_patient(session, args.subject)
@@ -120,7 +110,7 @@ async def _move(args: argparse.Namespace, settings: Settings) -> int:
     if not args.reason.strip():
         raise CommandError("reason: a reason is required")
     async with open_database(settings) as database:
-        with _refused():
+        with refused():
             new_date = visits.parse_date(args.date)
             async with database.write() as session:
                 patient = await visits.find_patient(session, args.subject)
@@ -136,7 +126,7 @@ async def _move(args: argparse.Namespace, settings: Settings) -> int:
 async def _done(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
     async with open_database(settings) as database:
-        with _refused():
+        with refused():
             day = visits.parse_date(args.date) if args.date else None
             async with database.write() as session:
                 patient = await visits.find_patient(session, args.subject)
