@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
+from datetime import date, timedelta
 
-from engage.commands.support import CommandError, emit, now, open_database
-from engage.commands.tick import parse_instant
+from engage.commands.support import CommandError, emit, open_database, parse_instant
 from engage.config import Settings
 from storage.models import Site
 from study.doses import AdherenceReport, adherence_report
@@ -75,14 +74,13 @@ def table(report: AdherenceReport) -> str:
 
 async def _adherence(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
-    end = args.end.toordinal() + 1 if args.end else None
     async with open_database(settings) as database, database.read() as session:
         if args.site and await session.get(Site, args.site) is None:
             raise CommandError(f"site: no site {args.site}")
-        at = parse_instant(args.at) if args.at else now()
+        at = parse_instant(args.at)
         report = await adherence_report(session, protocol, now=at, site_id=args.site,
                                         start=args.start,
-                                        end=date.fromordinal(end) if end else None)
+                                        end=args.end + timedelta(days=1) if args.end else None)
     if not report.patients:
         emit(report.as_dict(), args.json, "no patients")
         return 0

@@ -7,7 +7,7 @@ import getpass
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
@@ -51,6 +51,19 @@ def cli_actor() -> Actor:
 def now() -> datetime:
     """The current UTC instant for this command."""
     return SystemClock().now()
+
+
+def parse_instant(text: str | None) -> datetime:
+    """An `--at` instant: ISO 8601, UTC when no offset is given; now when absent."""
+    if not text:
+        return now()
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CommandError(f"--at: not an ISO 8601 instant: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 async def _schema_ready(database: Database) -> None:

@@ -7,12 +7,11 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from engage.clock import SimulatedClock
-from engage.commands.support import CommandError, emit, open_database
-from engage.commands.support import now as wall_now
+from engage.commands.support import emit, open_database, parse_instant
 from engage.config import Settings
 from scheduler.tick import run_tick
 from storage.db import Database
@@ -26,19 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "(default: now; a time without an offset is UTC)")
     tick.add_argument("--json", action="store_true", help="print JSON")
     tick.set_defaults(handler=_tick)
-
-
-def parse_instant(text: str | None) -> datetime:
-    """The pass's instant: ISO 8601, UTC when no offset is given; now when absent."""
-    if not text:
-        return wall_now()
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise CommandError(f"--at: not an ISO 8601 instant: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 @contextlib.asynccontextmanager
