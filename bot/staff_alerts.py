@@ -90,19 +90,9 @@ async def ack_button(session: AsyncSession, protocol: Protocol, staff: Staff, pa
 
 async def resolve_button(session: AsyncSession, protocol: Protocol, staff: Staff, payload: str,
                          *, now: datetime) -> list[Reply]:
-    """The Resolve button: a resolution needs a note, so it says how to send one."""
-    alert_id = _alert_id(payload)
-    if alert_id is None:
-        return [Reply("alert.usage_resolve")]
-    try:
-        alert = await alerts.find(session, staff, alert_id)
-        if staff.role == "monitor":
-            raise AlertError("not_permitted", alert_id)
-        if alert.status == alerts.RESOLVED:
-            raise AlertError("already_resolved", alert_id)
-    except AlertError as error:
-        return [_error(error)]
-    return [Reply("alert.error_note_required", {"id": alert_id})]
+    """The Resolve button: `/resolve ID` without a note, so the answer says how to send one
+    (or why the alert cannot be resolved by this staff member)."""
+    return await resolve(session, protocol, staff, payload, now=now)
 
 
 register_command("alerts", list_alerts)

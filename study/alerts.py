@@ -272,11 +272,11 @@ async def resolve(session: AsyncSession, staff: Staff, alert_id: int, note: str,
     """Close an alert with a note of what was done (required); acknowledges it if need be."""
     alert = await find(session, staff, alert_id, lock=True)
     _may_act(staff, alert)
+    if alert.status == RESOLVED:
+        raise AlertError("already_resolved", alert.id)
     note = note.strip()
     if not note:
         raise AlertError("note_required", alert.id)
-    if alert.status == RESOLVED:
-        raise AlertError("already_resolved", alert.id)
     actor = Actor.staff(staff.id)
     if alert.status == OPEN:
         audit.change(session, alert, at=now, actor=actor, reason="resolved without a separate "

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-import bot.staff_alerts  # noqa: F401 (registers the alert buttons)
+from bot import staff_alerts  # also registers the alert buttons
 from bot.staff_commands import find_action
 from storage.db import Database
-from storage.models import Alert, AuditEntry
+from storage.models import Alert, AuditEntry, Staff
 from study import staff_access
 from tests.fakes.rows import T0, add_alert, add_patient, add_site, add_staff
 from trial.protocol import load_protocol
@@ -121,3 +121,30 @@ async def test_a_monitor_cannot_acknowledge_an_alert_and_another_site_sees_not_f
         assert acked is not None
         assert acked.status == "acknowledged"
     assert not staff_access.can_acknowledge(monitor, "BJ01")
+
+
+async def test_the_resolve_button_follows_the_same_rules_as_the_command(db: Database) -> None:
+    protocol = load_protocol()
+    async with db.write() as session:
+        await add_site(session, "BJ01")
+        await add_site(session, "SH02")
+        monitor = await add_staff(session, "BJ01", "monitor")
+        stranger_site = await add_staff(session, "SH02", "coordinator")
+        coordinator = await add_staff(session, "BJ01", "coordinator")
+        alert = await add_alert(session, await add_patient(session, "BJ01-001", "BJ01"))
+    found = find_action(f"alert:resolve:{alert.id}")
+    assert found is not None
+    handler, payload = found
+
+    async def press(staff: Staff) -> list[str]:
+        async with db.write() as session:
+            replies = await handler(session, protocol, staff, payload, now=T0)
+        return [r.message_id for r in replies]
+
+    assert await press(monitor) == ["alert.error_not_permitted"]
+    assert await press(stranger_site) == ["alert.error_not_found"]
+    assert await press(coordinator) == ["alert.error_note_required"]  # the button has no note
+    async with db.write() as session:
+        await staff_alerts.resolve(session, protocol, coordinator, f"{alert.id} called back",
+                                   now=T0)
+    assert await press(coordinator) == ["alert.error_already_resolved"]
