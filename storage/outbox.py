@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import insert_new
@@ -143,6 +143,19 @@ def note(session: AsyncSession, message_id: int, status: str, now: datetime,
          detail: str = "") -> None:
     """Append one delivery event to a message's history."""
     session.add(DeliveryEvent(message_id=message_id, status=status, at=now, detail=detail[:2000]))
+
+
+async def cancel_queued(session: AsyncSession, where: ColumnElement[bool], *, now: datetime,
+                        reason: str) -> int:
+    """Cancel the queued (not yet claimed) messages matching `where`; how many. A row a
+    dispatcher claimed or sent meanwhile is left as it is."""
+    cancelled = list((await session.execute(
+        update(OutboundMessage).where(where, OutboundMessage.status == QUEUED)
+        .values(status=CANCELLED, lease_until=None, leased_by=None)
+        .returning(OutboundMessage.id))).scalars())
+    for message_id in cancelled:
+        note(session, message_id, CANCELLED, now, reason)
+    return len(cancelled)
 
 
 async def claim(session: AsyncSession, *, lane: str, channels: Iterable[str], now: datetime,

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from babel.dates import format_date
-from sqlalchemy import ColumnElement, exists, or_, select, update
+from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import (
-    DeliveryEvent,
     OutboundMessage,
     Patient,
     Visit,
@@ -140,22 +139,8 @@ def parse_date(value: str) -> date:
 async def cancel_notices(session: AsyncSession, visit: Visit, *, now: datetime,
                          reason: str) -> int:
     """Cancel the visit's notices that are still queued (their date no longer holds)."""
-    ids = list((await session.execute(
-        select(OutboundMessage.id).where(OutboundMessage.visit_id == visit.id,
-                                         OutboundMessage.status == "queued"))).scalars())
-    if not ids:
-        return 0
-    # Re-checking the status in the UPDATE keeps a row a dispatcher sent meanwhile as it is.
-    result = await session.execute(
-        update(OutboundMessage).where(OutboundMessage.id.in_(ids),
-                                      OutboundMessage.status == "queued")
-        .values(status="cancelled", lease_until=None, leased_by=None)
-        .returning(OutboundMessage.id))
-    cancelled = list(result.scalars())
-    for message_id in cancelled:
-        session.add(DeliveryEvent(message_id=message_id, status="cancelled", at=now,
-                                  detail=reason))
-    return len(cancelled)
+    return await outbox.cancel_queued(session, OutboundMessage.visit_id == visit.id, now=now,
+                                      reason=reason)
 
 
 async def move_visit(session: AsyncSession, protocol: Protocol, patient: Patient, name: str,
