@@ -52,12 +52,8 @@ class LimitedTelegramAPI(FakeTelegramAPI):
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._timed)
         app.router.add_get("/stats", self._stats)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        # The parent's server, so the parent's stop() stops this one.
+        self.base_url = await self._server.serve(app, backlog=1024)
         return self.base_url
 
     async def _timed(self, request: web.Request) -> web.Response:

@@ -12,11 +12,12 @@ class LoopbackServer:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
-    async def serve(self, app: web.Application) -> str:
-        """Start serving `app`; return its base URL."""
+    async def serve(self, app: web.Application, *, backlog: int = 128) -> str:
+        """Start serving `app`; return its base URL. `backlog`: connections waiting to be
+        accepted (a benchmark's burst needs more than a test's)."""
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=backlog)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}"
