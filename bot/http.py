@@ -17,9 +17,10 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from bot.conversation import SMS, Conversation, InboundEvent
+from bot.sms import OPTED_OUT, UNREACHABLE
 from engage.clock import Clock
 from storage.db import Database
-from storage.models import OutboundMessage, Patient
+from storage.models import OutboundMessage
 from storage.outbox import record_status
 from study import optout
 
@@ -28,9 +29,6 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024  # an inbound SMS form is a few kilobytes; anything bigger is not Twilio
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 SIGNATURE_HEADER = "X-Twilio-Signature"
-# Delivery failures that tell us something about the number, not just this message.
-OPTED_OUT_CODES = frozenset({"21610"})
-UNREACHABLE_CODES = frozenset({"21211", "21614", "30005", "30006"})
 
 
 @dataclass(frozen=True)
@@ -139,14 +137,15 @@ async def twilio_status(request: web.Request) -> web.Response:
         await record_status(session, provider_id=sid, status=status, now=now,
                             detail=f"ErrorCode {code}" if code else "",
                             message_id=int(message_id) if message_id.isdigit() else None)
-        if status in ("failed", "undelivered") and code in OPTED_OUT_CODES | UNREACHABLE_CODES:
-            patient = (await session.execute(
-                select(Patient).join(OutboundMessage, OutboundMessage.patient_id == Patient.id)
-                .where(OutboundMessage.provider_id == sid))).scalars().first()
-            if patient is not None:
-                await optout.channel_unreachable(session, patient, SMS, now=now,
-                                                 reason=f"twilio error {code}",
-                                                 opted_out=code in OPTED_OUT_CODES)
+        number = int(code) if code.isdigit() else 0
+        if status in ("failed", "undelivered") and (number == OPTED_OUT
+                                                   or number in UNREACHABLE):
+            row = (await session.execute(select(OutboundMessage).where(
+                OutboundMessage.provider_id == sid))).scalars().first()
+            if row is not None:
+                await optout.message_undeliverable(session, row, now=now,
+                                                   reason=f"twilio error {code}",
+                                                   opted_out=number == OPTED_OUT)
     return web.Response(status=204)
 
 

@@ -27,8 +27,10 @@ from messages.keywords import parse_keyword
 from trial.protocol import Protocol
 
 SMS = "sms"
+# Twilio error codes that say something about the number, not just this message: refused when
+# sending (21xxx, REST) or reported later by a delivery status callback (300xx).
 OPTED_OUT = 21610
-UNREACHABLE = frozenset({21211, 21612, 21614, 21408, 21635})
+UNREACHABLE = frozenset({21211, 21408, 21612, 21614, 21635, 30005, 30006})
 TOO_MANY = 20429
 CJK = re.compile(r"[\u3400-\u9fff]")
 

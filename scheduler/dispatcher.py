@@ -513,23 +513,8 @@ class Dispatcher:
         reroute a patient's safety message. True if new rows were queued."""
         reason = f"{row.channel} refused: {exc.code} {exc}".strip()
         if row.patient_id is not None:
-            patient = await session.get(Patient, row.patient_id, with_for_update=True)
-            if patient is None:
-                return False
-            queued = row.channel in ("telegram", "sms") and await optout.channel_unreachable(
-                session, patient, row.channel, now=now, reason=reason, opted_out=exc.opted_out)
-            if row.lane == outbox.SAFETY:
-                route = patient_route(patient, safety=True)
-                if route is not None and route.channel != row.channel:
-                    queued = await outbox.enqueue(
-                        session, key=f"{row.dedupe_key}:via:{route.channel}"[:160],
-                        channel=route.channel, address=route.address,
-                        template_id=row.template_id, template_version=row.template_version,
-                        language=row.language, body=row.body, choices=row.choices,
-                        image=row.image, due_at=now, now=now, lane=outbox.SAFETY,
-                        patient_id=patient.id, dose_id=row.dose_id, alert_id=row.alert_id,
-                        visit_id=row.visit_id) is not None or queued
-            return queued
+            return await optout.message_undeliverable(session, row, now=now, reason=reason,
+                                                      opted_out=exc.opted_out)
         if row.staff_id is not None:
             member = await session.get(Staff, row.staff_id, with_for_update=True)
             if member is None or row.channel != "telegram" or not audit.change(

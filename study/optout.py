@@ -9,10 +9,11 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages.keywords import Keyword, normalize
-from storage import audit
+from storage import audit, outbox
 from storage.audit import Actor
-from storage.models import Patient, Site
+from storage.models import OutboundMessage, Patient, Site
 from study import alerts
+from study.recipients import patient_route
 from study.replies import Reply
 
 # Twilio's own keywords: on these Twilio replies (and, after a STOP word, blocks us) itself.
@@ -93,3 +94,29 @@ async def channel_unreachable(session: AsyncSession, patient: Patient, channel: 
         params={"subject": patient.subject_id, "channel": channel, "reason": reason},
         now=now, actor=actor)
     return True
+
+
+async def message_undeliverable(session: AsyncSession, row: OutboundMessage, *, now: datetime,
+                                reason: str, opted_out: bool = False) -> bool:
+    """A provider says a patient's message can never reach them on its channel (when sending
+    or later, by a delivery callback): the channel is marked as `channel_unreachable` does, and
+    a safety message goes again by the patient's other route. True if rows were queued."""
+    patient = (await session.get(Patient, row.patient_id, with_for_update=True)
+               if row.patient_id is not None else None)
+    if patient is None:
+        return False
+    queued = row.channel in ("telegram", "sms") and await channel_unreachable(
+        session, patient, row.channel, now=now, reason=reason, opted_out=opted_out)
+    if row.lane != outbox.SAFETY:
+        return queued
+    route = patient_route(patient, safety=True)
+    if route is None or route.channel == row.channel:
+        return queued
+    again = await outbox.enqueue(
+        session, key=f"{row.dedupe_key}:via:{route.channel}"[:160], channel=route.channel,
+        address=route.address, template_id=row.template_id,
+        template_version=row.template_version, language=row.language, body=row.body,
+        choices=row.choices, image=row.image, due_at=now, now=now, lane=outbox.SAFETY,
+        patient_id=patient.id, dose_id=row.dose_id, alert_id=row.alert_id,
+        visit_id=row.visit_id)
+    return again is not None or queued

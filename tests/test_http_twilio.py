@@ -182,3 +182,35 @@ async def test_a_status_callback_saying_21610_opts_the_patient_out(
         patient = await session.get(Patient, enrolled.patient_id)
     assert patient is not None
     assert patient.opted_out is True
+
+
+async def test_a_safety_sms_reported_undeliverable_goes_again_by_telegram(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    # The patient wrote by SMS, so the safety reply went by SMS; the carrier later says the
+    # number cannot take SMS (30006). As when a send is refused: SMS marked unreachable, the
+    # coordinators told, and the safety reply sent again by the patient's other route.
+    await add_site(sqlite_db, clock.now())
+    enrolled = await enrol(sqlite_db, protocol, clock.now(), phone=PHONE)
+    sid = "SM" + "e" * 32
+    async with sqlite_db.write() as session:
+        patient = await session.get(Patient, enrolled.patient_id)
+        assert patient is not None
+        patient.telegram_id = 4242
+        session.add(OutboundMessage(
+            dedupe_key="reply:7:0", patient_id=enrolled.patient_id, channel="sms",
+            address=PHONE, template_id="report.urgent_ack", template_version="v", language="en",
+            body="Please call the study team now.", choices=[], lane="safety",
+            due_at=clock.now(), status="sent", attempts=1, provider_id=sid,
+            created_at=clock.now()))
+    async with http_client(server(sqlite_db, protocol, clock)) as client:
+        response = await post_signed(client, "/twilio/status", {
+            "MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30006"}, AUTH_TOKEN)
+        assert response.status == 204
+    async with sqlite_db.read() as session:
+        patient = await session.get(Patient, enrolled.patient_id)
+        again = (await session.execute(select(OutboundMessage).where(
+            OutboundMessage.dedupe_key == "reply:7:0:via:telegram"))).scalar_one()
+    assert patient is not None
+    assert patient.sms_reachable is False
+    assert (again.channel, again.address, again.lane, again.body) == (
+        "telegram", "4242", "safety", "Please call the study team now.")
