@@ -91,17 +91,22 @@ async def test_other_sites_subject_is_not_found_like_a_missing_one_and_audited(
     assert all(r.at == T0 for r in rows)
 
 
-async def test_a_monitor_cannot_acknowledge_an_alert_and_another_site_sees_not_found(
-        db: Database) -> None:
-    protocol = load_protocol()
+async def _open_alert_at_bj01(db: Database) -> tuple[Staff, Staff, Staff, Alert]:
+    """An open alert at BJ01; its monitor, a coordinator of SH02, and its coordinator."""
     async with db.write() as session:
         await add_site(session, "BJ01")
         await add_site(session, "SH02")
         monitor = await add_staff(session, "BJ01", "monitor")
         stranger_site = await add_staff(session, "SH02", "coordinator")
         coordinator = await add_staff(session, "BJ01", "coordinator")
-        patient = await add_patient(session, "BJ01-001", "BJ01")
-        alert = await add_alert(session, patient)
+        alert = await add_alert(session, await add_patient(session, "BJ01-001", "BJ01"))
+    return monitor, stranger_site, coordinator, alert
+
+
+async def test_a_monitor_cannot_acknowledge_an_alert_and_another_site_sees_not_found(
+        db: Database) -> None:
+    protocol = load_protocol()
+    monitor, stranger_site, coordinator, alert = await _open_alert_at_bj01(db)
     found = find_action(f"alert:ack:{alert.id}")
     assert found is not None
     handler, payload = found
@@ -125,13 +130,7 @@ async def test_a_monitor_cannot_acknowledge_an_alert_and_another_site_sees_not_f
 
 async def test_the_resolve_button_follows_the_same_rules_as_the_command(db: Database) -> None:
     protocol = load_protocol()
-    async with db.write() as session:
-        await add_site(session, "BJ01")
-        await add_site(session, "SH02")
-        monitor = await add_staff(session, "BJ01", "monitor")
-        stranger_site = await add_staff(session, "SH02", "coordinator")
-        coordinator = await add_staff(session, "BJ01", "coordinator")
-        alert = await add_alert(session, await add_patient(session, "BJ01-001", "BJ01"))
+    monitor, stranger_site, coordinator, alert = await _open_alert_at_bj01(db)
     found = find_action(f"alert:resolve:{alert.id}")
     assert found is not None
     handler, payload = found
