@@ -287,6 +287,7 @@ async def _run(db: Database, protocol: Protocol, count: int, weeks: int) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a hang guard: about 5x the run's time on a loaded 2-core machine
 async def test_simulation_146_patients_48_weeks_sqlite(sqlite_db: Database,
                                                         protocol: Protocol) -> None:
     # How long it takes is measured by bench/simulation.py (house rule: no timed tests).

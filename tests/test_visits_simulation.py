@@ -67,6 +67,7 @@ def instants(extra: set[datetime]) -> list[datetime]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a hang guard: about 5x the run's time on a loaded 2-core machine
 async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
                                                    protocol: Protocol) -> None:
     db = sqlite_db
