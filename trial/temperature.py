@@ -28,7 +28,9 @@ _OTHER_AFTER = re.compile(
     r"mins?\b|minutes?\b|hours?\b|hrs?\b|h\b|days?\b|weeks?\b|[:/])")
 
 _NUMBER = re.compile(
-    r"(?<![\d.,:/\-])(\d{2,3})(?:(?:[.,]|\s*点\s*)(\d{1,2}))?"
+    # A separator after a digit joins a date, time or list ("2026.03.08", "10:38", "37,38,39");
+    # after a word it is punctuation ("头痛，39.1度", "体温：38.7" once folded to ASCII).
+    r"(?<!\d)(?<!\d[.,:/\-])(\d{2,3})(?:(?:[.,]|\s*点\s*)(\d{1,2}))?"
     r"(?!\d)(?![.,]\d)"  # 38.5.2 or 37,38,39: a date or a list, not a reading
     r"(?:(度)(\d)(?![\d.]|\s*次)"  # 38度5
     r"|\s*(°\s*[cf]?|degrees?(?:\s*[cf](?![a-z]))?|deg\b|摄氏度|华氏度|度|[cf](?![a-z])))?")
