@@ -25,6 +25,9 @@ from storage.models import (
     Staff,
 )
 
+# A hang guard, not a time limit: the whole demo runs in the module fixture (about 16 s idle).
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:

@@ -11,10 +11,14 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI
+
+# A hang guard, not a time limit: these start `engage run` as a process (about 11 s idle).
+pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -295,6 +295,7 @@ async def test_simulation_146_patients_48_weeks_sqlite(sqlite_db: Database,
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(600)  # a hang guard: about 20 s idle, 10x that under load is still no hang
 async def test_simulation_slice_postgres(pg_db: Database, protocol: Protocol) -> None:
     await _run(pg_db, protocol, 14, 17)
 
