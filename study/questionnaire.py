@@ -249,7 +249,7 @@ async def _finish(session: AsyncSession, protocol: Protocol, patient: Patient,
     report = await record_report(
         session, protocol, patient, _summary(data), now=now, inbound_id=None,
         source=str(data.get("source", "questionnaire")), temperature_c=data.get("temperature_c"),
-        answers=data.get("answers", {}),
+        answers=data.get("answers", {}), free_text=False,
         extra={"questionnaire": ended, "raw_answers": data.get("raw", [])})
     tier = Tier(report.tier)
     if ended == "complete":

@@ -27,9 +27,15 @@ async def record_report(session: AsyncSession, protocol: Protocol, patient: Pati
                         *, now: datetime, inbound_id: int | None, source: str = "free_text",
                         temperature_c: float | None = None,
                         answers: Mapping[str, Mapping[str, int]] | None = None,
-                        extra: Mapping[str, object] | None = None) -> SymptomReport:
-    """Store and triage a report; urgent tiers open an alert that pages the site at once."""
-    assessment = triage(Report(text, temperature_c, answers or {}), protocol.triage)
+                        extra: Mapping[str, object] | None = None,
+                        free_text: bool = True) -> SymptomReport:
+    """Store and triage a report; urgent tiers open an alert that pages the site at once.
+
+    `free_text=False`: the text is only stored (a questionnaire's summary of its answers), and
+    the answers and reading are triaged by their own rules; its words are not the patient's.
+    """
+    triaged = Report(text if free_text else "", temperature_c, answers or {})
+    assessment = triage(triaged, protocol.triage)
     parsed = {**assessment.parsed(), **({"answers": dict(answers)} if answers else {}),
               **(dict(extra) if extra else {})}
     report = SymptomReport(

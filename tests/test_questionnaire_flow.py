@@ -14,7 +14,7 @@ from storage.models import Alert, OutboundMessage, Patient, SymptomReport
 from study import questionnaire as q
 from trial.protocol import Protocol
 
-from .test_alerts_flow import make_world
+from .test_alerts_flow import make_world, pages
 
 
 async def _answer(db: Database, protocol: Protocol, patient_id: int, text: str,
@@ -70,6 +70,43 @@ async def test_full_questionnaire_with_skips_becomes_a_triaged_report(
         patient = await s.get(Patient, pid)
         assert patient is not None
         assert not await q.is_active(s, patient, clock.now())
+
+
+async def _answer_all(db: Database, protocol: Protocol, patient_id: int, answers: list[str],
+                      clock: SimulatedClock) -> list[str]:
+    await _start(db, protocol, patient_id, clock)
+    replies: list[str] = []
+    for text in answers:
+        replies = await _answer(db, protocol, patient_id, text, clock)
+    return replies
+
+
+async def test_all_never_questionnaire_opens_no_alert(db: Database, protocol: Protocol,
+                                                      clock: SimulatedClock) -> None:
+    # Its stored summary names cough and chills: the summary is not the patient's words.
+    world = await make_world(db, protocol, clock.now())
+    never = ["0"] * len(q.ITEMS) + ["36.6"]
+    assert await _answer_all(db, protocol, world.patient_id, never, clock) == [
+        "report.reply_routine"]
+    async with db.read() as s:
+        report = (await s.execute(select(SymptomReport))).scalar_one()
+        assert (await s.execute(select(Alert))).scalars().all() == []
+    assert (report.tier, report.reasons, report.temperature_c) == ("routine", [], 36.6)
+    assert "cough.severity=0" in report.raw_text
+    assert await pages(db) == []
+
+
+async def test_severe_questionnaire_answer_still_pages_same_day(
+        db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    world = await make_world(db, protocol, clock.now())
+    # Very severe mouth sores (then their interference: a little), the rest never.
+    answers = ["4", "1"] + ["0"] * (len(q.ITEMS) - 1) + ["none"]
+    assert await _answer_all(db, protocol, world.patient_id, answers, clock) == [
+        "report.reply_same_day"]
+    async with db.read() as s:
+        alert = (await s.execute(select(Alert))).scalar_one()
+    assert alert.tier == "same_day"
+    assert [p.staff_id for p in await pages(db)] == [world.coordinator, world.coordinator]
 
 
 async def test_words_that_are_a_report_are_never_dropped(db: Database, protocol: Protocol,
