@@ -32,7 +32,7 @@ from bot import staff_commands
 from bot.channels import Choice
 from engage.clock import Clock
 from messages import catalogue
-from messages.keywords import Keyword, normalize, parse_keyword, parse_language
+from messages.keywords import Keyword, language_name, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database, insert_new
@@ -115,11 +115,11 @@ def _command(text: str) -> tuple[str, str] | None:
 
 
 def _language_choice(text: str) -> str | None:
-    """`LANG EN`, `语言 中文`, `language english` -> the language asked for."""
+    """`LANG EN`, `语言 中文`, `language english`, `English` -> the language asked for."""
     words = normalize(text).split()
     if len(words) == 2 and parse_keyword(words[0]) is Keyword.LANGUAGE:
         return parse_language(words[1])
-    return None
+    return language_name(text)  # a button's label typed: 中文, English
 
 
 def _guess_language(event: InboundEvent) -> str:

@@ -5,8 +5,9 @@ traditional characters, spaces and surrounding punctuation); anything else is fr
 the conversation core reads as a report. Deliberately not keywords:
 - YES: Twilio counts it as an opt-in, but patients write "yes" to answer questions, so a paused
   patient could resume messages by accident; START and UNSTOP resume.
-- Single letters other than T (the Chinese carriers' 回T退订 convention): too easy to send by
-  mistake.
+- Single letters, T included: the Chinese carriers' 回T退订 convention is theirs to apply, and
+  a lone T (a typo, "T" for taken) must not opt a patient out. Carriers' STOP words match only
+  as the whole message.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _KEYWORDS: dict[Keyword, tuple[str, ...]] = {
     Keyword.MISSED: ("missed", "miss", "漏服", "漏吃", "忘服", "忘了吃", "忘记吃了"),
     # Twilio's opt-out words: Twilio itself blocks the number on these, so we must pause too.
     Keyword.STOP: ("stop", "stopall", "stop all", "unsubscribe", "cancel", "end", "quit",
-                   "optout", "opt out", "opt-out", "revoke", "退订", "td", "t", "取消订阅"),
+                   "optout", "opt out", "opt-out", "revoke", "退订", "td", "取消订阅"),
     Keyword.START: ("start", "unstop", "resume", "恢复", "开始", "订阅"),
     Keyword.HELP: ("help", "info", "帮助", "求助", "?"),
     Keyword.REPORT: ("report", "symptom", "symptoms", "症状", "报告", "不舒服"),
@@ -99,3 +100,12 @@ def parse_language(text: str) -> str | None:
     """The language a reply to the language question chooses ("zh" or "en"), or None."""
     key = normalize(text)
     return _LANGUAGE_WORDS.get(key) or _LANGUAGE_WORDS.get(key.replace(" ", ""))
+
+
+def language_name(text: str) -> str | None:
+    """The language a whole message names ("中文", "English"), or None: how a patient answers
+    the language question by typing a button's label. Digits are dose answers here, not
+    languages (1 = taken), so a keyword is never a language."""
+    if parse_keyword(text) is not None:
+        return None
+    return parse_language(text)

@@ -189,6 +189,20 @@ async def test_language_is_asked_and_switched(db: Database, protocol: Protocol,
     await core.handle(sms("LANG 中文", clock, sender="+8613900000009"))  # unknown: no effect
     await core.handle(tg("语言 中文", clock))
     assert (await patient(db, enrolled.patient_id)).language == "zh"
+    await core.handle(tg("English", clock))  # the button's label, typed
+    assert (await patient(db, enrolled.patient_id)).language == "en"
+    await core.handle(tg("中文", clock))
+    assert (await patient(db, enrolled.patient_id)).language == "zh"
+
+
+async def test_a_lone_t_does_not_opt_out(db: Database, protocol: Protocol,
+                                         clock: SimulatedClock, core: Conversation) -> None:
+    await add_site(db, clock.now())
+    enrolled = await enrol(db, protocol, clock.now(), phone=PHONE)
+    await core.handle(sms("T", clock))
+    assert not (await patient(db, enrolled.patient_id)).opted_out
+    await core.handle(sms("STOP", clock))
+    assert (await patient(db, enrolled.patient_id)).opted_out
 
 
 async def test_taken_by_sms_and_by_button_records_the_dose(

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messages.keywords import _KEYWORDS, Keyword, normalize, parse_keyword, parse_language
+from messages.keywords import (
+    _KEYWORDS,
+    Keyword,
+    language_name,
+    normalize,
+    parse_keyword,
+    parse_language,
+)
 
 EXPECTED = {
     Keyword.TAKEN: ["TAKEN", "took", "1", "已服", "已吃", "吃了", "ＴＡＫＥＮ", "１", " Taken. ",
@@ -16,7 +23,7 @@ EXPECTED = {
     Keyword.SKIP: ["SKIP", "2", "跳过", "跳過", "２", "skip!"],
     Keyword.SNOOZE: ["SNOOZE", "3", "稍后", "延后", "稍後", "延後", "Snooze."],
     Keyword.STOP: ["STOP", "stop", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT",
-                   "REVOKE", "退订", "退訂", "TD", "td", "T", "Stop all", "ＳＴＯＰ", "退订！"],
+                   "REVOKE", "退订", "退訂", "TD", "td", "Stop all", "ＳＴＯＰ", "退订！"],
     Keyword.START: ["START", "UNSTOP", "start", "/start"],
     Keyword.HELP: ["HELP", "INFO", "帮助", "幫助", "help?", "/help", "?"],
     Keyword.REPORT: ["REPORT", "症状", "症狀", "report"],
@@ -34,6 +41,7 @@ def test_keywords(text: str, keyword: Keyword) -> None:
 @pytest.mark.parametrize("text", [
     "YES", "yes", "y", "ok", "", "   ", "4", "12", "I took it at 9 but feel dizzy",
     "taken but I have a fever", "发烧38.5", "stop taking?", "/start ABCD2345", "吃了两次",
+    "T", "t", "Ｔ", "T.",
 ])
 def test_free_text_is_not_a_keyword(text: str) -> None:
     """YES is not START (it answers questions); anything longer than a keyword is a report."""
@@ -49,6 +57,15 @@ def test_free_text_is_not_a_keyword(text: str) -> None:
 ])
 def test_parse_language(text: str, language: str | None) -> None:
     assert parse_language(text) == language
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("中文", "zh"), ("English", "en"), ("english!", "en"), ("英文", "en"), ("简体中文", "zh"),
+    ("1", None), ("2", None), ("taken", None), ("I speak English", None),
+])
+def test_a_typed_language_name_answers_the_language_question(text: str,
+                                                             language: str | None) -> None:
+    assert language_name(text) == language
 
 
 def test_no_word_is_two_keywords() -> None:
