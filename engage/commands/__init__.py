@@ -13,4 +13,5 @@ COMMAND_MODULES = [
     "engage.commands.tick",
     "engage.commands.report",
     "engage.commands.demo",
+    "engage.commands.triage",
 ]
