@@ -12,17 +12,13 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from bot import sms_status
 from bot.conversation import SMS, Conversation, InboundEvent
-from bot.sms import OPTED_OUT, UNREACHABLE
 from engage.clock import Clock
 from storage.db import Database
-from storage.models import OutboundMessage
-from storage.outbox import record_status
-from study import optout
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +120,8 @@ async def twilio_sms(request: web.Request) -> web.Response:
 
 
 async def twilio_status(request: web.Request) -> web.Response:
-    """A delivery status callback: the message's status only ever moves forward."""
+    """A delivery status callback: the message's status only ever moves forward, and only a
+    status that moved it has consequences for the patient."""
     server = request.app[SERVER]
     form = await _signed_form(request)
     sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
@@ -132,20 +129,10 @@ async def twilio_status(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="MessageSid and MessageStatus are required")
     code = form.get("ErrorCode", "")
     message_id = request.query.get("message_id", "")
-    now = server.clock.now()
     async with server.db.write() as session:
-        await record_status(session, provider_id=sid, status=status, now=now,
-                            detail=f"ErrorCode {code}" if code else "",
-                            message_id=int(message_id) if message_id.isdigit() else None)
-        number = int(code) if code.isdigit() else 0
-        if status in ("failed", "undelivered") and (number == OPTED_OUT
-                                                   or number in UNREACHABLE):
-            row = (await session.execute(select(OutboundMessage).where(
-                OutboundMessage.provider_id == sid))).scalars().first()
-            if row is not None:
-                await optout.message_undeliverable(session, row, now=now,
-                                                   reason=f"twilio error {code}",
-                                                   opted_out=number == OPTED_OUT)
+        await sms_status.apply(session, provider_id=sid, status=status,
+                               code=int(code) if code.isdigit() else 0, now=server.clock.now(),
+                               message_id=int(message_id) if message_id.isdigit() else None)
     return web.Response(status=204)
 
 

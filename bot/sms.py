@@ -21,16 +21,13 @@ from bot.channels import (
     SendResult,
     TransientSendError,
 )
+from bot.sms_status import OPTED_OUT, UNREACHABLE
 from engage.config import Settings
 from messages import catalogue
 from messages.keywords import parse_keyword
 from trial.protocol import Protocol
 
 SMS = "sms"
-# Twilio error codes that say something about the number, not just this message: refused when
-# sending (21xxx, REST) or reported later by a delivery status callback (300xx).
-OPTED_OUT = 21610
-UNREACHABLE = frozenset({21211, 21408, 21612, 21614, 21635, 30005, 30006})
 TOO_MANY = 20429
 CJK = re.compile(r"[\u3400-\u9fff]")
 

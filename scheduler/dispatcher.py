@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import sms_status
 from bot.channels import Channel, Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from engage.clock import Clock
 from messages import sms as sms_text
@@ -410,19 +411,23 @@ class Dispatcher:
                     await asyncio.wait_for(self._batch_full.wait(), self.record_wait)
             batch, self._completions = self._completions[:500], self._completions[500:]
             now = self.clock.now()
+            follow_ups: list[bool] = []  # callbacks kept while in flight queued new rows
 
             async def work(session: AsyncSession,
                            batch: list[tuple[int, str, str, str, asyncio.Future[None]]] = batch,
-                           now: datetime = now) -> bool:
+                           now: datetime = now, follow_ups: list[bool] = follow_ups) -> bool:
                 done = await outbox.complete_many(session, [item[:4] for item in batch],
                                                   now=now)
                 if len(done) < len(batch):
                     log.warning("%d sends finished after their lease was taken over",
                                 len(batch) - len(done))
+                follow_ups.append(await sms_status.apply_early(session, done, now=now))
                 return True
 
             try:
                 await self._write(work)
+                if any(follow_ups):
+                    self.wake()
             except Exception:
                 log.exception("recording %d sends failed; their leases will expire and they "
                               "will be sent again", len(batch))
@@ -444,9 +449,10 @@ class Dispatcher:
         if exc.maybe_sent:
             log.warning("message %s may have reached %s (%s): left as unknown, not resent",
                         row.id, row.channel, exc)
-            await self._write(lambda s: outbox.fail(
-                s, message_id=row.id, token=token, now=now, status=outbox.UNKNOWN,
-                error=f"maybe sent: {exc}"))
+            follow_ups: list[bool] = []
+            await self._write(lambda s: self._unknown(s, row, token, now, exc, follow_ups))
+            if any(follow_ups):
+                self.wake()
             return
         if exc.retry_after is not None:
             # The provider said how long: that chat and the whole channel wait exactly that.
@@ -465,6 +471,15 @@ class Dispatcher:
         due = now + timedelta(seconds=max(delay, 0.001))
         await self._write(lambda s: outbox.retry(
             s, message_id=row.id, token=token, now=now, error=str(exc), due_at=due))
+
+    async def _unknown(self, session: AsyncSession, row: OutboundMessage, token: str,
+                       now: datetime, exc: TransientSendError, follow_ups: list[bool]) -> bool:
+        """Leave a maybe-sent row `unknown`; a status callback that came meanwhile settles it."""
+        if not await outbox.fail(session, message_id=row.id, token=token, now=now,
+                                 status=outbox.UNKNOWN, error=f"maybe sent: {exc}"):
+            return False
+        follow_ups.append(await sms_status.apply_early(session, [row.id], now=now))
+        return True
 
     async def _permanent(self, row: OutboundMessage, token: str,
                          exc: PermanentSendError) -> None:

@@ -128,6 +128,8 @@ UNDELIVERED = "undelivered"
 UNKNOWN = "unknown"  # the provider may have it (timeout after the request was written)
 CANCELLED = "cancelled"  # not sent on purpose (recipient paused, withdrawn, opted out)
 DROPPED = "dropped"  # not sent: the daily SMS cap kept a more important message
+# Event of a status callback that came while its message was in flight (kept for later).
+EARLY_CALLBACK = "early callback"
 
 # Forward-only order of delivery statuses; terminal ones never change again.
 _RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, "accepted": 1, "scheduled": 1, SENT: 2,
@@ -319,8 +321,12 @@ async def record_status(session: AsyncSession, *, provider_id: str, status: str,
         note(session, row.id, "callback", now, f"unrecognised status {status!r} {detail}")
         return False
     current = row.status
-    if current in TERMINAL or current in (QUEUED, SENDING):
-        moved = False  # settled, or in a worker's hands: a late callback must not race it
+    if current in (QUEUED, SENDING):
+        # In a worker's hands: kept, and applied once the send is recorded (`early_callbacks`).
+        note(session, row.id, EARLY_CALLBACK, now, f"{provider_id} {status} {detail}".strip())
+        return False
+    if current in TERMINAL:
+        moved = False  # settled
     elif new in TERMINAL:
         moved = _RANK.get(current, 0) < _RANK[DELIVERED]
     else:
@@ -334,6 +340,24 @@ async def record_status(session: AsyncSession, *, provider_id: str, status: str,
     note(session, row.id, new if moved else "callback",
            now, detail if moved else f"{status} ignored after {current} {detail}".strip())
     return moved
+
+
+async def early_callbacks(session: AsyncSession, message_ids: Iterable[int]
+                          ) -> list[tuple[int, str, str, str]]:
+    """The status callbacks kept while these messages were in flight, oldest first:
+    `(message_id, provider_id, status, detail)`."""
+    ids = list(message_ids)
+    if not ids:
+        return []
+    events = (await session.execute(
+        select(DeliveryEvent.message_id, DeliveryEvent.detail)
+        .where(DeliveryEvent.message_id.in_(ids), DeliveryEvent.status == EARLY_CALLBACK)
+        .order_by(DeliveryEvent.id))).all()
+    kept = []
+    for message_id, detail in events:
+        provider_id, status, rest = [*detail.split(" ", 2), "", ""][:3]
+        kept.append((message_id, provider_id, status, rest))
+    return kept
 
 
 async def requeue_unknown(session: AsyncSession, *, message_id: int, now: datetime,

@@ -97,26 +97,38 @@ async def channel_unreachable(session: AsyncSession, patient: Patient, channel: 
 
 
 async def message_undeliverable(session: AsyncSession, row: OutboundMessage, *, now: datetime,
-                                reason: str, opted_out: bool = False) -> bool:
+                                reason: str, opted_out: bool = False, mark: bool = True) -> bool:
     """A provider says a patient's message can never reach them on its channel (when sending
-    or later, by a delivery callback): the channel is marked as `channel_unreachable` does, and
-    a safety message goes again by the patient's other route. True if rows were queued."""
+    or later, by a delivery callback): the channel is marked as `channel_unreachable` does
+    (unless `mark` is False: this message failed, the number may still work), and a safety
+    message goes again by the patient's other route, the coordinator told. True if rows were
+    queued."""
     patient = (await session.get(Patient, row.patient_id, with_for_update=True)
                if row.patient_id is not None else None)
     if patient is None:
         return False
-    queued = row.channel in ("telegram", "sms") and await channel_unreachable(
+    queued = mark and row.channel in ("telegram", "sms") and await channel_unreachable(
         session, patient, row.channel, now=now, reason=reason, opted_out=opted_out)
     if row.lane != outbox.SAFETY:
         return queued
     route = patient_route(patient, safety=True)
-    if route is None or route.channel == row.channel:
-        return queued
-    again = await outbox.enqueue(
-        session, key=f"{row.dedupe_key}:via:{route.channel}"[:160], channel=route.channel,
-        address=route.address, template_id=row.template_id,
-        template_version=row.template_version, language=row.language, body=row.body,
-        choices=row.choices, image=row.image, due_at=now, now=now, lane=outbox.SAFETY,
-        patient_id=patient.id, dose_id=row.dose_id, alert_id=row.alert_id,
-        visit_id=row.visit_id)
+    again = None
+    if route is not None and route.channel != row.channel:
+        again = await outbox.enqueue(
+            session, key=f"{row.dedupe_key}:via:{route.channel}"[:160], channel=route.channel,
+            address=route.address, template_id=row.template_id,
+            template_version=row.template_version, language=row.language, body=row.body,
+            choices=row.choices, image=row.image, due_at=now, now=now, lane=outbox.SAFETY,
+            patient_id=patient.id, dose_id=row.dose_id, alert_id=row.alert_id,
+            visit_id=row.visit_id)
+    if not queued:  # nobody was told by the channel's marking: a safety message failed
+        await alerts.notify_site(
+            session, site_id=patient.site_id, patient=patient, kind="delivery_failed",
+            summary=f"{patient.subject_id}: safety message {row.id} failed by {row.channel}"
+                    f" ({reason})" + ("; sent again" if again is not None else ""),
+            message_id="delivery.safety_rerouted" if again is not None
+            else "delivery.safety_undelivered",
+            params={"subject": patient.subject_id, "channel": row.channel, "reason": reason},
+            now=now, actor=Actor.system("dispatcher"))
+        queued = True
     return again is not None or queued

@@ -97,6 +97,9 @@ class FakeTwilioAPI:
                 failure.times -= 1
                 if failure.times <= 0:
                     del self.failures[params.get("To", "")]
+            if failure.code is None and failure.status < 400:
+                # Taken before the answer is late: its status callbacks may come first.
+                entry.sid = f"SM{next(self._sids):032x}"
             if failure.delay:
                 await asyncio.sleep(failure.delay)
             if failure.code is not None or failure.status >= 400:
@@ -105,7 +108,7 @@ class FakeTwilioAPI:
                         "more_info": f"https://www.twilio.com/docs/errors/{code}",
                         "status": failure.status}
                 return web.json_response(body, status=failure.status)
-        entry.sid = f"SM{next(self._sids):032x}"
+        entry.sid = entry.sid or f"SM{next(self._sids):032x}"
         return web.json_response(self._resource(account, entry.sid, params), status=201)
 
     @staticmethod

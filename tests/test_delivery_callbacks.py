@@ -1,0 +1,139 @@
+"""Twilio status callbacks through the real twilio client, the real dispatcher and our HTTP
+server: only a status the outbox accepts has consequences for the patient, a callback for a
+send still in flight is kept and applied, and a safety SMS the carrier later fails goes again
+by the patient's other channel with the coordinator told."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import pytest
+from aiogram import Bot
+from sqlalchemy import select
+
+from bot.conversation import Conversation
+from bot.http import Server
+from bot.sms import SmsChannel
+from bot.telegram import make_bot
+from engage.clock import SimulatedClock
+from storage.db import Database
+from storage.models import Alert, DeliveryEvent, OutboundMessage, Patient
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN, dispatcher
+from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.fakes.twilio_api import FakeTwilioAPI, SmsFailure
+from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed
+from tests.workers.dispatch_support import (
+    add_patient,
+    insert_rows,
+    message,
+    row,
+    seed_site,
+)
+from trial.protocol import Protocol
+
+PHONE = "+8613800000123"
+TELEGRAM_ID = 4242
+
+
+@pytest.fixture
+async def sms(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
+    channel = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
+                         api_url=fake_twilio.base_url,
+                         status_callback=f"{PUBLIC_URL}/twilio/status",
+                         messaging_service_sid=SERVICE)
+    yield channel
+    await channel.close()
+
+
+@pytest.fixture
+async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
+    bot = make_bot(TOKEN, fake_telegram.base_url)
+    yield bot
+    await bot.session.close()
+
+
+def server(db: Database, protocol: Protocol, clock: SimulatedClock) -> Server:
+    return Server(db=db, clock=clock, public_url=PUBLIC_URL,
+                  conversation=Conversation(db, protocol, clock), twilio_auth_token=AUTH_TOKEN)
+
+
+async def _patient(db: Database, now: datetime, *, telegram: bool = False) -> int:
+    await seed_site(db, now)
+    return await add_patient(db, now, "S001", telegram_id=TELEGRAM_ID if telegram else None,
+                             phone=PHONE)
+
+
+async def _callbacks(db: Database, protocol: Protocol, clock: SimulatedClock,
+                     sent_params: dict[str, str], sid: str,
+                     *statuses: tuple[str, str]) -> None:
+    path = sent_params["StatusCallback"].removeprefix(PUBLIC_URL)
+    async with http_client(server(db, protocol, clock)) as client:
+        for status, code in statuses:
+            form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": ACCOUNT}
+            if code:
+                form["ErrorCode"] = code
+            assert (await post_signed(client, path, form, AUTH_TOKEN)).status == 204
+
+
+async def _state(db: Database, patient_id: int) -> tuple[Patient, list[OutboundMessage],
+                                                          list[Alert]]:
+    async with db.read() as session:
+        patient = await session.get(Patient, patient_id)
+        assert patient is not None
+        rows = list((await session.execute(
+            select(OutboundMessage).order_by(OutboundMessage.id))).scalars())
+        alerts = list((await session.execute(select(Alert))).scalars())
+    return patient, rows, alerts
+
+
+@pytest.mark.parametrize("lane", ["routine", "safety"])
+async def test_failed_and_undelivered_after_delivered_change_neither_message_nor_patient(
+        db: Database, protocol: Protocol, clock: SimulatedClock, sms: SmsChannel,
+        fake_twilio: FakeTwilioAPI, lane: str) -> None:
+    patient_id = await _patient(db, clock.now(), telegram=True)
+    (message_id,) = await insert_rows(db, [row(
+        "reply:1:0", address=PHONE, channel="sms", lane=lane, template_id="report.urgent_ack",
+        patient_id=patient_id, now=clock.now())])
+    assert await dispatcher(db, protocol, {"sms": sms}, clock).run_once() == 1
+    (sent,) = fake_twilio.sent_to(PHONE)
+    assert sent.sid is not None
+
+    await _callbacks(db, protocol, clock, sent.params, sent.sid, ("delivered", ""),
+                     ("undelivered", "30005"), ("failed", "21610"))
+
+    patient, rows, alerts = await _state(db, patient_id)
+    assert [(r.id, r.status) for r in rows] == [(message_id, "delivered")]  # nothing rerouted
+    assert (patient.opted_out, patient.sms_reachable, patient.telegram_reachable) == (
+        False, True, True)
+    assert alerts == []
+    async with db.read() as session:
+        events = list((await session.execute(select(DeliveryEvent.status).where(
+            DeliveryEvent.message_id == message_id).order_by(DeliveryEvent.id))).scalars())
+    assert events == ["sent", "delivered", "callback", "callback"]
+
+
+async def test_a_callback_while_the_send_is_in_flight_is_kept_and_applied(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, sms: SmsChannel,
+        fake_twilio: FakeTwilioAPI) -> None:
+    patient_id = await _patient(sqlite_db, clock.now())
+    (message_id,) = await insert_rows(sqlite_db, [row(
+        "dose:reminder:1", address=PHONE, channel="sms", patient_id=patient_id,
+        now=clock.now())])
+    # Twilio takes the message and reports it delivered before its answer to us arrives.
+    fake_twilio.fail_number(PHONE, SmsFailure(status=201, delay=0.5, times=1))
+    sending = asyncio.create_task(dispatcher(sqlite_db, protocol, {"sms": sms},
+                                             clock).run_once())
+    (sent,) = await fake_twilio.wait_for(1)
+    assert sent.sid is not None
+    await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("delivered", ""))
+    assert (await message(sqlite_db, message_id)).status == "sending"
+    assert await sending == 1
+
+    settled = await message(sqlite_db, message_id)
+    assert (settled.status, settled.provider_id) == ("delivered", sent.sid)
+    async with sqlite_db.read() as session:
+        events = list((await session.execute(select(DeliveryEvent.status).where(
+            DeliveryEvent.message_id == message_id).order_by(DeliveryEvent.id))).scalars())
+    assert events == ["early callback", "sent", "delivered"]
