@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bot.conversation import Conversation
 from bot.http import Server
 from bot.sms import SmsChannel
-from bot.telegram import make_bot
+from bot.telegram import TelegramChannel, make_bot
 from engage.clock import SimulatedClock
 from storage.db import Database
 from storage.models import Alert, DeliveryEvent, OutboundMessage, Patient
@@ -25,6 +25,7 @@ from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from tests.workers.dispatch_support import (
+    COORDINATOR_CHAT,
     add_patient,
     insert_rows,
     message,
@@ -137,3 +138,72 @@ async def test_a_callback_while_the_send_is_in_flight_is_kept_and_applied(
         events = list((await session.execute(select(DeliveryEvent.status).where(
             DeliveryEvent.message_id == message_id).order_by(DeliveryEvent.id))).scalars())
     assert events == ["early callback", "sent", "delivered"]
+
+
+@pytest.mark.parametrize(("status", "code"), [("failed", "30003"), ("undelivered", "63018")])
+async def test_a_safety_sms_failed_later_goes_again_by_telegram_and_the_coordinator_is_told(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, sms: SmsChannel,
+        bot: Bot, fake_twilio: FakeTwilioAPI, fake_telegram: FakeTelegramAPI, status: str,
+        code: str) -> None:
+    patient_id = await _patient(sqlite_db, clock.now(), telegram=True)
+    await insert_rows(sqlite_db, [row(
+        "reply:9:0", address=PHONE, channel="sms", lane="safety",
+        template_id="report.urgent_ack", patient_id=patient_id, now=clock.now())])
+    channels = {"sms": sms, "telegram": TelegramChannel(bot)}
+    assert await dispatcher(sqlite_db, protocol, channels, clock).run_once() == 1
+    (sent,) = fake_twilio.sent_to(PHONE)
+    assert sent.sid is not None
+
+    await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("sent", ""),
+                     (status, code))
+    assert await dispatcher(sqlite_db, protocol, channels, clock).run_once() == 2
+
+    patient, rows, alerts = await _state(sqlite_db, patient_id)
+    by_key = {r.dedupe_key: r for r in rows}
+    assert by_key["reply:9:0"].status == status
+    again = by_key["reply:9:0:via:telegram"]
+    assert (again.channel, again.address, again.lane, again.status) == (
+        "telegram", str(TELEGRAM_ID), "safety", "sent")
+    # The number may work again (handset off, a carrier's rate limit): SMS is not given up.
+    assert (patient.sms_reachable, patient.opted_out) == (True, False)
+    assert [a.kind for a in alerts] == ["delivery_failed"]
+    texts = {int(c.params["chat_id"]): str(c.params["text"])
+             for c in fake_telegram.sent("sendMessage")}
+    assert texts[TELEGRAM_ID] == "text of reply:9:0"
+    assert "could not be delivered by SMS" in texts[COORDINATOR_CHAT]
+    assert "sent again" in texts[COORDINATOR_CHAT]
+
+
+async def test_a_safety_sms_failed_later_with_no_other_channel_tells_the_coordinator(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, sms: SmsChannel,
+        bot: Bot, fake_twilio: FakeTwilioAPI, fake_telegram: FakeTelegramAPI) -> None:
+    patient_id = await _patient(sqlite_db, clock.now())
+    await insert_rows(sqlite_db, [row(
+        "reply:9:0", address=PHONE, channel="sms", lane="safety",
+        template_id="report.urgent_ack", patient_id=patient_id, now=clock.now())])
+    channels = {"sms": sms, "telegram": TelegramChannel(bot)}
+    assert await dispatcher(sqlite_db, protocol, channels, clock).run_once() == 1
+    (sent,) = fake_twilio.sent_to(PHONE)
+    assert sent.sid is not None
+    await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("failed", "30003"))
+    assert await dispatcher(sqlite_db, protocol, channels, clock).run_once() == 1
+    _, rows, _ = await _state(sqlite_db, patient_id)
+    assert [r.dedupe_key for r in rows if r.patient_id == patient_id] == ["reply:9:0"]
+    (notice,) = [c for c in fake_telegram.sent("sendMessage")
+                 if int(c.params["chat_id"]) == COORDINATOR_CHAT]
+    assert "no other channel" in str(notice.params["text"])
+
+
+async def test_a_routine_sms_failed_later_with_a_transient_code_changes_nothing_else(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, sms: SmsChannel,
+        fake_twilio: FakeTwilioAPI) -> None:
+    patient_id = await _patient(sqlite_db, clock.now(), telegram=True)
+    await insert_rows(sqlite_db, [row("dose:reminder:3", address=PHONE, channel="sms",
+                                      patient_id=patient_id, now=clock.now())])
+    assert await dispatcher(sqlite_db, protocol, {"sms": sms}, clock).run_once() == 1
+    (sent,) = fake_twilio.sent_to(PHONE)
+    assert sent.sid is not None
+    await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("failed", "30003"))
+    patient, rows, alerts = await _state(sqlite_db, patient_id)
+    assert [r.status for r in rows] == ["failed"]
+    assert (patient.sms_reachable, alerts) == (True, [])
