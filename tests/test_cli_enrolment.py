@@ -132,7 +132,9 @@ def test_status_changes_leave_audit_rows(db_url: str, capsys: pytest.CaptureFixt
     started = datetime.now(UTC)
     _enrol(capsys)
     for action, reason in (("pause", "住院两周"), ("resume", "出院"), ("withdraw", "consent")):
-        outcome = run_cli(capsys, "patient", action, "BJ01-001", "--reason", reason, "--json")
+        yes = ["--yes"] if action == "withdraw" else []
+        outcome = run_cli(capsys, "patient", action, "BJ01-001", "--reason", reason, "--json",
+                          *yes)
         assert outcome.status == 0, outcome.err
     assert json.loads(outcome.out) == {"subject_id": "BJ01-001", "old": "active",
                                        "new": "withdrawn", "reason": "consent"}
@@ -174,7 +176,8 @@ def test_refused_status_change_changes_nothing(db_url: str, capsys: pytest.Captu
 def test_withdrawn_is_final(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     setup_site(capsys)
     _enrol(capsys)
-    assert run_cli(capsys, "patient", "withdraw", "BJ01-001", "--reason", "x").status == 0
+    assert run_cli(capsys, "patient", "withdraw", "BJ01-001", "--reason", "x",
+                   "--yes").status == 0
     outcome = run_cli(capsys, "patient", "resume", "BJ01-001", "--reason", "x")
     assert outcome.status != 0
     assert "withdrawn" in outcome.err

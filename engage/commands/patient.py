@@ -1,4 +1,5 @@
-"""`engage patient enroll|import|pause|resume|withdraw`: enrolment and its status, audited."""
+"""`engage patient enroll|import|pause|resume|withdraw|update|relink`: enrolment, corrections
+and status, all audited."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ import asyncio
 import sys
 from pathlib import Path
 
-from engage.commands.support import CommandError, cli_actor, emit, now, open_database, refused
+from engage.commands.support import (
+    CommandError,
+    cli_actor,
+    describe_changes,
+    emit,
+    now,
+    open_database,
+    refused,
+)
 from engage.config import Settings
+from storage.db import Database
+from study.changes import find_patient, relink_patient, update_patient
 from study.enrolment import change_status, enroll
 from study.importing import COLUMNS, RosterError, import_roster
 from trial.enrolment import check_enrolment
@@ -43,7 +54,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         change.add_argument("subject", metavar="SUBJECT")
         change.add_argument("--reason", required=True, help="why (kept in the audit trail)")
         change.add_argument("--json", action="store_true", help="print JSON")
+        if action == "withdraw":
+            change.add_argument("--yes", action="store_true",
+                                help="do not ask for confirmation (for scripts)")
         change.set_defaults(handler=_change_status, action=action)
+
+    fix = patient_sub.add_parser("update", help="correct a patient's details (audited)")
+    fix.add_argument("subject", metavar="SUBJECT")
+    fix.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    fix.add_argument("--dose-time", help="new local daily dose time, HH:MM (from the next dose "
+                     "not yet reminded)")
+    fix.add_argument("--phone", help="new mobile number in E.164")
+    fix.add_argument("--tz", help="new IANA time zone")
+    fix.add_argument("--language", help=f"one of {', '.join(LANGUAGES)}")
+    fix.add_argument("--baseline", help="corrected baseline date, YYYY-MM-DD (replans visits "
+                     "and doses not yet due)")
+    fix.add_argument("--force", action="store_true",
+                     help="accept a baseline that looks wrong, or after answered doses")
+    fix.add_argument("--json", action="store_true", help="print JSON")
+    fix.set_defaults(handler=_update)
+
+    relink = patient_sub.add_parser(
+        "relink", help="end the patient's Telegram link and print a new link code")
+    relink.add_argument("subject", metavar="SUBJECT")
+    relink.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    relink.add_argument("--json", action="store_true", help="print JSON")
+    relink.set_defaults(handler=_relink)
 
 
 def _link_hint(code: str, ttl_hours: int) -> str:
@@ -105,8 +141,31 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+WITHDRAW_EFFECTS = ("every message to the patient stops for good (reminders, visit notices, "
+                    "check-ins); their record and history are kept; this cannot be undone")
+
+
+async def _confirm_withdraw(args: argparse.Namespace, database: Database) -> bool:
+    """Say what a withdrawal does and ask on a terminal; scripts must say --yes."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise CommandError("withdraw asks for confirmation: run it on a terminal, or add --yes")
+    async with database.read() as session:
+        with refused():
+            patient = await find_patient(session, args.subject)
+            status = patient.status
+    print(f"{patient.subject_id} ({status}, site {patient.site_id}) will be withdrawn: "
+          f"{WITHDRAW_EFFECTS}.", file=sys.stderr)
+    answer = await asyncio.to_thread(input, f"withdraw {patient.subject_id}? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
 async def _change_status(args: argparse.Namespace, settings: Settings) -> int:
     async with open_database(settings) as database:
+        if args.action == "withdraw" and not await _confirm_withdraw(args, database):
+            print("nothing was changed", file=sys.stderr)
+            return 1
         with refused():
             async with database.write() as session:
                 change = await change_status(session, args.subject.strip(), args.action,
@@ -116,3 +175,34 @@ async def _change_status(args: argparse.Namespace, settings: Settings) -> int:
     emit(data, args.json, f"{change.subject_id}: {change.old} -> {change.new}")
     return 0
 
+
+
+async def _update(args: argparse.Namespace, settings: Settings) -> int:
+    protocol = load_protocol(settings.protocol)
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                changes = await update_patient(
+                    session, protocol, args.subject, reason=args.reason, now=now(),
+                    actor=cli_actor(), dose_time=args.dose_time, phone=args.phone, tz=args.tz,
+                    language=args.language, baseline=args.baseline, force=args.force)
+    data = {"subject_id": changes.entity_id, **changes.as_dict()}
+    del data["id"]
+    emit(data, args.json, describe_changes(changes))
+    return 0
+
+
+async def _relink(args: argparse.Namespace, settings: Settings) -> int:
+    protocol = load_protocol(settings.protocol)
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                changes, code = await relink_patient(session, protocol, args.subject,
+                                                     reason=args.reason, now=now(),
+                                                     actor=cli_actor())
+    ended = "the old Telegram link is ended" if changes.fields else "no Telegram link to end"
+    text = (f"{changes.entity_id}: {ended}\n"
+            + _link_hint(code, protocol.reminders.link_code_ttl_hours))
+    emit({"subject_id": changes.entity_id, "link_code": code,
+          "unlinked": bool(changes.fields)}, args.json, text)
+    return 0

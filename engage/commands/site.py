@@ -1,12 +1,21 @@
-"""`engage site add`: register a study site."""
+"""`engage site add|update`: the study sites."""
 
 from __future__ import annotations
 
 import argparse
 
-from engage.commands.support import cli_actor, emit, now, open_database, refused
+from engage.commands.support import (
+    cli_actor,
+    describe_changes,
+    emit,
+    now,
+    open_database,
+    refused,
+)
 from engage.config import Settings
+from study.changes import update_site
 from study.enrolment import add_site
+from trial.protocol import load_protocol
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--json", action="store_true", help="print JSON")
     add.set_defaults(handler=_add)
 
+    fix = site_sub.add_parser("update", help="correct a site's details (audited)")
+    fix.add_argument("site", metavar="SITE")
+    fix.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    fix.add_argument("--name", help="hospital name (signs the site's SMS unless the protocol "
+                     "sets sites.<code>.sms_name)")
+    fix.add_argument("--tz", help="IANA time zone (for new patients; enrolled ones keep theirs)")
+    fix.add_argument("--phone", help="site phone in E.164 (\"\" removes it)")
+    fix.add_argument("--json", action="store_true", help="print JSON")
+    fix.set_defaults(handler=_update)
+
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
     async with open_database(settings) as database:
@@ -29,4 +48,16 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
                                       phone=args.phone, now=now(), actor=cli_actor())
     data = {"site": site.id, "name": site.name, "tz": site.tz, "phone": site.phone}
     emit(data, args.json, f"added site {site.id} ({site.name}, {site.tz})")
+    return 0
+
+
+async def _update(args: argparse.Namespace, settings: Settings) -> int:
+    protocol = load_protocol(settings.protocol)
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                changes = await update_site(session, protocol, args.site, reason=args.reason,
+                                            now=now(), actor=cli_actor(), name=args.name,
+                                            tz=args.tz, phone=args.phone)
+    emit({"site": changes.entity_id, **changes.as_dict()}, args.json, describe_changes(changes))
     return 0

@@ -1,11 +1,19 @@
-"""`engage staff add`: register a coordinator, investigator, PI, monitor or admin."""
+"""`engage staff add|update|deactivate`: coordinators, investigators, PIs, monitors, admins."""
 
 from __future__ import annotations
 
 import argparse
 
-from engage.commands.support import cli_actor, emit, now, open_database, refused
+from engage.commands.support import (
+    cli_actor,
+    describe_changes,
+    emit,
+    now,
+    open_database,
+    refused,
+)
 from engage.config import Settings
+from study.changes import deactivate_staff, update_staff
 from study.enrolment import add_staff
 from trial.protocol import LANGUAGES, ROLES
 
@@ -23,6 +31,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--json", action="store_true", help="print JSON")
     add.set_defaults(handler=_add)
 
+    fix = staff_sub.add_parser("update", help="correct a staff member's details (audited)")
+    fix.add_argument("staff", metavar="STAFF", help="staff number, e.g. 7 (see `staff list`)")
+    fix.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    fix.add_argument("--phone", help="mobile number in E.164 (\"\" removes it)")
+    fix.add_argument("--telegram-id", type=int, help="numeric Telegram user id (0 removes it)")
+    fix.add_argument("--language", help=f"one of {', '.join(LANGUAGES)}")
+    fix.add_argument("--role", help=f"one of {', '.join(ROLES)}")
+    fix.add_argument("--force", action="store_true", help="accept a staff member with no "
+                     "contact route")
+    fix.add_argument("--json", action="store_true", help="print JSON")
+    fix.set_defaults(handler=_update)
+
+    off = staff_sub.add_parser("deactivate", help="a staff member who left: their buttons and "
+                               "commands stop at once, pages go to the others")
+    off.add_argument("staff", metavar="STAFF", help="staff number, e.g. 7")
+    off.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    off.add_argument("--json", action="store_true", help="print JSON")
+    off.set_defaults(handler=_deactivate)
+
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
     async with open_database(settings) as database:
@@ -36,4 +63,28 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
             "telegram_id": staff.telegram_id, "phone": staff.phone, "language": staff.language}
     where = f"site {staff.site_id}" if staff.site_id else "all sites"
     emit(data, args.json, f"added staff #{staff.id}: {staff.name}, {staff.role} at {where}")
+    return 0
+
+
+async def _update(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                changes = await update_staff(
+                    session, args.staff, reason=args.reason, now=now(), actor=cli_actor(),
+                    phone=args.phone, telegram_id=args.telegram_id, language=args.language,
+                    role=args.role, force=args.force)
+    emit({"staff_id": int(changes.entity_id), **changes.as_dict()}, args.json,
+         describe_changes(changes))
+    return 0
+
+
+async def _deactivate(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                changes = await deactivate_staff(session, args.staff, reason=args.reason,
+                                                 now=now(), actor=cli_actor())
+    emit({"staff_id": int(changes.entity_id), **changes.as_dict()}, args.json,
+         describe_changes(changes))
     return 0

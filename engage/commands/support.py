@@ -20,6 +20,7 @@ from engage.config import Settings
 from storage.audit import Actor
 from storage.db import Database
 from storage.migrate import alembic_config, upgrade
+from study.changes import Changes
 from study.visits import VisitError
 from trial.enrolment import EnrolmentError
 
@@ -38,6 +39,14 @@ def emit(data: Any, as_json: bool, text: str | None = None) -> None:
         print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     else:
         print(text if text is not None else data)
+
+
+def describe_changes(changes: Changes) -> str:
+    """A change as a coordinator reads it: one line per field, then what followed."""
+    if not changes.fields:
+        return f"{changes.entity_id}: nothing changed (the values were already so)"
+    lines = [f"{changes.entity_id}: {name} {old} -> {new}" for name, old, new in changes.fields]
+    return "\n".join([*lines, *(f"  {note}" for note in changes.notes)])
 
 
 def cli_actor() -> Actor:
