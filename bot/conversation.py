@@ -39,6 +39,7 @@ from storage.db import Database, insert_new
 from storage.models import InboundMessage, Patient, Staff
 from study import linking, optout, staff_access
 from study.replies import Reply
+from trial import intents
 from trial.protocol import LANGUAGES, Protocol
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ PATIENT_COMMANDS = {"report": Keyword.REPORT, "help": Keyword.HELP, "stop": Keyw
                     "lang": Keyword.LANGUAGE}
 DOSE_ANSWERS = {Keyword.TAKEN: "taken", Keyword.SKIP: "skip", Keyword.SNOOZE: "snooze",
                 Keyword.MISSED: "missed"}
+# Triage reasons a "not taken today" message gives by itself: no symptom to report.
+_DOSE_ONLY_REASONS = frozenset({"missed_dose", "unclassified_symptom"})
 
 
 def _storable(value: Any) -> Any:
@@ -319,10 +322,31 @@ class Conversation:
             return await self._start_questionnaire(session, patient, now)
         if not text:
             return "not_text", [Reply("chat.text_only")]
+        if intents.is_acknowledgement(text):  # "好的 谢谢", "ok thanks": not a report
+            return "acknowledgement", [Reply("chat.acknowledged")]
+        if intents.says_dose_not_taken(text):
+            return await self._dose_not_taken(session, patient, text, inbound_id, now)
         from study.reports import receive_report
 
         return "report", await receive_report(session, self.protocol, patient, text, now=now,
                                               inbound_id=inbound_id)
+
+    async def _dose_not_taken(self, session: AsyncSession, patient: Patient, text: str,
+                              inbound_id: int, now: datetime) -> tuple[str, list[Reply]]:
+        """Today's dose not taken, in words: the missed-dose flow, as the MISSED keyword is; words
+        that also say something urgent ("and I have a fever") are a report as well, paged."""
+        from study.reports import receive_report
+        from trial.triage import Report, triage
+
+        outcome, replies = await self._dose(session, patient, DOSE_ANSWERS[Keyword.MISSED], None,
+                                            now)
+        assessment = triage(Report(text), self.protocol.triage)
+        symptoms = [r for r in assessment.reasons if r.code not in _DOSE_ONLY_REASONS]
+        if not assessment.tier.is_urgent and not symptoms:
+            return outcome, replies
+        report = await receive_report(session, self.protocol, patient, text, now=now,
+                                      inbound_id=inbound_id)
+        return "report", [*report, *replies]
 
     async def _patient_action(self, session: AsyncSession, patient: Patient, action: str,
                               inbound_id: int, now: datetime) -> tuple[str, list[Reply]]:
