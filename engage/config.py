@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # Sending pace, messages per second: SMS per sender (a long code takes 1/s; a short code,
+    # toll-free number or Messaging Service far more), Telegram for the whole bot (its limit
+    # is 30/s).
+    sms_rate: float = Field(default=1.0, gt=0, le=1000)
+    telegram_rate: float = Field(default=29.0, gt=0, le=1000)
 
     @field_validator("database_url")
     @classmethod

@@ -20,7 +20,7 @@ from bot.sms import SmsChannel
 from bot.telegram import UPDATE_TYPES, TelegramChannel, TelegramPoller, build_dispatcher, make_bot
 from engage.clock import Clock, SystemClock
 from engage.config import Settings
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import Dispatcher, configured_rates
 from scheduler.runner import Runner
 from storage.db import Database
 from storage.migrate import upgrade
@@ -70,7 +70,8 @@ class Runtime:
             if self.sms is not None:
                 self.channels["sms"] = self.sms
             dispatcher = Dispatcher(self.db, self.protocol, self.channels, self.clock,
-                                    worker_id=f"{socket.gethostname()}:{os.getpid()}")
+                                    worker_id=f"{socket.gethostname()}:{os.getpid()}",
+                                    rates=configured_rates(settings))
             conversation = Conversation(self.db, self.protocol, self.clock, wake=dispatcher.wake)
             self.runner = Runner(self.db, self.protocol, dispatcher, self.clock,
                                  tick_seconds=self.tick_seconds)

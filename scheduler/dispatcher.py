@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import sms_status
 from bot.channels import Channel, Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from engage.clock import Clock
+from engage.config import Settings
 from messages import sms as sms_text
 from scheduler.ratelimit import ChannelRate, Monotonic, RateLimiter, Sleep
 from storage import audit, outbox
@@ -98,6 +99,13 @@ def local_day(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
     start = datetime.combine(day, clock_time(0), tzinfo=tz).astimezone(UTC)
     end = datetime.combine(day + timedelta(days=1), clock_time(0), tzinfo=tz).astimezone(UTC)
     return start, end
+
+
+def configured_rates(settings: Settings, *, telegram_chat_rate: float = 0.95
+                     ) -> dict[str, ChannelRate]:
+    """The channels' pacing from the settings (ENGAGE_SMS_RATE, ENGAGE_TELEGRAM_RATE)."""
+    return {"telegram": ChannelRate(settings.telegram_rate, telegram_chat_rate),
+            "sms": ChannelRate(settings.sms_rate)}
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:

@@ -8,15 +8,20 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.channels import TransientSendError
+from bot.sms import SmsChannel
 from engage.clock import SystemClock
-from scheduler.dispatcher import Dispatcher
+from engage.config import load_settings
+from scheduler.dispatcher import Dispatcher, configured_rates
 from scheduler.ratelimit import Bucket, ChannelRate
 from storage import outbox
 from storage.db import Database
 from storage.models import OutboundMessage
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
+from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.workers.dispatch_support import FakeChannel, insert_rows, message, row
 from trial.protocol import Protocol
 
@@ -146,3 +151,34 @@ async def test_safety_message_is_not_delayed_by_a_routine_fan_out(
     assert set(counts) <= {"sent", "queued"}
     assert counts["queued"] > 100
     assert counts["sent"] == len(telegram.sent)
+
+
+async def test_engage_sms_rate_paces_replies_through_twilio(
+        sqlite_db: Database, protocol: Protocol, fake_twilio: FakeTwilioAPI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pacing `engage run` gives its dispatcher (configured_rates), from the environment.
+    monkeypatch.setenv("ENGAGE_SMS_RATE", "20")
+    monkeypatch.setenv("ENGAGE_TWILIO_ACCOUNT_SID", ACCOUNT)
+    monkeypatch.setenv("ENGAGE_TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    monkeypatch.setenv("ENGAGE_TWILIO_MESSAGING_SERVICE_SID", SERVICE)
+    monkeypatch.setenv("ENGAGE_TWILIO_API_URL", fake_twilio.base_url)
+    settings = load_settings(_env_file=None)
+    assert (settings.sms_rate, settings.telegram_rate) == (20.0, 29.0)
+    sms = SmsChannel.from_settings(settings, protocol)
+    assert sms is not None
+    clock = SystemClock()
+    await insert_rows(sqlite_db, [row(f"reply:{n}:0", address=f"+86138{n:08d}", channel="sms",
+                                      now=clock.now()) for n in range(100)])
+    dispatcher = Dispatcher(sqlite_db, protocol, {"sms": sms}, clock, worker_id="paced",
+                            rates=configured_rates(settings), poll_interval=0.05)
+    started = time.monotonic()
+    try:
+        await _running(dispatcher, lambda: _until(lambda: len(fake_twilio.sent_to()) == 100,
+                                                  within=15.0))
+    finally:
+        await sms.close()
+    took = time.monotonic() - started
+    assert 3.0 < took < 12.0, took  # 100 at 20/s: about 5 s (at the default 1/s: 100 s)
+    async with sqlite_db.read() as session:
+        statuses = (await session.execute(select(OutboundMessage.status))).scalars().all()
+    assert set(statuses) == {"sent"}
