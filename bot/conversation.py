@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +37,7 @@ from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database, insert_new
 from storage.models import InboundMessage, Patient, Staff
-from study import linking, optout, staff_access
+from study import linking, optout, reachability, staff_access
 from study.replies import Reply
 from trial import intents
 from trial.protocol import LANGUAGES, Protocol
@@ -57,7 +57,9 @@ _DOSE_ONLY_REASONS = frozenset({"missed_dose", "unclassified_symptom"})
 
 def _storable(value: Any) -> Any:
     if isinstance(value, str):
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        # NUL: PostgreSQL text and jsonb refuse it (SQLite would keep it).
+        return value.replace("\x00", "").encode("utf-16", "surrogatepass").decode(
+            "utf-16", "replace")
     if isinstance(value, dict):
         return {_storable(k): _storable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -175,8 +177,11 @@ class Conversation:
             self.wake()
         return Handled(inbound_id, False, outcome, count)
 
-    async def handle_pending(self, *, older_than: timedelta = timedelta(minutes=1)) -> int:
-        """Handle messages stored but never handled (a crash between storing and handling)."""
+    async def handle_pending(self, *, older_than: timedelta = timedelta(minutes=1),
+                             handle: Callable[[InboundEvent], Awaitable[object]] | None = None,
+                             ) -> int:
+        """Handle messages stored but never handled (a crash between storing and handling);
+        `handle` instead of `self.handle` (e.g. one that passes a message failing for good)."""
         now = self.clock.now()
         async with self.db.read() as session:
             rows = list((await session.execute(select(InboundMessage).where(
@@ -186,8 +191,9 @@ class Conversation:
         for row in rows:
             payload = dict(row.payload)
             action = payload.pop("action", None)
-            await self.handle(InboundEvent(row.channel, row.external_id, row.sender, row.text,
-                                           action, row.received_at, payload))
+            await (handle or self.handle)(InboundEvent(
+                row.channel, row.external_id, row.sender, row.text, action, row.received_at,
+                payload))
         return len(rows)
 
     # -- storing and claiming ----------------------------------------------------------------
@@ -205,6 +211,18 @@ class Conversation:
             return int((await session.execute(select(InboundMessage.id).where(
                 InboundMessage.channel == event.channel,
                 InboundMessage.external_id == event.external_id[:64]))).scalar_one())
+
+    async def store_all(self, events: list[InboundEvent]) -> None:
+        """Store events (one transaction) to be handled later, by `handle` or, after a crash,
+        by `handle_pending`: what a poller confirms to its provider once this returns."""
+        async with self.db.write() as session:
+            for event in (e.storable() for e in events):
+                await session.execute(
+                    insert_new(session, InboundMessage, unique=["channel", "external_id"])
+                    .values(channel=event.channel, external_id=event.external_id[:64],
+                            sender=event.sender[:64], text=event.text,
+                            payload={**event.payload, "action": event.action},
+                            received_at=event.received_at))
 
     @staticmethod
     async def _claim(session: AsyncSession, inbound_id: int, now: datetime) -> bool:
@@ -248,7 +266,12 @@ class Conversation:
     async def _process(self, session: AsyncSession, inbound_id: int, event: InboundEvent,
                        now: datetime) -> tuple[str, int]:
         sender = await self._identify(session, event)
-        if sender.staff is not None:
+        if event.action is not None and event.action.startswith(reachability.MEMBER):
+            # Telegram membership (blocked, unblocked): a change of reachability, no reply.
+            replies: list[Reply] = []
+            outcome = await reachability.chat_member(session, sender.patient, event.action,
+                                                     now=now)
+        elif sender.staff is not None:
             outcome, replies = await self._staff(session, sender.staff, event, now)
         elif sender.patient is not None:
             outcome, replies = await self._patient(session, sender.patient, event, inbound_id,
@@ -267,6 +290,11 @@ class Conversation:
             .execution_options(synchronize_session=False))
         if event.channel == SMS and sender.patient is None:
             count = await self._answer_stranger_once(session, event, sender, now)
+        elif event.channel == TELEGRAM and outcome == "unknown" and replies:
+            # A flood of stranger messages costs one reply a day, not one each.
+            count = int(await self._enqueue_one(
+                session, f"unknown:telegram:{event.sender}:{now.date().isoformat()}", event,
+                sender, replies[0], now))
         else:
             count = await self._enqueue(session, inbound_id, event, sender, replies, now)
         return outcome, count
@@ -293,6 +321,8 @@ class Conversation:
 
     async def _patient(self, session: AsyncSession, patient: Patient, event: InboundEvent,
                        inbound_id: int, now: datetime) -> tuple[str, list[Reply]]:
+        if event.channel == TELEGRAM:
+            await reachability.heard_from(session, patient, now=now)
         if event.action:
             return await self._patient_action(session, patient, event.action, inbound_id, now)
         text = event.text.strip()

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
 from storage import audit
 from storage.audit import Actor
-from storage.models import Alert, Patient, Site, Staff, SymptomReport, Visit
+from storage.models import Alert, InboundMessage, Patient, Site, Staff, SymptomReport, Visit
 from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
 from study.staff_access import DIGEST_ROLES
@@ -31,6 +31,7 @@ MISSED_LOOKBACK_DAYS = 14  # a missed visit stays on the digest for two weeks
 REPORT_TEXT_CHARS = 160
 ADHERENCE_WINDOWS = (7, 28)
 OPEN_ALERT_STATUSES = ("open", "acknowledged")
+UNREADABLE_OUTCOMES = ("unparsable", "failed")  # bot.inbox.UNPARSABLE, bot.inbox.FAILED
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,15 @@ class SiteDigest:
     upcoming_visits: list[VisitLine] = field(default_factory=list)
     opted_out: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
+    unreadable: int = 0  # inbound messages of the last day stored raw (unparsable, failed)
     patients: int = 0
 
     @property
     def quiet(self) -> bool:
         """Nothing to look at today."""
         return not (self.alerts or self.reports or self.flagged or self.missed_visits
-                    or self.upcoming_visits or self.opted_out or self.unreachable)
+                    or self.upcoming_visits or self.opted_out or self.unreachable
+                    or self.unreadable)
 
 
 async def open_alerts(session: AsyncSession, site_ids: Sequence[str] | None, *,
@@ -205,10 +208,19 @@ async def gather(session: AsyncSession, protocol: Protocol, site: Site, *,
     digest.unreachable = [p.subject_id for p in patients
                           if p.status == "active" and not p.opted_out
                           and patient_route(p) is None]
+    digest.unreadable = await unreadable(session, since=now - timedelta(days=1), until=now)
     digest.flagged = [FlagLine(line.subject_id, line.flags)
                       for line in await adherence_lines(session, protocol, [site.id], now=now)
                       if line.flags]
     return digest
+
+
+async def unreadable(session: AsyncSession, *, since: datetime, until: datetime) -> int:
+    """Inbound messages received in [since, until) that no one could read or handle, stored as
+    they came (outcomes of bot.inbox); a daily digest counts the day before it once."""
+    return int((await session.execute(select(func.count()).select_from(InboundMessage).where(
+        InboundMessage.outcome.in_(UNREADABLE_OUTCOMES), InboundMessage.received_at >= since,
+        InboundMessage.received_at < until))).scalar_one())
 
 
 async def mark_reviewed(session: AsyncSession, digest: SiteDigest, *, now: datetime) -> int:
@@ -300,4 +312,6 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
             else [], count=len(digest.opted_out))
     section("digest.section_unreachable", [", ".join(digest.unreachable)]
             if digest.unreachable else [], count=len(digest.unreachable))
+    if digest.unreadable:
+        lines.extend(["", t("digest.unreadable", language, count=digest.unreadable)])
     return header, lines

@@ -49,6 +49,11 @@ class Polling:
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(self.poller.run(self.stop))
 
+    async def handled(self, update_id: int, fake: FakeTelegramAPI, within: float = 5.0) -> None:
+        """Wait until an update is confirmed (stored) and everything taken is handled."""
+        await fake.wait_confirmed(update_id, within=within)
+        await asyncio.wait_for(self.poller.idle(), within)
+
     async def close(self) -> None:
         self.stop.set()
         await asyncio.wait_for(self.task, 5)
@@ -65,7 +70,7 @@ async def test_link_remind_press_taken_and_see_the_dose_recorded(
     try:
         # 1. Link by the deep link's /start CODE.
         update = fake_telegram.inject(fake_telegram.message_update(555, f"/start {enrolled.code}"))
-        await fake_telegram.wait_confirmed(update)
+        await polling.handled(update, fake_telegram)
         async with db.read() as session:
             assert (await session.get(Patient, enrolled.patient_id)).telegram_id == 555  # type: ignore[union-attr]
         assert await sender.run_once() == 1
@@ -97,7 +102,7 @@ async def test_link_remind_press_taken_and_see_the_dose_recorded(
         taken = next(b["callback_data"] for b in buttons if b["callback_data"].startswith(
             "dose:taken:"))
         update = fake_telegram.inject(fake_telegram.callback_update(555, taken, message_id=7))
-        await fake_telegram.wait_confirmed(update)
+        await polling.handled(update, fake_telegram)
         async with db.read() as session:
             recorded = await session.get(DoseRecord, dose.id)
         assert recorded is not None
@@ -122,7 +127,7 @@ async def test_an_update_is_not_confirmed_before_its_handling_is_committed(
         assert fake_telegram.confirmed_offset <= update
         assert any(u["update_id"] == update for u in fake_telegram.updates)
         await upgrade(db.engine)
-        await fake_telegram.wait_confirmed(update)
+        await polling.handled(update, fake_telegram)
         async with db.read() as session:
             assert (await session.execute(select(func.count()).select_from(InboundMessage))
                     ).scalar_one() == 1

@@ -35,6 +35,11 @@ class Failure:
     times: int | None = None  # None: every time
 
 
+BAD_GATEWAY_PAGE = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+                    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>"
+                    "\r\n</body>\r\n</html>\r\n")
+
+
 JSON_FIELDS = {"reply_markup", "allowed_updates", "entities", "caption_entities"}
 
 
@@ -49,6 +54,11 @@ class FakeTelegramAPI:
         self.confirmed_offset = 0
         self.webhook: dict[str, Any] | None = None
         self.failures: dict[str, Failure] = {}
+        # getUpdates answers: "html" (a proxy's 502 page), a Failure, or None (updates).
+        self.updates_failure: str | Failure | None = None
+        self.updates_failure_times: int | None = None  # None: until cleared
+        self.served: dict[int, float] = {}  # update_id -> when getUpdates first returned it
+        self.getupdates_answered = 0
         self._next_update = itertools.count(1000)
         self._next_message = itertools.count(1)
         self._new_update = asyncio.Event()
@@ -79,16 +89,65 @@ class FakeTelegramAPI:
         self._new_update.set()
         return int(update["update_id"])
 
+    def fail_updates(self, failure: str | Failure, times: int | None = None) -> None:
+        """Make getUpdates fail: "html" serves a proxy's 502 page; `times` None: until
+        `recover_updates`."""
+        self.updates_failure, self.updates_failure_times = failure, times
+
+    def recover_updates(self) -> None:
+        """getUpdates answers normally again."""
+        self.updates_failure, self.updates_failure_times = None, None
+
     def message_update(self, user_id: int, text: str, *, update_id: int | None = None,
-                       language_code: str = "zh-hans") -> dict[str, Any]:
+                       language_code: str = "zh-hans", message_id: int | None = None
+                       ) -> dict[str, Any]:
         """A private-chat text message update."""
         user = {"id": user_id, "is_bot": False, "first_name": "P", "language_code": language_code}
         update: dict[str, Any] = {"message": {
-            "message_id": next(self._next_message), "date": int(time.time()),
+            "message_id": message_id or next(self._next_message), "date": int(time.time()),
             "chat": {"id": user_id, "type": "private", "first_name": "P"},
             "from": user, "text": text}}
         if update_id is not None:
             update["update_id"] = update_id
+        return update
+
+    def edited_update(self, user_id: int, message_id: int, text: str, *,
+                      edit_date: int | None = None) -> dict[str, Any]:
+        """An edit of a private-chat message the user sent earlier."""
+        update = self.message_update(user_id, text, message_id=message_id)
+        message = update.pop("message")
+        message["edit_date"] = edit_date or int(time.time()) + 1
+        return {"edited_message": message}
+
+    def group_update(self, chat_id: int, user_id: int, text: str, *,
+                     chat_type: str = "supergroup") -> dict[str, Any]:
+        """A text message in a group chat the bot is in."""
+        update = self.message_update(user_id, text)
+        update["message"]["chat"] = {"id": chat_id, "type": chat_type, "title": "Ward group"}
+        return update
+
+    def member_update(self, user_id: int, status: str) -> dict[str, Any]:
+        """my_chat_member: the user blocked ("kicked") or unblocked ("member") the bot."""
+        user = {"id": user_id, "is_bot": False, "first_name": "P"}
+        bot = {"id": self.bot_id, "is_bot": True, "first_name": "Engage"}
+
+        def member(state: str) -> dict[str, Any]:
+            return {"user": bot, "status": state, **({"until_date": 0} if state == "kicked"
+                                                      else {})}
+
+        return {"my_chat_member": {
+            "chat": {"id": user_id, "type": "private", "first_name": "P"}, "from": user,
+            "date": int(time.time()),
+            "old_chat_member": member("member" if status == "kicked" else "kicked"),
+            "new_chat_member": member(status)}}
+
+    def unparsable_update(self, user_id: int, text: str = "look at this") -> dict[str, Any]:
+        """A message aiogram's models reject (aiogram #1587: an external reply's empty story)."""
+        update = self.message_update(user_id, text)
+        update["message"]["external_reply"] = {
+            "origin": {"type": "user", "date": int(time.time()),
+                       "sender_user": {"id": 7, "is_bot": False, "first_name": "Q"}},
+            "story": {}}
         return update
 
     def callback_update(self, user_id: int, data: str, *, message_id: int = 1,
@@ -185,6 +244,24 @@ class FakeTelegramAPI:
                 "username": self.username}
 
     async def _get_updates(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        failure = self.updates_failure
+        if failure is not None:
+            if self.updates_failure_times is not None:
+                self.updates_failure_times -= 1
+                if self.updates_failure_times <= 0:
+                    self.recover_updates()
+            if failure == "html":
+                return web.Response(status=502, text=BAD_GATEWAY_PAGE, content_type="text/html")
+            assert isinstance(failure, Failure)
+            return self._error(failure.status, failure.description, failure.retry_after)
+        result = await self._pending_updates(params)
+        now = time.monotonic()
+        for update in result:
+            self.served.setdefault(int(update["update_id"]), now)
+        self.getupdates_answered += 1
+        return result
+
+    async def _pending_updates(self, params: dict[str, Any]) -> Any:
         if self.webhook is not None:
             return self._error(409, "Conflict: can't use getUpdates while webhook is active")
         offset = int(params.get("offset", 0) or 0)
