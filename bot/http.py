@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiogram import Bot, Dispatcher
@@ -46,7 +46,8 @@ class Server:
     conversation: Conversation | None = None
     twilio_auth_token: str | None = None
     telegram: TelegramWebhook | None = None
-    scheduler_alive: Callable[[], bool] = lambda: True
+    # Each background part and whether it works (scheduler, dispatcher, telegram, ...).
+    parts: Callable[[], Mapping[str, bool]] = dict
 
 
 SERVER = web.AppKey("server", Server)
@@ -68,12 +69,16 @@ def build_app(server: Server, *, max_body: int = MAX_BODY) -> web.Application:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Database reachability and scheduler liveness; 503 when the database is down."""
+    """Whether every part works: 503 naming the failing ones (the database unreachable, the
+    scheduler or dispatcher not running, Telegram not polled lately), 200 when all do."""
     server = request.app[SERVER]
-    database = await server.db.ping()
-    body = {"status": "ok" if database else "unavailable", "database": database,
-            "scheduler": bool(server.scheduler_alive())}
-    return web.json_response(body, status=200 if database else 503)
+    parts = {"database": await server.db.ping(), **{k: bool(v) for k, v in
+                                                    server.parts().items()}}
+    failing = sorted(name for name, ok in parts.items() if not ok)
+    body: dict[str, object] = {"status": "unavailable" if failing else "ok", **parts}
+    if failing:
+        body["failing"] = failing
+    return web.json_response(body, status=503 if failing else 200)
 
 
 async def _signed_form(request: web.Request) -> dict[str, str]:

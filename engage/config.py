@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org"
     telegram_mode: Literal["polling", "webhook"] = "polling"
     telegram_webhook_secret: SecretStr | None = None
+    # /healthz fails (503, "telegram") when no getUpdates has completed for this long.
+    telegram_stale_seconds: float = Field(default=60.0, gt=0)
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None

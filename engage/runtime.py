@@ -8,18 +8,22 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiogram import Bot
 from aiohttp import web
 
+from bot import inbox
 from bot.channels import Channel
-from bot.conversation import Conversation
+from bot.conversation import Conversation, InboundEvent
 from bot.http import Server, TelegramWebhook, build_app
 from bot.sms import SmsChannel
 from bot.telegram import UPDATE_TYPES, TelegramChannel, TelegramPoller, build_dispatcher, make_bot
 from engage.clock import Clock, SystemClock
 from engage.config import Settings
+from engage.supervision import Supervised
 from scheduler.dispatcher import Dispatcher, configured_rates
 from scheduler.runner import Runner
 from storage.db import Database
@@ -29,6 +33,7 @@ from trial.protocol import Protocol, load_protocol
 log = logging.getLogger(__name__)
 
 PENDING_SWEEP_SECONDS = 60.0
+PENDING_BATCH = 100  # rows Conversation.handle_pending takes at a time
 SHUTDOWN_GRACE_SECONDS = 20.0
 
 
@@ -42,6 +47,7 @@ class Runtime:
     # Telegram allows one getUpdates poller per bot token (a second gets 409 Conflict): with
     # several workers in polling mode, exactly one polls and the others only tick and dispatch.
     telegram_polling: bool = True
+    restart_delay: float = 1.0  # the first wait before a dead task (or getUpdates) is retried
     db: Database | None = None
     protocol: Protocol | None = None
     channels: dict[str, Channel] = field(default_factory=dict)
@@ -53,6 +59,7 @@ class Runtime:
     port: int | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    supervised: list[Supervised] = field(default_factory=list)
 
     async def start(self) -> None:
         """Bring every part up; raises (after cleaning up) if one cannot start."""
@@ -75,10 +82,11 @@ class Runtime:
             conversation = Conversation(self.db, self.protocol, self.clock, wake=dispatcher.wake)
             self.runner = Runner(self.db, self.protocol, dispatcher, self.clock,
                                  tick_seconds=self.tick_seconds)
+            self.runner.restart_delay = self.restart_delay
             await self.runner.start()
             webhook = await self._start_telegram(conversation)
             await self._start_http(conversation, webhook)
-            self._tasks.append(asyncio.create_task(self._sweep(conversation)))
+            self._supervise("pending inbound sweep", lambda: self._sweep(conversation))
         except BaseException:
             await self.stop()
             raise
@@ -99,9 +107,16 @@ class Runtime:
         if not self.telegram_polling:
             log.info("Telegram polling is off in this worker (--no-telegram-polling)")
             return None
-        self.poller = TelegramPoller(self.bot, dispatcher)
-        self._tasks.append(asyncio.create_task(self.poller.run(self._stop)))
+        poller = self.poller = TelegramPoller(self.bot, dispatcher,
+                                              retry_seconds=self.restart_delay)
+        self._supervise("telegram poller", lambda: poller.run(self._stop))
         return None
+
+    def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        # Never a bare task: one that dies is logged with its traceback and restarted.
+        task = Supervised(name, run, self._stop, first_delay=self.restart_delay)
+        self.supervised.append(task)
+        self._tasks.append(task.start())
 
     async def _start_http(self, conversation: Conversation,
                           webhook: TelegramWebhook | None) -> None:
@@ -110,7 +125,7 @@ class Runtime:
         server = Server(db=self.db, clock=self.clock, public_url=self.settings.public_url,
                         conversation=conversation,
                         twilio_auth_token=token.get_secret_value() if token else None,
-                        telegram=webhook, scheduler_alive=self.alive)
+                        telegram=webhook, parts=self.parts)
         self.http = web.AppRunner(build_app(server), access_log=None,
                                   shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
         await self.http.setup()
@@ -119,23 +134,41 @@ class Runtime:
         addresses = self.http.addresses
         self.port = int(addresses[0][1]) if addresses else self.settings.http_port
 
+    def parts(self) -> dict[str, bool]:
+        """Whether each background part is working (for /healthz; the database is pinged
+        there): the scheduler, the dispatcher, every supervised task, and the Telegram poller
+        having completed a getUpdates within ENGAGE_TELEGRAM_STALE_SECONDS."""
+        runner = self.runner
+        health = {"scheduler": runner is not None and runner.scheduler_running,
+                  "dispatcher": runner is not None and runner.dispatcher_running,
+                  "tasks": all(task.running for task in self.supervised)}
+        if self.poller is not None:
+            health["telegram"] = not self.poller.stale(self.settings.telegram_stale_seconds)
+        return health
+
     def alive(self) -> bool:
-        """Whether the scheduler (and the Telegram poller, when polling) are running."""
-        scheduler = self.runner is not None and self.runner.running
-        polling = self.poller is None or all(not t.done() for t in self._tasks)
-        return scheduler and polling
+        """Whether every background part is working."""
+        return all(self.parts().values())
 
     async def _sweep(self, conversation: Conversation) -> None:
-        # Messages stored but never handled (a crash in between) are handled here.
+        # Messages stored but never handled (a crash in between): all of them at once at
+        # start-up, then every minute those older than a minute (a worker has the newer ones).
+        older_than = timedelta(0)
         while not self._stop.is_set():
+            while await conversation.handle_pending(older_than=older_than,
+                                                    handle=self._handle_firmly(conversation)
+                                                    ) == PENDING_BATCH:
+                if self._stop.is_set():
+                    return
+            older_than = timedelta(seconds=PENDING_SWEEP_SECONDS)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=PENDING_SWEEP_SECONDS)
-            if self._stop.is_set():
-                return
-            try:
-                await conversation.handle_pending()
-            except Exception:
-                log.exception("handling pending inbound messages failed")
+
+    @staticmethod
+    def _handle_firmly(conversation: Conversation) -> Callable[[InboundEvent], Awaitable[object]]:
+        async def handle(event: InboundEvent) -> object:
+            return await inbox.handle_firmly(conversation, event)
+        return handle
 
     async def stop(self) -> None:
         """Stop taking input, let in-flight work finish, leave the rest queued; idempotent."""

@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from engage.clock import Clock, SystemClock
+from engage.supervision import Supervised
 from scheduler.dispatcher import Dispatcher
 from scheduler.tick import TickReport, run_tick
 from storage.db import Database
@@ -42,6 +43,8 @@ class Runner:
         self._scheduler: AsyncIOScheduler | None = None
         self._stop = asyncio.Event()
         self._dispatching: asyncio.Task[None] | None = None
+        self.dispatching: Supervised | None = None
+        self.restart_delay = 1.0  # the first wait before a dead dispatcher loop is restarted
         self._ticking = asyncio.Lock()
         self.last_tick: TickReport | None = None
         self.last_tick_error: str | None = None
@@ -49,7 +52,17 @@ class Runner:
     @property
     def running(self) -> bool:
         """Whether the scheduler and the dispatcher loop are both alive (for /healthz)."""
-        return (self._scheduler is not None and self._scheduler.running
+        return self.scheduler_running and self.dispatcher_running
+
+    @property
+    def scheduler_running(self) -> bool:
+        """Whether the tick job is scheduled."""
+        return self._scheduler is not None and self._scheduler.running
+
+    @property
+    def dispatcher_running(self) -> bool:
+        """Whether the dispatcher loop runs (not dead, not waiting to be restarted)."""
+        return (self.dispatching is not None and self.dispatching.running
                 and self._dispatching is not None and not self._dispatching.done())
 
     async def start(self) -> None:
@@ -65,7 +78,10 @@ class Runner:
                           next_run_time=SystemClock().now())
         scheduler.start()
         self._scheduler = scheduler
-        self._dispatching = asyncio.create_task(self.dispatcher.run(self._stop))
+        # A dispatcher loop that dies is logged with its traceback and restarted.
+        self.dispatching = Supervised("dispatcher", lambda: self.dispatcher.run(self._stop),
+                                      self._stop, first_delay=self.restart_delay)
+        self._dispatching = self.dispatching.start()
 
     async def stop(self) -> None:
         """Stop gracefully: no new tick, the running tick and in-flight sends finish, the rest

@@ -117,7 +117,7 @@ async def running(db: Database, protocol: Protocol, clock: SimulatedClock,
         bot, build_dispatcher(conversation, clock), timeout=1, retry_seconds=0.05
     ).run(poller_stop))
     server = Server(db=db, clock=clock, public_url=PUBLIC_URL, conversation=conversation,
-                    twilio_auth_token=AUTH_TOKEN, scheduler_alive=lambda: runner.running)
+                    twilio_auth_token=AUTH_TOKEN, parts=lambda: {"scheduler": runner.running})
     try:
         async with http_client(server) as client:
             yield Running(runner, poller_stop, poller, client)

@@ -85,21 +85,24 @@ async def test_a_failure_before_commit_is_a_500_so_telegram_retries(
         await db.dispose()
 
 
-async def test_healthz_reports_database_and_scheduler(
+async def test_healthz_names_the_failing_part(
         sqlite_db: Database, clock: SimulatedClock, tmp_path: Path) -> None:
-    alive = Server(db=sqlite_db, clock=clock, public_url=PUBLIC_URL,
-                   scheduler_alive=lambda: True)
+    parts = {"scheduler": True, "dispatcher": True, "telegram": True}
+    alive = Server(db=sqlite_db, clock=clock, public_url=PUBLIC_URL, parts=lambda: parts)
     async with http_client(alive) as client:
         response = await client.get("/healthz")
         assert response.status == 200
-        assert await response.json() == {"status": "ok", "database": True, "scheduler": True}
+        assert await response.json() == {"status": "ok", "database": True, **parts}
+        parts["dispatcher"] = False
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert (await response.json())["failing"] == ["dispatcher"]
     down = Database(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
     try:
-        async with http_client(Server(db=down, clock=clock, public_url=PUBLIC_URL,
-                                      scheduler_alive=lambda: False)) as client:
+        async with http_client(Server(db=down, clock=clock, public_url=PUBLIC_URL)) as client:
             response = await client.get("/healthz")
             assert response.status == 503
-            assert (await response.json())["database"] is False
+            assert (await response.json())["failing"] == ["database"]
     finally:
         await down.dispose()
 

@@ -76,10 +76,11 @@ async def test_getupdates_failing_in_every_way_is_retried_with_a_capped_backoff(
                       retry_seconds=0.01, max_retry_seconds=0.04)
     sent = []
     try:
-        for n, failure in enumerate((Failure(500, "Internal Server Error"),
-                                     Failure(502, "Bad Gateway"),
-                                     Failure(409, "Conflict: terminated by other getUpdates"),
-                                     Failure(401, "Unauthorized"), "html")):
+        failures: tuple[str | Failure, ...] = (
+            Failure(500, "Internal Server Error"), Failure(502, "Bad Gateway"),
+            Failure(409, "Conflict: terminated by other getUpdates"),
+            Failure(401, "Unauthorized"), "html")
+        for n, failure in enumerate(failures):
             fake_telegram.fail_updates(failure, times=3)
             sent.append(fake_telegram.inject(fake_telegram.message_update(710 + n, "hello")))
             await polling.handled(sent[-1])
