@@ -193,14 +193,41 @@ class Visits(_Strict):
         return next((v for v in self.table if v.name == name), None)
 
 
-class RedFlags(_Strict):
-    emergency: LocalizedWords = LocalizedWords()
-    same_day: LocalizedWords = LocalizedWords()
-    routine: LocalizedWords = LocalizedWords()
+class Criteria(_Strict):
+    """Which triage criteria (the engine's rule names) belong to which tier."""
 
-    def for_tier(self, tier: Tier) -> LocalizedWords:
-        """The words that put a report in that tier."""
-        return getattr(self, tier.value)
+    emergency: list[str] = Field(default_factory=list)
+    same_day: list[str] = Field(default_factory=list)
+    routine: list[str] = Field(default_factory=list)
+
+    @field_validator("emergency", "same_day", "routine")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        from trial.triage.rules import RULE_NAMES  # the engine's rules; imported late (cycle)
+
+        unknown = [n for n in names if n not in RULE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown criterion: {', '.join(unknown)}")
+        return names
+
+    @model_validator(mode="after")
+    def _each_once(self) -> Criteria:
+        from trial.triage.rules import RULE_NAMES
+
+        listed = [*self.emergency, *self.same_day, *self.routine]
+        twice = sorted({n for n in listed if listed.count(n) > 1})
+        if twice:
+            raise ValueError(f"criterion in more than one tier: {', '.join(twice)}")
+        missing = [n for n in RULE_NAMES if n not in listed]
+        if missing:
+            raise ValueError(f"criterion without a tier: {', '.join(missing)}")
+        return self
+
+    def tier_of(self, name: str) -> Tier:
+        """The tier a criterion puts a report in."""
+        if name in self.emergency:
+            return Tier.EMERGENCY
+        return Tier.SAME_DAY if name in self.same_day else Tier.ROUTINE
 
 
 class Triage(_Strict):
@@ -208,7 +235,7 @@ class Triage(_Strict):
     low_grade_fever_c: float = Field(ge=35, le=42)
     fever_sustained_hours: int = Field(default=24, gt=0)
     diarrhoea_same_day_stools: int = Field(default=7, gt=0)
-    red_flags: RedFlags
+    criteria: Criteria
     negations: LocalizedWords = LocalizedWords()
     sae_words: LocalizedWords = LocalizedWords()
     # "Am I on the real drug?": answered with a neutral script and logged, never guessed at.
