@@ -223,13 +223,16 @@ class Matcher:
     def _homophones(self, found_units: list[Unit], keys: list[str]) -> list[Occurrence]:
         found = []
         n = len(keys)
+        sounds_of = [pinyin(k)[:1] if u.kind == "cjk" else () for k, u in zip(keys, found_units,
+                                                                                strict=True)]
         for i in range(n):
-            if found_units[i].kind != "cjk":
-                continue
-            for syllable in pinyin(keys[i])[:1]:
+            for syllable in sounds_of[i]:
                 for form in self.by_sound.get(syllable, ()):
                     end = i + len(form.keys)
                     if end > n:
+                        continue
+                    if not all(sounds_of[i + j] and sounds_of[i + j][0] in sounds
+                               for j, sounds in enumerate(form.sounds)):
                         continue
                     window = keys[i:end]
                     if "".join(window) in self.exact_texts:
@@ -240,9 +243,7 @@ class Matcher:
                     if len(window) == 2 and any(a == b and a in _PARTICLES
                                                 for a, b in zip(window, form.keys, strict=True)):
                         continue  # 少了 is not 烧了: a particle carries no meaning to match on
-                    if all(pinyin(k)[:1] and pinyin(k)[0] in sounds
-                           for k, sounds in zip(window, form.sounds, strict=True)):
-                        found.append(Occurrence(form.name, form.group, i, end, "homophone"))
+                    found.append(Occurrence(form.name, form.group, i, end, "homophone"))
         return found
 
 

@@ -134,15 +134,23 @@ class _Read:
         start, end = self.span(occ)
         return self.text.original[start:end]
 
+    def __post_init__(self) -> None:
+        self._live: dict[str, list[int]] = {}
+        self._said: dict[str, list[int]] = {}
+        for i, o in enumerate(self.occurrences):
+            flags = self.context.flags[i]
+            if not (flags.negated or flags.hypothetical):
+                self._said.setdefault(o.name, []).append(i)
+                if not flags.resolved:
+                    self._live.setdefault(o.name, []).append(i)
+
     def live(self, name: str) -> list[int]:
-        return [i for i, o in enumerate(self.occurrences)
-                if o.name == name and self.context.flags[i].live]
+        """Occurrences said to be there now."""
+        return self._live.get(name, [])
 
     def said(self, name: str) -> list[int]:
         """Occurrences not denied and not hypothetical (a fever that has gone still counts)."""
-        return [i for i, o in enumerate(self.occurrences)
-                if o.name == name and not self.context.flags[i].negated
-                and not self.context.flags[i].hypothetical]
+        return self._said.get(name, [])
 
 
 def _read(report_text: str, engine: _Engine) -> _Read:

@@ -55,7 +55,7 @@ RULES: tuple[Rule, ...] = (
                          _c("eye", "blurry", "sudden"))),
     Rule("severe_bleeding", (_c("severe_bleeding_word"),
                              _c("bleeding_word|blood", "heavy_bleeding"),
-                             _c("bleeding_word|blood", "severe", scope="clause"))),
+                             _c("bleeding_word|blood", "much", scope="clause"))),
     Rule("black_stools", (_c("black_stool_word"), _c("stool", "black"))),
     Rule("fainting", (_c("fainting_word"),)),
     # same-day
