@@ -9,8 +9,10 @@ which concepts.py already dropped.
   other concepts ("no swelling of the lips"), never across 和 / "and" (ambiguous, so urgent).
   A-not-A questions (有没有, 会不会) do not deny. 不咳了 / "not coughing any more" is gone, not
   denied (a negated concept followed by 了 or "anymore").
-- hypothetical: forward to the clause's end from 如果/要是/万一/"what if"/"if"; backward from
-  的话; a whole clause about the weather or the room (天气, 空调, weather) is not about the body.
+- hypothetical: forward to the clause's end from 如果/要是/万一/"what if"/"if" (in a question,
+  to the sentence's end and over the cue's whole clause); backward from 的话; a whole clause
+  about the weather or the room (天气, 空调, weather) is not about the body, and readings in its
+  sentence count only in a clause that names a measurement (体温, temp).
 - resolved: backward from 已经好了/止住了/went away in the clause (or the clause before when the
   cue stands alone: "前两天咳嗽，现在好了"), forward from "no longer"/不再; once a concept has
   gone, its earlier mentions have gone too. Improvement (好一点了, easing) is not resolution.
@@ -149,6 +151,9 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
             # "要是烧起来，该吃什么药？": a question's "if" reaches its whole sentence
             if sentence_of(cue) in questions:
                 _hypothetical_forward(context, occurrences, targets, cue, sentence)
+                for k in targets:  # "should I go to the ER if ...?": its clause is asked too
+                    if clause_of(occurrences[k]) == clause_of(cue):
+                        flags[k].hypothetical = True
             else:
                 _hypothetical_forward(context, occurrences, targets, cue, clause)
         elif cue.name == "hypothetical_after":  # 的话, "if it ever happens": what came before

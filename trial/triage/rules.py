@@ -43,7 +43,7 @@ RULES: tuple[Rule, ...] = (
     # emergency by the clinical rules
     Rule("breathing_trouble", (_c("breathing_hard"),
                                _c("breathless|breath_body", "at_rest", scope="clause"),
-                               _c("breath_body", "difficulty"),
+                               _c("breath_body", "difficulty", unless="exertion", scope="clause"),
                                _c("breathless", "severe", unless="exertion", scope="clause"))),
     Rule("chest_pain", (_c("chest_pain_word"), _c("chest", "pain|discomfort|tight"))),
     Rule("face_swelling", (_c("face_swelling_word"), _c("face_part", "swelling|tight"))),
@@ -55,7 +55,8 @@ RULES: tuple[Rule, ...] = (
                          _c("eye", "blurry", "sudden"))),
     Rule("severe_bleeding", (_c("severe_bleeding_word"),
                              _c("bleeding_word|blood", "heavy_bleeding"),
-                             _c("bleeding_word|blood", "much", scope="clause"))),
+                             _c("bleeding_word|blood", "much", scope="clause"),
+                             _c("blood", "nausea_word|cough", scope="clause"))),
     Rule("black_stools", (_c("black_stool_word"), _c("stool", "black"))),
     Rule("fainting", (_c("fainting_word"),)),
     # same-day
