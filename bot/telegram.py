@@ -432,6 +432,10 @@ class ChatLanes:
         self._idle.clear()
         self._signal.release()
 
+    def has(self, chat: str) -> bool:
+        """Whether a chat has work queued or running here."""
+        return chat in self._work
+
     async def idle(self) -> None:
         """Wait until every queued job is done."""
         await self._idle.wait()
@@ -471,7 +475,8 @@ class TelegramPoller:
 
     def __init__(self, bot: Bot, dispatcher: Dispatcher, *, timeout: int = 25,
                  retry_seconds: float = 1.0, max_retry_seconds: float = 30.0,
-                 concurrency: int = 8, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 concurrency: int = 8, stranger_concurrency: int = 2,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.bot = bot
         self.dispatcher = dispatcher
         self.inbox: TelegramInbox = dispatcher["inbox"]
@@ -480,6 +485,9 @@ class TelegramPoller:
         self.max_retry_seconds = max_retry_seconds
         self.monotonic = monotonic
         self.lanes = ChatLanes(concurrency)
+        # Strangers get few workers of their own: a flood of them cannot take the database's
+        # write turn from a patient's report.
+        self.stranger_lanes = ChatLanes(stranger_concurrency)
         self.offset: int | None = None
         self.started_at = monotonic()
         self.completed_at: float | None = None  # the last getUpdates that answered
@@ -500,6 +508,7 @@ class TelegramPoller:
         self._stop = stop
         self.started_at = self.monotonic()
         self.lanes = ChatLanes(self.lanes.concurrency)
+        self.stranger_lanes = ChatLanes(self.stranger_lanes.concurrency)
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -528,11 +537,12 @@ class TelegramPoller:
                     await self._failed("storing updates", exc)
         finally:
             stopping.cancel()
-            await self.lanes.close()
+            await asyncio.gather(self.lanes.close(), self.stranger_lanes.close())
 
     async def idle(self) -> None:
         """Wait until every update taken so far is handled (for tests and shutdown)."""
         await self.lanes.idle()
+        await self.stranger_lanes.idle()
 
     async def _failed(self, what: str, exc: BaseException) -> None:
         detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
@@ -579,8 +589,13 @@ class TelegramPoller:
         await self.inbox.store([item for _, item in items])
         known = await self.inbox.known(item for _, item in items)
         for _, item in items:
-            if item.event is not None:
-                self.lanes.put(item.chat, self._job(item), known=item.event.sender in known)
+            if item.event is None:
+                continue
+            # A chat stays in its lane while it has work there: its order is kept.
+            stranger = (item.event.sender not in known or self.stranger_lanes.has(item.chat)
+                        ) and not self.lanes.has(item.chat)
+            lanes = self.stranger_lanes if stranger else self.lanes
+            lanes.put(item.chat, self._job(item), known=not stranger)
         ids = [update_id for update_id, _, _ in batch if update_id is not None]
         if ids:
             self.offset = max(max(ids) + 1, self.offset or 0)
