@@ -110,7 +110,8 @@ def _pinyin_table() -> dict[str, tuple[str, ...]]:
         return {}
     path = Path(next(iter(spec.submodule_search_locations))) / "pinyin_dict.json"
     raw: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
-    syllables: dict[str, str] = {}
+    syllables: dict[str, str] = {}  # toned reading -> its toneless syllable
+    interned: dict[str, str] = {}  # one string per toneless syllable
     table: dict[str, tuple[str, ...]] = {}
     for code, readings in raw.items():
         char = chr(int(code))
@@ -118,9 +119,12 @@ def _pinyin_table() -> dict[str, tuple[str, ...]]:
             continue
         toneless = []
         for reading in readings.split(","):
-            plain = unicodedata.normalize("NFD", reading).replace("u\u0308", "v")
-            plain = "".join(c for c in plain if not unicodedata.combining(c))
-            toneless.append(syllables.setdefault(plain, plain))
+            plain = syllables.get(reading)
+            if plain is None:
+                folded = unicodedata.normalize("NFD", reading).replace("u\u0308", "v")
+                plain = "".join(c for c in folded if not unicodedata.combining(c))
+                plain = syllables[reading] = interned.setdefault(plain, plain)
+            toneless.append(plain)
         table[char] = tuple(dict.fromkeys(toneless))
     return table
 
