@@ -9,6 +9,7 @@ COMMAND_MODULES = [
     "engage.commands.protocol",
     "engage.commands.export",
     "engage.commands.visit",
+    "engage.commands.alert",
     "engage.commands.run",
     "engage.commands.tick",
     "engage.commands.report",

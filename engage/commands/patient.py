@@ -1,5 +1,5 @@
-"""`engage patient enroll|import|pause|resume|withdraw|update|relink`: enrolment, corrections
-and status, all audited."""
+"""`engage patient enroll|import|pause|resume|withdraw|update|relink|list|show`: enrolment,
+corrections and status (all audited), and what is there."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from engage.commands.support import (
     CommandError,
@@ -16,9 +17,11 @@ from engage.commands.support import (
     now,
     open_database,
     refused,
+    table,
 )
 from engage.config import Settings
 from storage.db import Database
+from study import listing
 from study.changes import find_patient, relink_patient, update_patient
 from study.enrolment import change_status, enroll
 from study.importing import COLUMNS, RosterError, import_roster
@@ -80,6 +83,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     relink.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     relink.add_argument("--json", action="store_true", help="print JSON")
     relink.set_defaults(handler=_relink)
+
+    show_all = patient_sub.add_parser("list", help="enrolled patients")
+    show_all.add_argument("--site", help="only this site's patients")
+    show_all.add_argument("--status", choices=["active", "paused", "withdrawn"])
+    show_all.add_argument("--json", action="store_true", help="print JSON")
+    show_all.set_defaults(handler=_list)
+
+    show = patient_sub.add_parser("show", help="one patient: status, channels, reachability, "
+                                  "next dose and visit, open alerts")
+    show.add_argument("subject", metavar="SUBJECT")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_show)
 
 
 def _link_hint(code: str, ttl_hours: int) -> str:
@@ -205,4 +220,47 @@ async def _relink(args: argparse.Namespace, settings: Settings) -> int:
             + _link_hint(code, protocol.reminders.link_code_ttl_hours))
     emit({"subject_id": changes.entity_id, "link_code": code,
           "unlinked": bool(changes.fields)}, args.json, text)
+    return 0
+
+
+async def _list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_database(settings) as database, database.write() as session:
+        rows = await listing.patients(session, site_id=args.site, status=args.status,
+                                      now=now(), actor=cli_actor())
+    emit(rows, args.json, table(rows, ["subject_id", "site", "status", "opted_out", "language",
+                                       "dose_time", "tz", "telegram", "sms", "route"],
+                                "no patients"))
+    return 0
+
+
+def _describe(data: dict[str, Any]) -> str:
+    """One patient as a coordinator reads it."""
+    dose, visit = data["next_dose"], data["next_visit"]
+    reach = {True: "reachable", False: "not reachable"}
+    lines = [
+        f"{data['subject_id']} at site {data['site']}: {data['status']}"
+        + (", opted out" if data["opted_out"] else ""),
+        f"  baseline {data['baseline']}; dose {data['dose_time']} {data['tz']}; "
+        f"language {data['language']}",
+        f"  Telegram: {data['telegram']}, {reach[data['telegram_reachable']]}",
+        f"  SMS: {data['phone'] or 'no phone'}, {reach[data['sms_reachable']]}",
+        f"  messages go by: {data['route'] or 'nothing (no reachable channel or not active)'}",
+        "  next dose: " + (f"{dose['due_at_local']} ({dose['state']})" if dose else "none"),
+        "  next visit: " + (f"{visit['visit']} on {visit['date']} (window {visit['window']})"
+                            if visit else "none"),
+        f"  open alerts: {len(data['open_alerts'])}",
+    ]
+    lines += [f"    #{a['alert_id']} {a['kind']} {a['tier']} {a['status']} since "
+              f"{a['opened_at_local']}: {a['summary']}" for a in data["open_alerts"]]
+    return "\n".join(lines)
+
+
+async def _show(args: argparse.Namespace, settings: Settings) -> int:
+    protocol = load_protocol(settings.protocol)
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                data = await listing.patient(session, protocol, args.subject, now=now(),
+                                             actor=cli_actor())
+    emit(data, args.json, _describe(data))
     return 0

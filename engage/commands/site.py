@@ -1,4 +1,4 @@
-"""`engage site add|update`: the study sites."""
+"""`engage site add|update|list`: the study sites."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from engage.commands.support import (
     now,
     open_database,
     refused,
+    table,
 )
 from engage.config import Settings
+from study import listing
 from study.changes import update_site
 from study.enrolment import add_site
 from trial.protocol import load_protocol
@@ -39,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     fix.add_argument("--json", action="store_true", help="print JSON")
     fix.set_defaults(handler=_update)
 
+    show = site_sub.add_parser("list", help="every site")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_list)
+
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
     async with open_database(settings) as database:
@@ -60,4 +66,12 @@ async def _update(args: argparse.Namespace, settings: Settings) -> int:
                                             now=now(), actor=cli_actor(), name=args.name,
                                             tz=args.tz, phone=args.phone)
     emit({"site": changes.entity_id, **changes.as_dict()}, args.json, describe_changes(changes))
+    return 0
+
+
+async def _list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_database(settings) as database, database.read() as session:
+        rows = await listing.sites(session)
+    emit(rows, args.json, table(rows, ["site", "name", "tz", "phone", "patients",
+                                       "active_patients", "staff"], "no sites"))
     return 0

@@ -1,4 +1,5 @@
-"""`engage staff add|update|deactivate`: coordinators, investigators, PIs, monitors, admins."""
+"""`engage staff add|update|deactivate|list`: coordinators, investigators, PIs, monitors,
+admins."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from engage.commands.support import (
     now,
     open_database,
     refused,
+    table,
 )
 from engage.config import Settings
+from study import listing
 from study.changes import deactivate_staff, update_staff
 from study.enrolment import add_staff
 from trial.protocol import LANGUAGES, ROLES
@@ -49,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     off.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     off.add_argument("--json", action="store_true", help="print JSON")
     off.set_defaults(handler=_deactivate)
+
+    show = staff_sub.add_parser("list", help="every staff member (admins included)")
+    show.add_argument("--site", help="only this site's staff (and the admins)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_list)
 
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,4 +95,12 @@ async def _deactivate(args: argparse.Namespace, settings: Settings) -> int:
                                                  now=now(), actor=cli_actor())
     emit({"staff_id": int(changes.entity_id), **changes.as_dict()}, args.json,
          describe_changes(changes))
+    return 0
+
+
+async def _list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_database(settings) as database, database.read() as session:
+        rows = await listing.staff(session, site_id=args.site)
+    emit(rows, args.json, table(rows, ["staff_id", "site", "role", "name", "telegram_id",
+                                       "phone", "language", "active", "pageable"], "no staff"))
     return 0

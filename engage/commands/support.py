@@ -49,6 +49,29 @@ def describe_changes(changes: Changes) -> str:
     return "\n".join([*lines, *(f"  {note}" for note in changes.notes)])
 
 
+def table(rows: list[dict[str, Any]], columns: list[str], empty: str = "nothing") -> str:
+    """Rows as an aligned text table of the given columns (`-` for nothing)."""
+    if not rows:
+        return empty
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells))
+              for i, column in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join("  ".join(value.ljust(width) for value, width in zip(line, widths,
+                                                                          strict=True)).rstrip()
+                     for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
 def cli_actor() -> Actor:
     """The operator running the command, by their OS user name."""
     try:
