@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trial.protocol import Tier
+if TYPE_CHECKING:
+    from trial.triage import Assessment
 
 # Most urgent first, as the confusion matrix is printed.
 LABELS = ("emergency", "same_day", "routine", "none")
@@ -73,14 +74,9 @@ def parse_corpus(content: str) -> list[Row]:
     return rows
 
 
-def label_of(assessment: Any) -> str:
+def label_of(assessment: Assessment) -> str:
     """The predicted label: the tier, or `none` for a routine text that fired nothing."""
-    label = getattr(assessment, "label", None)
-    if label is not None:
-        return str(label)
-    if assessment.tier is Tier.ROUTINE and not assessment.reasons:
-        return "none"
-    return str(assessment.tier.value)
+    return assessment.label
 
 
 @dataclass(frozen=True)
@@ -225,7 +221,7 @@ def tally(outcomes: Sequence[Outcome]) -> Score:
     )
 
 
-def assess(rows: Iterable[Row], engine: Callable[[str], Any]) -> list[Outcome]:
+def assess(rows: Iterable[Row], engine: Callable[[str], Assessment]) -> list[Outcome]:
     """Run `engine` (text -> triage assessment) on every row."""
     outcomes = []
     for row in rows:
@@ -233,10 +229,10 @@ def assess(rows: Iterable[Row], engine: Callable[[str], Any]) -> list[Outcome]:
         label = label_of(assessment)
         if label not in _RANK:
             raise ValueError(f"line {row.line}: triage gave an unknown label {label!r}")
-        outcomes.append(Outcome(row, label, tuple(str(r.code) for r in assessment.reasons)))
+        outcomes.append(Outcome(row, label, tuple(r.code for r in assessment.reasons)))
     return outcomes
 
 
-def score(content: str, engine: Callable[[str], Any]) -> Score:
+def score(content: str, engine: Callable[[str], Assessment]) -> Score:
     """Parse a labelled TSV, triage every row with `engine`, and tally."""
     return tally(assess(parse_corpus(content), engine))
