@@ -181,7 +181,9 @@ class SymptomReport(Base):
     reasons: Mapped[list[Any]]
     possible_sae: Mapped[bool] = mapped_column(Boolean, default=False)
     received_at: Mapped[datetime]
-    reviewed_in_digest_at: Mapped[datetime | None]
+    reviewed_in_digest_at: Mapped[datetime | None]  # listed in a digest (not a review)
+    reviewed_at: Mapped[datetime | None]  # a staff member said they reviewed it
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
 
 
 class Alert(Base):
@@ -206,6 +208,31 @@ class Alert(Base):
     resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     resolution_note: Mapped[str | None] = mapped_column(Text)
+    # A page step that reached no site staff (the operational alarm) until acknowledged.
+    unreached_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The SAE clock: reported to the sponsor (by whom), and the next deadline reminder.
+    sae_reported_at: Mapped[datetime | None]
+    sae_reported_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    sae_next_reminder_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class OnCallRule(Base):
+    """One rule of a site's on-call rota (see trial.oncall): a role or a staff member, on
+    weekdays and local hours, or over a dated period (a holiday); ended, never deleted."""
+
+    __tablename__ = "oncall_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    role: Mapped[str | None] = mapped_column(String(20))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    weekdays: Mapped[str] = mapped_column(String(7), default="1234567")  # ISO weekdays
+    start: Mapped[str] = mapped_column(String(5), default="00:00")  # local HH:MM
+    end: Mapped[str] = mapped_column(String(5), default="00:00")  # <= start: next day
+    period_from: Mapped[datetime | None]  # a dated override (UTC), else a weekly rule
+    period_to: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class AlertEvent(Base):
@@ -324,3 +351,4 @@ class AuditEntry(Base):
     old_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
+    inbound_id: Mapped[int | None] = mapped_column(Integer)  # the message that caused it

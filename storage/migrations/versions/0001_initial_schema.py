@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('old_value', sa.Text(), nullable=True),
     sa.Column('new_value', sa.Text(), nullable=True),
     sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('inbound_id', sa.Integer(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log'))
     )
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
@@ -177,6 +178,25 @@ def upgrade() -> None:
     with op.batch_alter_table('link_codes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_link_codes_patient_id'), ['patient_id'], unique=False)
 
+    op.create_table('oncall_rules',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('site_id', sa.String(length=32), nullable=False),
+    sa.Column('role', sa.String(length=20), nullable=True),
+    sa.Column('staff_id', sa.Integer(), nullable=True),
+    sa.Column('weekdays', sa.String(length=7), nullable=False),
+    sa.Column('start', sa.String(length=5), nullable=False),
+    sa.Column('end', sa.String(length=5), nullable=False),
+    sa.Column('period_from', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('period_to', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_oncall_rules_site_id_sites')),
+    sa.ForeignKeyConstraint(['staff_id'], ['staff.id'], name=op.f('fk_oncall_rules_staff_id_staff')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_oncall_rules'))
+    )
+    with op.batch_alter_table('oncall_rules', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_oncall_rules_site_id'), ['site_id'], unique=False)
+
     op.create_table('visits',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('patient_id', sa.Integer(), nullable=False),
@@ -212,8 +232,11 @@ def upgrade() -> None:
     sa.Column('possible_sae', sa.Boolean(), nullable=False),
     sa.Column('received_at', storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('reviewed_in_digest_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('reviewed_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('reviewed_by', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['inbound_id'], ['inbound_messages.id'], name=op.f('fk_symptom_reports_inbound_id_inbound_messages')),
     sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_symptom_reports_patient_id_patients')),
+    sa.ForeignKeyConstraint(['reviewed_by'], ['staff.id'], name=op.f('fk_symptom_reports_reviewed_by_staff')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_symptom_reports'))
     )
     with op.batch_alter_table('symptom_reports', schema=None) as batch_op:
@@ -239,17 +262,24 @@ def upgrade() -> None:
     sa.Column('resolved_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('resolved_by', sa.Integer(), nullable=True),
     sa.Column('resolution_note', sa.Text(), nullable=True),
+    sa.Column('unreached_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sae_reported_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sae_reported_by', sa.Integer(), nullable=True),
+    sa.Column('sae_next_reminder_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['acknowledged_by'], ['staff.id'], name=op.f('fk_alerts_acknowledged_by_staff')),
     sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_alerts_patient_id_patients')),
     sa.ForeignKeyConstraint(['report_id'], ['symptom_reports.id'], name=op.f('fk_alerts_report_id_symptom_reports')),
     sa.ForeignKeyConstraint(['resolved_by'], ['staff.id'], name=op.f('fk_alerts_resolved_by_staff')),
+    sa.ForeignKeyConstraint(['sae_reported_by'], ['staff.id'], name=op.f('fk_alerts_sae_reported_by_staff')),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_alerts_site_id_sites')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_alerts'))
     )
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_alerts_next_escalation_at'), ['next_escalation_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_alerts_patient_id'), ['patient_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_alerts_sae_next_reminder_at'), ['sae_next_reminder_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_alerts_site_id'), ['site_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_alerts_unreached_at'), ['unreached_at'], unique=False)
 
     op.create_table('alert_events',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -339,7 +369,9 @@ def downgrade() -> None:
 
     op.drop_table('alert_events')
     with op.batch_alter_table('alerts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_alerts_unreached_at'))
         batch_op.drop_index(batch_op.f('ix_alerts_site_id'))
+        batch_op.drop_index(batch_op.f('ix_alerts_sae_next_reminder_at'))
         batch_op.drop_index(batch_op.f('ix_alerts_patient_id'))
         batch_op.drop_index(batch_op.f('ix_alerts_next_escalation_at'))
 
@@ -354,6 +386,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_visits_due')
 
     op.drop_table('visits')
+    with op.batch_alter_table('oncall_rules', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_oncall_rules_site_id'))
+
+    op.drop_table('oncall_rules')
     with op.batch_alter_table('link_codes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_link_codes_patient_id'))
 
