@@ -214,6 +214,10 @@ class Alert(Base):
     sae_reported_at: Mapped[datetime | None]
     sae_reported_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     sae_next_reminder_at: Mapped[datetime | None] = mapped_column(index=True)
+    # An alert with no patient: who wrote (E.164 phone or Telegram chat id, shown masked) and
+    # what the triage found in the text (there is no symptom report without a patient).
+    sender: Mapped[str | None] = mapped_column(String(64))
+    reasons: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class OnCallRule(Base):

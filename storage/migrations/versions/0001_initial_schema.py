@@ -266,6 +266,8 @@ def upgrade() -> None:
     sa.Column('sae_reported_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('sae_reported_by', sa.Integer(), nullable=True),
     sa.Column('sae_next_reminder_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sender', sa.String(length=64), nullable=True),
+    sa.Column('reasons', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['acknowledged_by'], ['staff.id'], name=op.f('fk_alerts_acknowledged_by_staff')),
     sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_alerts_patient_id_patients')),
     sa.ForeignKeyConstraint(['report_id'], ['symptom_reports.id'], name=op.f('fk_alerts_report_id_symptom_reports')),
