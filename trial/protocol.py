@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from datetime import time
+from datetime import date, time
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 LANGUAGES = ("zh", "en")
-ROLES = ("coordinator", "investigator", "pi", "monitor", "admin")
+ROLES = ("coordinator", "investigator", "pi", "monitor", "admin", "medical_monitor")
 
 
 class Tier(StrEnum):
@@ -235,6 +235,8 @@ class Triage(_Strict):
     low_grade_fever_c: float = Field(ge=35, le=42)
     fever_sustained_hours: int = Field(default=24, gt=0)
     diarrhoea_same_day_stools: int = Field(default=7, gt=0)
+    # Capsules of one daily dose ([dose] capsules): a report of taking more is extra_capsules.
+    daily_capsules: int = Field(default=3, gt=0)
     criteria: Criteria
     negations: LocalizedWords = LocalizedWords()
     sae_words: LocalizedWords = LocalizedWords()
@@ -253,10 +255,44 @@ class AckTimeouts(_Strict):
         return self.emergency if tier is Tier.EMERGENCY else self.same_day
 
 
+class RotaRule(_Strict):
+    """A default on-call rule for sites without a rota of their own (`engage oncall set`)."""
+
+    who: Literal["coordinator", "investigator", "pi"]
+    days: str = "all"  # weekdays, weekend, all, mon-fri, sat,sun
+    hours: str = "00:00-00:00"  # local; an end at or before the start runs overnight
+
+    @model_validator(mode="after")
+    def _readable(self) -> RotaRule:
+        from trial.oncall import RotaError, parse_days, parse_hours
+
+        try:
+            parse_days(self.days)
+            parse_hours(self.hours)
+        except RotaError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class Escalation(_Strict):
     chain: list[Literal["coordinator", "investigator", "pi"]] = Field(min_length=1)
     ack_timeout_minutes: AckTimeouts = AckTimeouts()
+    # Once the ladder has reached everyone, how often everyone is paged again.
+    repeat_minutes: AckTimeouts = AckTimeouts(emergency=30, same_day=120)
+    # Pages of the chain's top before the study admins and the medical monitor are added.
+    top_pages: int = Field(default=2, gt=0)
     sae_report_hours: int = Field(default=24, gt=0)
+    # SAE deadline reminders, hours before the deadline (0: at the deadline).
+    sae_reminder_hours: list[int] = Field(default_factory=lambda: [4, 0])
+    oncall: list[RotaRule] = Field(default_factory=list)
+    holidays: list[date] = Field(default_factory=list)  # local dates counted as Sundays
+
+    @field_validator("sae_reminder_hours")
+    @classmethod
+    def _reminders(cls, hours: list[int]) -> list[int]:
+        if any(h < 0 for h in hours):
+            raise ValueError("reminders go before or at the deadline (hours >= 0)")
+        return sorted(set(hours), reverse=True)
 
 
 class Digest(_Strict):
@@ -296,6 +332,8 @@ class Protocol(_Strict):
                 raise ValueError(f"phases: {after.name} must start when {before.name} ends")
         if self.phases[-1].end_week != self.study.end_week:
             raise ValueError("phases: the last phase must end at study.end_week")
+        if self.triage.daily_capsules != self.dose.capsules:
+            raise ValueError("triage.daily_capsules: must equal dose.capsules")
         return self
 
     def phase_at_week(self, week: float) -> Phase:

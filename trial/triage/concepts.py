@@ -13,7 +13,8 @@ a mix of both in one text ("我的 face 肿得厉害"), are matched by one loop.
   Pinyin comes from pypinyin's single-character table only (its phrase tables weigh ~50 MB).
 - English misspellings: a word of 5+ letters that is no lexicon word and no common English word
   is read as the nearest lexicon word within one edit (two for 8+ letters; a swap of neighbours
-  is one edit), by rapidfuzz.
+  is one edit), by rapidfuzz. A four-letter word only for a swap of neighbours (pian) or one
+  inner letter left out (fevr, cogh), and only when a single lexicon word fits.
 - An occurrence inside a longer one is dropped: 痛 inside 胸口痛, 便 inside 小便, 手 inside 手机.
 """
 
@@ -180,14 +181,32 @@ class Matcher:
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one matcher per lexicon, kept for good
     def correction(self, word: str) -> str | None:
         """The lexicon word a misspelt English word stands for, or None."""
-        if len(word) < 5 or not word.isalpha() or word in self.known or stem(word) in self.known:
+        if len(word) < 4 or not word.isalpha() or word in self.known or stem(word) in self.known:
             return None
+        if len(word) == 4:
+            return self._short_correction(word)
         candidates = [(distance, Indel.distance(word, choice), choice)
                       for choice, distance, _ in process.extract(
                           word, self.vocabulary, scorer=OSA.distance, score_cutoff=2, limit=10)
                       if distance <= (2 if max(len(word), len(choice)) >= 8 else 1)]
         # Equal edits: a letter dropped or doubled (chils -> chills) before one replaced (child).
         return str(min(candidates)[2]) if candidates else None
+
+    def _short_correction(self, word: str) -> str | None:
+        """A four-letter slip: two neighbours swapped (pian) or one letter left out inside the
+        word (fevr, cogh), first and last letters kept. A letter replaced is no slip here: too
+        many short words are one letter from a lexicon word (rain, main, gain: pain)."""
+        found = []
+        for choice in self.vocabulary:
+            if len(choice) not in (4, 5) or choice[0] != word[0] or choice[-1] != word[-1]:
+                continue
+            if len(choice) == 4 and OSA.distance(word, choice) == 1 and sorted(word) == sorted(
+                    choice):
+                found.append(choice)  # a swap keeps the letters
+            elif len(choice) == 5 and any(choice[:i] + choice[i + 1:] == word
+                                          for i in range(1, 4)):
+                found.append(choice)
+        return min(found) if len(found) == 1 else None
 
     def find(self, text: Normalised, found_units: list[Unit]) -> list[Occurrence]:
         """Every concept occurrence, longest first where they nest (inner ones dropped)."""

@@ -16,6 +16,8 @@ which concepts.py already dropped.
 - resolved: backward from 已经好了/止住了/went away in the clause (or the clause before when the
   cue stands alone: "前两天咳嗽，现在好了"), forward from "no longer"/不再; once a concept has
   gone, its earlier mentions have gone too. Improvement (好一点了, easing) is not resolution.
+- present: a clause that says "now" (现在, 此刻, "right now", "at the moment") reports what it
+  names even under an "if" or a should-I question ("is it ok if I have chest pain now?").
 - normal: "breathing is fine", 体温正常 denies what the clause names.
 - reporter: a relative writing (我爸, my daughter) counts the same; noted for staff.
 """
@@ -60,6 +62,7 @@ class Context:
     clause: list[int]
     sentence: list[int]
     idle_clauses: set[int] = field(default_factory=set)  # hypothetical or not about the body
+    present_clauses: set[int] = field(default_factory=set)  # say "now": an "if" there reports
     worldly_sentences: set[int] = field(default_factory=set)  # mention the weather, money...
     reporter: Occurrence | None = None
 
@@ -130,6 +133,9 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
         return j < n and found_units[j].key in ("了", "anymore")
 
     cues = [o for o in occurrences if o.group == "context"]
+    # A clause that says "now" (现在, "right now") reports what it names even under an "if":
+    # "is it ok if I have chest pain now?", "我现在胸痛要不要去医院".
+    context.present_clauses = {clause_of(o) for o in cues if o.name == "present"}
     for cue in cues:
         if cue.name == "negation":
             unit = found_units[cue.first]
@@ -152,7 +158,8 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
             if sentence_of(cue) in questions:
                 _hypothetical_forward(context, occurrences, targets, cue, sentence)
                 for k in targets:  # "should I go to the ER if ...?": its clause is asked too
-                    if clause_of(occurrences[k]) == clause_of(cue):
+                    if (clause_of(occurrences[k]) == clause_of(cue)
+                            and clause_of(occurrences[k]) not in context.present_clauses):
                         flags[k].hypothetical = True
             else:
                 _hypothetical_forward(context, occurrences, targets, cue, clause)
@@ -199,12 +206,14 @@ def _hypothetical_forward(context: Context, occurrences: list[Occurrence], targe
     here = scope[cue.first] if cue.first < n else -1
     for k in targets:
         first = occurrences[k].first
-        if first >= cue.last and first < n and scope[first] == here:
+        if (first >= cue.last and first < n and scope[first] == here
+                and context.clause[first] not in context.present_clauses):
             context.flags[k].hypothetical = True
     for i in range(cue.first, n):
         if scope[i] != here:
             break
-        context.idle_clauses.add(context.clause[i])
+        if context.clause[i] not in context.present_clauses:
+            context.idle_clauses.add(context.clause[i])
 
 
 def _gone_cue_after(occurrences: list[Occurrence], k: int, cue: Occurrence,

@@ -229,7 +229,7 @@ def _hours(text: str) -> int:
 
 _STOOL_COUNT = re.compile(
     r"(\d{1,2}|[一二两三四五六七八九十几]{1,3}|one|two|three|four|five|six|seven|eight|nine|ten|"
-    r"eleven|twelve|fifteen|twenty)\s*(?:or\s+\d{1,2}\s*|多\s*)?"
+    r"eleven|twelve|fifteen|twenty)\s*(?:or\s+\d{1,2}\s*|[多来几余]\s*)?"
     r"(?:次|回|遍|趟|times?\b|x\b|ones?\b|watery|loose|stools?\b|bowel)")
 
 
@@ -252,6 +252,69 @@ def _stools(read: _Read) -> int | None:
             counts.append(max([_number(match.group(1)),
                                *(int(d) for d in re.findall(r"\d{1,2}", whole))]))
     return max(counts) if counts else None
+
+
+# "吃了9粒", "一下吃了六颗胶囊", "took 6 capsules", "had 5 of my pills": a count taken at once.
+_TAKEN_COUNT = re.compile(
+    r"(?:吃|服|吞)[了下掉过]{0,2}\s*(\d{1,2}|[一二两三四五六七八九十几]{1,3})\s*(?:粒|颗|个胶囊)"
+    r"|\b(?:took|take|taken|had|swallowed|taking)\s+(?:all\s+)?(?:my\s+|the\s+)?"
+    r"(\d{1,2}|four|five|six|seven|eight|nine|ten|eleven|twelve)\s+(?:of\s+(?:my|the)\s+)?"
+    r"(?:capsules?|pills?|caps)\b")
+# A count over several days or of what is left is no dose taken at once (这周吃了21粒, 还剩9粒).
+_NOT_ONE_DOSE = re.compile(
+    r"剩|还有|一共|总共|盒|瓶|周|星期|礼拜|个月|(?:\d+|[两三四五六七八九十几])\s*天|"
+    r"\b(?:left|remaining|bottle|box|pack|week|weeks|days|month|total|altogether)\b")
+
+
+def _clauses(read: _Read) -> dict[int, str]:
+    """The normalised text of each clause, by clause number."""
+    spans: dict[int, tuple[int, int]] = {}
+    for unit, clause in zip(read.units, read.context.clause, strict=True):
+        start, end = spans.get(clause, (unit.start, unit.end))
+        spans[clause] = (min(start, unit.start), max(end, unit.end))
+    return {clause: read.text.text[a:b] for clause, (a, b) in spans.items()}
+
+
+def _capsules_at_once(read: _Read) -> int | None:
+    """The largest count of capsules said to be taken at once, outside an "if" or the weather."""
+    counts = []
+    for clause, piece in _clauses(read).items():
+        if clause in read.context.idle_clauses or _NOT_ONE_DOSE.search(piece):
+            continue
+        for match in _TAKEN_COUNT.finditer(piece):
+            counts.append(_number(match.group(1) or match.group(2)))
+    return max(counts) if counts else None
+
+
+# A stretch without the medicine: "停了五天", "一个礼拜没吃药了", "for a week" (not "三天前").
+_STRETCH = re.compile(
+    r"(\d{1,3}|[一二两三四五六七八九十几]{1,3}|two|three|four|five|six|seven|several|few|couple|a)"
+    r"\s*(?:个|整|多)?\s*(?:of\s+)?(天|日|星期|礼拜|周|days?\b|weeks?\b)(?!\s*(?:前|以前|之前|ago))")
+
+
+def _stretch_hours(piece: str) -> int:
+    longest = 0
+    for number, unit in _STRETCH.findall(piece):
+        value = _number(number) * (24 if unit in ("天", "日") or unit.startswith("day")
+                                   else 24 * 7)
+        longest = max(longest, value)
+    return longest
+
+
+def _stopped_for_days(read: _Read) -> list[int]:
+    """A not-taken or stop word in a clause that says for how many days (2 or more), with no
+    symptom before it there (拉肚子停了两天 is the diarrhoea stopping)."""
+    pieces = _clauses(read)
+    for i in [*read.live("missed_word"), *read.live("stop"), *read.said("stopped_word")]:
+        occ = read.occurrences[i]
+        clause = read.context.clause[min(occ.first, len(read.units) - 1)]
+        if clause in read.context.idle_clauses or _stretch_hours(pieces.get(clause, "")) < 48:
+            continue
+        if any(o.group in SYMPTOM_GROUPS and o.last <= occ.first
+               and read.context.clause[o.first] == clause for o in read.occurrences):
+            continue
+        return [i]
+    return []
 
 
 def _clause_readings(read: _Read) -> list[Reading]:
@@ -348,6 +411,16 @@ def _triage(report: Report, rules: Rules) -> Assessment:
         if chills and faint:
             fire("fever_rigors_faint", [*fever_words, *chills, *faint])
         fire("fever_with_chills", [*fever_words, *chills])
+
+    capsules = _capsules_at_once(read)
+    if "extra_capsules" not in fired and capsules is not None and capsules > rules.daily_capsules:
+        fire("extra_capsules", [], (str(capsules),))
+    if "stopped_medication" not in fired:
+        stopped = _stopped_for_days(read)
+        if stopped:
+            fire("stopped_medication", stopped)
+            reasons[:] = [r for r in reasons if r.code != "missed_dose"]
+            fired.pop("missed_dose", None)
 
     stools = _stools(read)
     if stools is not None and stools >= rules.diarrhoea_same_day_stools:
