@@ -352,7 +352,7 @@ class Dispatcher:
                            stop: asyncio.Event | None) -> None:
         urgent = lane == outbox.SAFETY
         signature = self._signatures.pop(row.id, "")
-        wait = self.limits.delay(row.channel, row.address)
+        wait = self.limits.delay(row.channel, row.address, urgent=urgent)
         # Safety rows too: a patient's SMS reply waiting for the 1/s SMS slot must not hold one
         # of the lane's slots while a coordinator's Telegram page waits behind it.
         longest = min(self.lease.total_seconds() / 3, self.max_rate_wait)

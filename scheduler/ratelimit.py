@@ -2,8 +2,10 @@
 
 Each channel has a bucket (Telegram: 30 messages/s per bot; SMS: per sender) that hands out one
 slot every 1/rate seconds, safety messages first, and a gate per address (Telegram: 1 message/s
-per chat). Slots are spaced from the moment each is granted, so no one-second window ever holds
-more than the rate. A provider's `retry_after` holds a gate or the whole bucket.
+per chat), safety messages first there too: an emergency reply to a patient whose routine replies
+are queued for the same number goes next, not after them. Slots are spaced from the moment each
+is granted, so no one-second window ever holds more than the rate. A provider's `retry_after`
+holds a gate or the whole bucket.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ class Bucket:
         self._order = itertools.count()
         self._runner: asyncio.Task[None] | None = None
 
-    def backlog(self) -> float:
-        """Seconds a new routine waiter would wait for its slot."""
+    def backlog(self, *, urgent: bool = False) -> float:
+        """Seconds a new waiter would wait for its slot (an urgent one: behind urgent ones)."""
         now = self._monotonic()
-        return max(0.0, self._next - now) + len(self._waiters) * self.interval
+        ahead = sum(1 for w in self._waiters if w[0] == 0) if urgent else len(self._waiters)
+        return max(0.0, self._next - now) + ahead * self.interval
 
     def hold(self, seconds: float) -> None:
         """Grant nothing for `seconds` (a provider said so)."""
@@ -80,13 +83,41 @@ class Bucket:
 
 
 class _Gate:
-    """The next instant one address may receive a message, and a lock to queue for it."""
+    """The next instant one address may receive a message, and a queue to take turns at it:
+    one holder at a time, urgent waiters before routine ones (in arrival order within each)."""
 
-    __slots__ = ("lock", "not_before")
+    __slots__ = ("_busy", "_order", "_waiters", "not_before")
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
         self.not_before = 0.0
+        self._busy = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def locked(self) -> bool:
+        return self._busy or bool(self._waiters)
+
+    async def enter(self, *, urgent: bool) -> None:
+        if not self.locked():
+            self._busy = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (0 if urgent else 1, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.leave()  # the turn was handed over as this waiter was cancelled
+            raise
+
+    def leave(self) -> None:
+        """Hand the turn to the first waiter still waiting, or free the gate."""
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._busy = False
 
 
 class RateLimiter:
@@ -113,17 +144,18 @@ class RateLimiter:
     def _forget_idle(self) -> None:
         now = self._monotonic()
         for key, gate in list(self._gates.items()):
-            if not gate.lock.locked() and gate.not_before <= now:
+            if not gate.locked() and gate.not_before <= now:
                 del self._gates[key]
 
-    def delay(self, channel: str, address: str) -> float:
-        """Roughly how long a message to `address` would wait now (holds and queues)."""
+    def delay(self, channel: str, address: str, *, urgent: bool = False) -> float:
+        """Roughly how long a message to `address` would wait now (holds and queues); an urgent
+        one waits for holds and urgent messages only, never for the routine queue."""
         bucket = self._buckets.get(channel)
         if bucket is None:
             return 0.0
         gate = self._gates.get((channel, address))
         held = max(0.0, gate.not_before - self._monotonic()) if gate else 0.0
-        return held + bucket.backlog()
+        return held + bucket.backlog(urgent=urgent)
 
     def hold(self, channel: str, seconds: float, address: str | None = None) -> None:
         """Send nothing to `address` (or, without one, on the whole channel) for `seconds`."""
@@ -140,7 +172,8 @@ class RateLimiter:
         if bucket is None and gate is None:
             return
         gate = self._gate(channel, address)
-        async with gate.lock:
+        await gate.enter(urgent=urgent)
+        try:
             while (wait := gate.not_before - self._monotonic()) > 0:
                 await self._sleep(wait)
             if bucket is not None:
@@ -148,3 +181,5 @@ class RateLimiter:
             rate = self._rates.get(channel)
             spacing = 1.0 / rate.per_address if rate and rate.per_address > 0 else 0.0
             gate.not_before = max(gate.not_before, self._monotonic() + spacing)
+        finally:
+            gate.leave()

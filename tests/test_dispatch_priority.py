@@ -1,0 +1,112 @@
+"""Issue 14: an emergency reply and its page never wait behind routine traffic. Forty routine
+replies are queued for one patient's number on a paced SMS sender; the patient then writes an
+emergency: the reply that says call 120, and the coordinator's page, go out next through the
+real twilio client and the fake Twilio, before the routine replies still waiting. Order is
+asserted, not time."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from bot.conversation import Conversation, InboundEvent
+from bot.sms import SmsChannel
+from engage.clock import SimulatedClock
+from messages import catalogue
+from scheduler.dispatcher import Dispatcher
+from scheduler.ratelimit import ChannelRate, RateLimiter
+from storage.db import Database
+from tests.fakes.people import add_site, add_staff, enrol
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
+from tests.fakes.twilio_api import FakeTwilioAPI
+from tests.fakes.webhooks import PUBLIC_URL
+from trial.protocol import Protocol
+
+PATIENT = "+8613900000021"
+COORDINATOR = "+8613800000121"
+ROUTINE = 40
+_ids = itertools.count(1)
+
+
+async def _until(condition: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def sms(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
+    channel = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
+                         api_url=fake_twilio.base_url,
+                         status_callback=f"{PUBLIC_URL}/twilio/status",
+                         messaging_service_sid=SERVICE)
+    yield channel
+    await channel.close()
+
+
+def _text(body: str, clock: SimulatedClock) -> InboundEvent:
+    return InboundEvent("sms", f"SM{next(_ids):032d}", PATIENT, body, None, clock.now(),
+                        {"to": "+15005550006"})
+
+
+@pytest.mark.timeout(60)
+async def test_emergency_reply_and_page_overtake_queued_routine_replies(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock,
+        fake_twilio: FakeTwilioAPI, sms: SmsChannel) -> None:
+    db = sqlite_db
+    await add_site(db, clock.now())
+    await add_staff(db, clock.now(), telegram_id=None, phone=COORDINATOR)
+    await enrol(db, protocol, clock.now(), phone=PATIENT, language="zh")
+    # One sender paced at 20 SMS/s: the forty routine replies take about two seconds.
+    dispatcher = Dispatcher(db, protocol, {"sms": sms}, clock, worker_id="priority",
+                            rates={"sms": ChannelRate(20.0)}, poll_interval=0.05)
+    conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)
+    emergency = catalogue.render("report.reply_emergency", "zh")
+    routine = catalogue.render("report.reply_routine", "zh")
+    page = "alert"  # the staff SMS page names the alert, never the report's words
+
+    def bodies() -> list[str]:
+        return [r.params["Body"] for r in fake_twilio.sent_to()]
+
+    stop = asyncio.Event()
+    loop = asyncio.create_task(dispatcher.run(stop))
+    try:
+        for _ in range(ROUTINE):
+            await conversation.handle(_text("有点头痛", clock))
+        await _until(lambda: sum(routine in b for b in bodies()) >= 3)
+        await conversation.handle(_text("胸口很痛，喘不上气", clock))
+        await _until(lambda: any(emergency in b for b in bodies())
+                     and len(fake_twilio.sent_to(COORDINATOR)) >= 1)
+        sent = fake_twilio.sent_to()
+        first_emergency = next(n for n, r in enumerate(sent) if emergency in r.params["Body"])
+        first_page = next(n for n, r in enumerate(sent) if r.params["To"] == COORDINATOR)
+        await _until(lambda: sum(routine in b for b in bodies()) == ROUTINE)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+    # Both went out while most routine replies were still waiting for their slot.
+    assert first_emergency < ROUTINE // 2, first_emergency
+    assert first_page < ROUTINE // 2, first_page
+    assert page in fake_twilio.sent_to(COORDINATOR)[0].params["Body"].lower()
+    assert [r.params["To"] for r in fake_twilio.sent_to()].count(PATIENT) == ROUTINE + 1
+
+
+async def test_an_urgent_message_takes_its_turn_at_a_busy_number_before_routine_ones() -> None:
+    limits = RateLimiter({"sms": ChannelRate(50.0)})
+    order: list[str] = []
+
+    async def send(name: str, urgent: bool) -> None:
+        await limits.acquire("sms", PATIENT, urgent=urgent)
+        order.append(name)
+
+    routine = [asyncio.create_task(send(f"r{n}", False)) for n in range(6)]
+    await asyncio.sleep(0)
+    assert limits.delay("sms", PATIENT, urgent=True) < limits.delay("sms", PATIENT)
+    urgent = asyncio.create_task(send("urgent", True))
+    await asyncio.gather(*routine, urgent)
+    assert order.index("urgent") <= 2, order  # behind the one holding the number, not all six
