@@ -92,13 +92,14 @@ async def enqueue_chart(session: AsyncSession, site: Site, staff: Staff, local_d
 
 async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
                       local_date: date, *, now: datetime) -> int:
-    """Queue a site's digest to its staff and mark the routine reports it carries as reviewed."""
+    """Queue a site's digest to its staff (its reports stay unreviewed until staff say so)."""
     readers = [(staff, address) for staff in await digest.recipients(session, site.id)
                if (address := _telegram(staff)) is not None]
     if not readers:
-        # Nobody can read it: its reports stay unreviewed for the next digest that goes out.
+        # Nobody can read it: its reports wait for the next digest that goes out.
         audit.record(session, at=now, actor=SYSTEM, action="digest", entity="sites",
-                     entity_id=site.id, new=f"{local_date.isoformat()}: no recipient")
+                     entity_id=site.id, new=f"{local_date.isoformat()}: no recipient",
+                     reason="daily digest")
         return 0
     content = await digest.gather(session, protocol, site, now=now)
     base = digest_key(site.id, local_date)
@@ -117,10 +118,10 @@ async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
             queued += row is not None
         queued += await enqueue_chart(session, site, staff, local_date, now=now,
                                       key=f"{base}:{staff.id}:chart", drawn=drawn)
-    reviewed = await digest.mark_reviewed(session, content, now=now)
     audit.record(session, at=now, actor=SYSTEM, action="digest", entity="sites",
                  entity_id=site.id, new=f"{local_date.isoformat()}: {queued} messages, "
-                 f"{reviewed} reports reviewed")
+                 f"{digest.listed(content)} reports awaiting review",
+                 reason="daily digest")
     return queued
 
 

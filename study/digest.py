@@ -1,8 +1,9 @@
 """The daily digest of one site: what its staff should look at today, in one message.
 
-Open alerts with their age, new routine reports (marked as reviewed once a digest carried
-them), patients flagged for adherence, missed and upcoming visits, opted-out and unreachable
-patients. A quiet day is one line. The adherence chart goes with it (study/chart.py).
+Open alerts with their age, routine reports no staff member has reviewed yet (listed in every
+digest until one does: /reviewed N), patients flagged for adherence, missed and upcoming
+visits, opted-out and unreachable patients. A quiet day is one line. The adherence chart goes
+with it (study/chart.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
-from storage import audit
-from storage.audit import Actor
 from storage.models import Alert, InboundMessage, Patient, Site, Staff, SymptomReport, Visit
 from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
@@ -140,7 +139,7 @@ async def _new_routine_reports(session: AsyncSession, site_id: str) -> list[Repo
         select(SymptomReport, Patient.subject_id)
         .join(Patient, Patient.id == SymptomReport.patient_id)
         .where(Patient.site_id == site_id, SymptomReport.tier == "routine",
-               SymptomReport.reviewed_in_digest_at.is_(None))
+               SymptomReport.reviewed_at.is_(None))  # listed until a staff member reviews it
         .order_by(SymptomReport.received_at, SymptomReport.id))).all()
     return [ReportLine(r.id, subject, r.received_at, _short(r.raw_text)) for r, subject in rows]
 
@@ -223,18 +222,10 @@ async def unreadable(session: AsyncSession, *, since: datetime, until: datetime)
         InboundMessage.received_at < until))).scalar_one())
 
 
-async def mark_reviewed(session: AsyncSession, digest: SiteDigest, *, now: datetime) -> int:
-    """Stamp the routine reports this digest carried, so the next one shows only new ones."""
-    ids = [r.report_id for r in digest.reports]
-    if not ids:
-        return 0
-    reports = (await session.execute(
-        select(SymptomReport).where(SymptomReport.id.in_(ids)))).scalars().all()
-    for report in reports:
-        audit.change(session, report, at=now, actor=Actor.system("digest"),
-                     reason=f"daily digest {digest.site_id} {digest.local_date.isoformat()}",
-                     reviewed_in_digest_at=now)
-    return len(reports)
+def listed(digest: SiteDigest) -> int:
+    """How many routine reports the digest lists. Listing is no review: a report stays in
+    every digest until a staff member reviews it (/reviewed N, study.reports.mark_reviewed)."""
+    return len(digest.reports)
 
 
 async def recipients(session: AsyncSession, site_id: str) -> list[Staff]:

@@ -13,9 +13,10 @@ from engage.clock import SimulatedClock
 from messages import catalogue
 from scheduler import digest as digest_step
 from scheduler.tick import run_tick
+from storage.audit import Actor
 from storage.db import Database
 from storage.models import OutboundMessage, SymptomReport, TickRun
-from study import chart
+from study import chart, reports
 from study import digest as site_digest
 from tests.fakes.rows import (
     T0,
@@ -150,12 +151,20 @@ async def test_digest_content_and_routine_reports_reviewed_once(
     assert "Unreachable on every channel (1):\nBJ01-003" in body
     assert photo.image is not None
     async with db.read() as session:
-        stamped = await session.get(SymptomReport, report.id)
-        assert stamped is not None
-        assert stamped.reviewed_in_digest_at == T0
-    # The next day's digest does not repeat the report.
+        listed = await session.get(SymptomReport, report.id)
+        assert listed is not None
+        assert (listed.reviewed_at, listed.reviewed_by) == (None, None)  # listing is no review
+    # Issue 17: the next day's digest lists it again, until a staff member reviews it.
     async with db.write() as session:
         content = await site_digest.gather(session, protocol, site, now=T0 + timedelta(days=1))
+        assert [r.report_id for r in content.reports] == [report.id]
+        listed = await session.get(SymptomReport, report.id)
+        assert listed is not None
+        assert await reports.mark_reviewed(session, [listed], staff_id=coordinator.id, now=T0,
+                                           actor=Actor.staff(coordinator.id),
+                                           reason="/reviewed") == 1
+    async with db.write() as session:
+        content = await site_digest.gather(session, protocol, site, now=T0 + timedelta(days=2))
     assert content.reports == []
 
 
@@ -186,4 +195,4 @@ async def test_a_site_with_nobody_to_read_it_leaves_reports_unreviewed(
     async with db.read() as session:
         unreviewed = await session.get(SymptomReport, report.id)
         assert unreviewed is not None
-        assert unreviewed.reviewed_in_digest_at is None
+        assert unreviewed.reviewed_at is None
