@@ -251,6 +251,10 @@ class Conversation:
         if event.channel == SMS:
             patient = (await session.execute(select(Patient).where(
                 Patient.phone == event.sender))).scalars().first()
+            if patient is None:  # a staff member's registered phone (ACK 12 by SMS)
+                staff = await staff_access.active_staff_by_phone(session, event.sender)
+                if staff is not None:
+                    return _Sender(None, staff, staff.language)
             return _Sender(patient, None, patient.language if patient else
                            _guess_language(event))
         if not event.sender.lstrip("-").isdigit():
@@ -288,7 +292,7 @@ class Conversation:
             .values(patient_id=sender.patient.id if sender.patient else None,
                     staff_id=sender.staff.id if sender.staff else None, outcome=outcome)
             .execution_options(synchronize_session=False))
-        if event.channel == SMS and sender.patient is None:
+        if event.channel == SMS and sender.patient is None and sender.staff is None:
             count = await self._answer_stranger_once(session, event, sender, now)
         elif event.channel == TELEGRAM and outcome == "unknown" and replies:
             # A flood of stranger messages costs one reply a day, not one each.
@@ -436,6 +440,10 @@ class Conversation:
 
     async def _staff(self, session: AsyncSession, staff: Staff, event: InboundEvent,
                      now: datetime) -> tuple[str, list[Reply]]:
+        if event.channel == SMS:
+            from bot import staff_sms
+
+            return await staff_sms.handle(session, self.protocol, staff, event.text, now=now)
         if event.action:
             found = staff_commands.find_action(event.action)
             if found is None:

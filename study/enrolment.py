@@ -54,8 +54,9 @@ async def add_staff(session: AsyncSession, *, site_id: str | None, role: str, na
     role = check.role(role)
     if not name.strip():
         raise EnrolmentError("name", "a staff member needs a name")
-    if site_id is None and role != "admin":
-        raise EnrolmentError("site", "every role but admin belongs to a site")
+    if site_id is None and role not in ("admin", "medical_monitor"):
+        raise EnrolmentError("site", "every role but admin and medical_monitor belongs to a "
+                             "site")
     if site_id is not None and await session.get(Site, site_id) is None:
         raise EnrolmentError("site", f"no site {site_id}")
     if telegram_id is not None and (await session.execute(

@@ -20,7 +20,8 @@ from storage.models import Patient, Staff
 
 SITE_ROLES = frozenset({"coordinator", "investigator", "pi"})  # see and act on their own site
 READ_ONLY_ROLES = frozenset({"monitor"})  # see their own site, change nothing
-ALL_SITES_ROLES = frozenset({"admin"})
+# The medical monitor (optional) is paged with the admins at the top of the ladder.
+ALL_SITES_ROLES = frozenset({"admin", "medical_monitor"})
 # Who receives the site's daily digest (and is paged by the escalation chain).
 DIGEST_ROLES = SITE_ROLES
 
@@ -68,6 +69,13 @@ async def active_staff(session: AsyncSession, telegram_id: int) -> Staff | None:
     staff = (await session.execute(
         select(Staff).where(Staff.telegram_id == telegram_id))).scalar_one_or_none()
     return staff if is_staff(staff) else None
+
+
+async def active_staff_by_phone(session: AsyncSession, phone: str) -> Staff | None:
+    """The active staff member whose registered phone this is, or None (a stranger)."""
+    candidates = (await session.execute(select(Staff).where(
+        Staff.phone == phone, Staff.active.is_(True)).order_by(Staff.id))).scalars().all()
+    return next((s for s in candidates if is_staff(s)), None)
 
 
 def audit_query(session: AsyncSession, staff: Staff, *, command: str, entity: str,
