@@ -177,6 +177,8 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
             context.idle_clauses.add(clause_of(cue))
             context.worldly_sentences.add(sentence_of(cue))
         elif cue.name == "normal":  # "breathing is fine", 体温正常: what came before is fine
+            if sentence_of(cue) in questions:
+                continue  # "大便是黑的正常吗？" asks whether a finding is normal: it is reported
             for k in targets:
                 if (clause_of(occurrences[k]) == clause_of(cue)
                         and occurrences[k].last <= cue.first):

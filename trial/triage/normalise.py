@@ -24,6 +24,12 @@ _PUNCT = {"。": ".", "｡": ".", "“": '"', "”": '"', "‘": "'", "’": "'"
           "～": "~", "〜": "~", "—": "-", "–": "-", "【": "(", "】": ")", "《": "(", "》": ")",
           "「": '"', "」": '"', "『": '"', "』": '"', "·": " ", "•": " "}
 
+# Cantonese written characters (Hong Kong relatives write as they speak) folded to the Mandarin
+# the lexicon is written in: 冇力 -> 没力, 睇唔到嘢 -> 看不到东西, 止唔到 -> 止不到.
+CANTONESE = {"冇": "没", "唔": "不", "睇": "看", "嘢": "东西", "咗": "了", "佢": "他", "嘅": "的",
+             "係": "是", "喺": "在", "啲": "些", "乜": "什么", "瞓": "睡", "攰": "累", "痾": "拉",
+             "冧": "倒", "揸": "拿", "咁": "这么"}
+
 # Emoji that carry a symptom become the word for it (matched by the English lexicon, which
 # runs on every text); every other emoji is a space.
 EMOJI_WORDS = {"🤒": " fever ", "🌡": " fever ", "🤮": " vomiting ", "🤢": " nausea ",
@@ -66,6 +72,8 @@ def _fold_char(char: str) -> str:
     """One original character, normalised (may become several, or none)."""
     if char in EMOJI_WORDS:
         return EMOJI_WORDS[char]
+    if char in CANTONESE:
+        return CANTONESE[char]
     if _is_emoji(char):
         return " "
     folded = unicodedata.normalize("NFKC", char).casefold()
@@ -94,7 +102,8 @@ def _to_simplified(text: str) -> str:
 
 
 def normalise(text: str) -> Normalised:
-    """NFKC, casefold, punctuation, emoji, traditional to simplified; spans stay traceable."""
+    """NFKC, casefold, punctuation, emoji, Cantonese characters, traditional to simplified;
+    spans stay traceable."""
     text = text[:LIMIT]
     if text.isascii():
         lowered = text.lower()

@@ -58,7 +58,8 @@ RULES: tuple[Rule, ...] = (
                              _c("bleeding_word|blood", "heavy_bleeding"),
                              _c("bleeding_word|blood", "much", scope="clause"),
                              _c("blood", "nausea_word|cough", scope="clause"),
-                             _c("bleeding_word|blood|menstrual_word", "soaked"))),
+                             _c("bleeding_word|blood|menstrual_word", "soaked"),
+                             _c("nausea_word|cough", "red_colour", scope="clause"))),
     Rule("black_stools", (_c("black_stool_word"), _c("stool", "black"))),
     Rule("fainting", (_c("fainting_word"),)),
     # same-day
