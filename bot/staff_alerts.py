@@ -1,4 +1,5 @@
-"""Staff alert commands: /alerts, /ack ID, /resolve ID NOTE and the Acknowledge/Resolve buttons.
+"""Staff alert commands: /alerts, /ack ID, /resolve ID NOTE and the Acknowledge/Resolve buttons;
+/sae ID reported (and its button), /oncall, /reviewed ID|all.
 
 Scoped to the staff member's site (an admin sees all): another site's alert is "not found",
 exactly like one that does not exist. Monitors read, never act. Every action is audited by
@@ -7,15 +8,19 @@ study.alerts with the staff member as actor.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import Choice
 from bot.staff_commands import register_action, register_command
-from storage.models import Alert, Staff
-from study import alerts, staff_access
+from messages import catalogue
+from storage.audit import Actor
+from storage.models import Alert, Site, Staff
+from study import alerts, reports, staff_access
 from study.alerts import AlertError
+from study.oncall import who_is_on_call
 from study.replies import Reply
 from trial.protocol import Protocol
 
@@ -95,7 +100,81 @@ async def resolve_button(session: AsyncSession, protocol: Protocol, staff: Staff
     return await resolve(session, protocol, staff, payload, now=now)
 
 
+async def sae(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
+              now: datetime) -> list[Reply]:
+    """/sae ID reported: the SAE candidate was reported to the sponsor; its reminders stop."""
+    first, _, word = args.strip().partition(" ")
+    alert_id = _alert_id(first)
+    if alert_id is None or word.strip().lower() not in ("reported", "已报告", "报告"):
+        return [Reply("alert.usage_sae")]
+    try:
+        alert, new = await alerts.record_sae_reported(session, staff, alert_id, now=now)
+    except AlertError as error:
+        return [_error(error)]
+    return [Reply("alert.sae_reported" if new else "alert.sae_already_reported",
+                  {"id": alert.id})]
+
+
+async def sae_button(session: AsyncSession, protocol: Protocol, staff: Staff, payload: str, *,
+                     now: datetime) -> list[Reply]:
+    """The Reported-to-sponsor button of an SAE reminder."""
+    return await sae(session, protocol, staff, f"{payload} reported", now=now)
+
+
+async def oncall_now(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
+                     now: datetime) -> list[Reply]:
+    """/oncall [SITE]: who is paged first at the staff member's site now."""
+    site_id = args.strip().upper() or staff.site_id
+    if not site_id or not staff_access.can_view(staff, site_id):
+        return [Reply("staff.not_found", {"query": site_id or "-"})]
+    site = await session.get(Site, site_id)
+    if site is None:
+        return [Reply("staff.not_found", {"query": site_id or "-"})]
+    current = await who_is_on_call(session, protocol, site, now)
+    tz = ZoneInfo(site.tz)
+    when: dict[str, object] = {
+        "site": site.id, "local": now.astimezone(tz).strftime("%Y-%m-%d %H:%M ") + site.tz,
+        "utc": now.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    if current.who is None:
+        return [Reply("alert.oncall_nobody", when)]
+    language = _language(staff)
+    if current.who.startswith("staff:"):
+        person = await session.get(Staff, int(current.who.removeprefix("staff:")))
+        who = catalogue.render("alert.oncall_staff", language, id=person.id if person else "?",
+                               name=person.name if person else "?")
+    else:
+        who = catalogue.render(f"alert.oncall_role_{current.who}", language)
+    return [Reply("alert.oncall_now", {**when, "who": who})]
+
+
+async def reviewed(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
+                   now: datetime) -> list[Reply]:
+    """/reviewed ID|all: the staff member reviewed a routine report (all: every unreviewed
+    report of their site); recorded with who and when."""
+    word = args.strip().lower().lstrip("#")
+    if staff.role in staff_access.READ_ONLY_ROLES:  # monitors read, never act
+        return [Reply("alert.error_not_permitted", {"id": word or "?"})]
+    site = None if staff_access.sees_all_sites(staff) else staff.site_id
+    pending = await reports.unreviewed(session, site)
+    if word == "all":
+        chosen = pending
+    elif word.isdigit() and len(word) < 10:
+        chosen = [r for r in pending if r.id == int(word)]
+        if not chosen:
+            return [Reply("alert.report_not_found", {"id": word})]
+    else:
+        return [Reply("alert.usage_reviewed")]
+    count = await reports.mark_reviewed(session, chosen, staff_id=staff.id, now=now,
+                                        actor=Actor.staff(staff.id),
+                                        reason=f"/reviewed {word}")
+    return [Reply("alert.reports_reviewed", {"count": count})]
+
+
 register_command("alerts", list_alerts)
+register_command("sae", sae)
+register_command("oncall", oncall_now)
+register_command("reviewed", reviewed)
+register_action("alert:sae_reported", sae_button)
 register_command("ack", ack)
 register_command("resolve", resolve)
 register_action("alert:ack", ack_button)

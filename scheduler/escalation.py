@@ -44,6 +44,19 @@ async def escalate(db: Database, protocol: Protocol, now: datetime) -> int:
             return total
 
 
+@due_when(alerts.sae_reminder_due(NOW))
+async def sae_reminders(db: Database, protocol: Protocol, now: datetime) -> int:
+    """Remind the site of every SAE candidate's sponsor-report deadline (deadline - 4 h and
+    at the deadline, by the protocol) until "reported to sponsor" is recorded."""
+    total = 0
+    while True:
+        async with db.write() as session:
+            sent = await alerts.send_sae_reminders(session, protocol, now=now, limit=50)
+        total += sent
+        if sent < 50:
+            return total
+
+
 def _render_choice(choice: Choice, language: str) -> dict[str, str]:
     label = choice.label
     if "." in label and " " not in label:
@@ -214,6 +227,7 @@ async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int
 
 STEPS: list[tuple[str, Step]] = [
     ("escalation", escalate),
+    ("sae_reminders", sae_reminders),
     ("questionnaire_timeouts", close_questionnaires),
     ("checkins", offer_checkins),
 ]

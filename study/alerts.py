@@ -7,6 +7,8 @@ alert's new level and next escalation time: a restart between steps neither skip
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,9 +23,20 @@ from storage.audit import Actor
 from storage.models import Alert, AlertEvent, Patient, Site, Staff, SymptomReport
 from storage.outbox import SAFETY, enqueue
 from study import staff_access
+from study.oncall import who_is_on_call
 from study.recipients import Route, staff_route
-from trial.escalation import next_escalation, plan_page, sae_deadline
+from study.senders import subject_of
+from trial.escalation import (
+    STUDY_GROUPS,
+    ladder,
+    next_escalation,
+    rung_at,
+    sae_deadline,
+    sae_reminder_after,
+)
 from trial.protocol import Protocol, Tier
+
+log = logging.getLogger(__name__)
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 PAGING_ROLES = ("coordinator", "investigator", "pi")
@@ -63,13 +76,21 @@ async def open_alert(session: AsyncSession, protocol: Protocol, *, site_id: str,
                      patient: Patient | None, kind: str, tier: Tier, now: datetime,
                      received_at: datetime, report: SymptomReport | None = None,
                      summary: str = "", possible_sae: bool = False,
-                     actor: Actor | None = None) -> Alert:
-    """Open an alert; an urgent one pages level 0 of the escalation chain at once."""
+                     actor: Actor | None = None, sender: str | None = None,
+                     reasons: list[dict[str, Any]] | None = None) -> Alert:
+    """Open an alert; an urgent one pages level 0 of the escalation chain at once.
+
+    Without a patient, `sender` (a phone, or `telegram:<chat id>`) says who wrote and `reasons`
+    what the triage found (an unregistered sender's urgent text: study.unregistered).
+    """
+    deadline = sae_deadline(protocol.escalation, received_at) if possible_sae else None
     alert = Alert(site_id=site_id, patient_id=patient.id if patient else None,
                   report_id=report.id if report else None, kind=kind, tier=tier.value,
+                  sender=sender, reasons=reasons,
                   status=OPEN, summary=summary, opened_at=now, received_at=received_at,
-                  sae_deadline_at=(sae_deadline(protocol.escalation, received_at)
-                                   if possible_sae else None),
+                  sae_deadline_at=deadline,
+                  sae_next_reminder_at=(sae_reminder_after(protocol.escalation, deadline, None)
+                                        if deadline else None),
                   level=0, pages=0, next_escalation_at=None)
     await audit.create(session, alert, at=now, actor=actor or Actor.system("triage"),
                        reason=f"{kind} {tier.value}")
@@ -79,16 +100,25 @@ async def open_alert(session: AsyncSession, protocol: Protocol, *, site_id: str,
     return alert
 
 
-async def _targets(session: AsyncSession, site_id: str) -> dict[str, list[_Target]]:
+async def _groups(session: AsyncSession, site_id: str,
+                  on_call: str | None) -> dict[str, list[_Target]]:
+    """Who can be paged, by ladder group: the site's chain roles, the on-call staff member
+    (`staff:ID`), the study admins and medical monitors; only people with a route."""
     staff = (await session.execute(select(Staff).where(
-        Staff.active.is_(True), Staff.site_id == site_id, Staff.role.in_(PAGING_ROLES))
-        .order_by(Staff.id))).scalars().all()
-    by_role: dict[str, list[_Target]] = {}
+        Staff.active.is_(True),
+        ((Staff.site_id == site_id) & Staff.role.in_(PAGING_ROLES))
+        | Staff.role.in_(STUDY_GROUPS)).order_by(Staff.id))).scalars().all()
+    groups: dict[str, list[_Target]] = {}
     for member in staff:
         routes = staff_route(member)
         if routes:
-            by_role.setdefault(member.role, []).append(_Target(member, routes))
-    return by_role
+            groups.setdefault(member.role, []).append(_Target(member, routes))
+    if on_call is not None and on_call.startswith("staff:"):
+        person = await session.get(Staff, int(on_call.removeprefix("staff:")))
+        if person is not None and person.active and person.site_id == site_id \
+                and staff_route(person):
+            groups[on_call] = [_Target(person, staff_route(person))]
+    return groups
 
 
 async def _admins(session: AsyncSession) -> list[_Target]:
@@ -97,25 +127,56 @@ async def _admins(session: AsyncSession) -> list[_Target]:
     return [_Target(a, staff_route(a)) for a in admins if staff_route(a)]
 
 
+def _unique(groups: dict[str, list[_Target]], names: Sequence[str]) -> list[_Target]:
+    seen: set[int] = set()
+    targets = []
+    for name in names:
+        for target in groups.get(name, []):
+            if target.staff.id not in seen:
+                seen.add(target.staff.id)
+                targets.append(target)
+    return targets
+
+
 async def page(session: AsyncSession, protocol: Protocol, alert: Alert, *,
                now: datetime) -> AlertEvent:
-    """Page the next level of the chain for an open alert (one escalation step)."""
-    chain = protocol.escalation.chain
-    by_role = await _targets(session, alert.site_id)
-    plan = plan_page(chain, set(by_role), None if alert.pages == 0 else alert.level)
-    notes = [f"skipped {role}: nobody to page" for role in plan.skipped]
-    if plan.role is not None and plan.level is not None:
-        targets, level = by_role[plan.role], plan.level
-        notes.insert(0, f"level {level} {plan.role}")
+    """Page the alert's next rung of the cumulative ladder (one escalation step).
+
+    The first rung is whoever is on call at the site when the alert opened; each step pages
+    again everyone paged before (trial.escalation.ladder). When nobody on the site can be
+    paged, the admins and medical monitors are, every step, and the alert is marked
+    unreached: an operational alarm (logged at ERROR, shown by /healthz, told to every
+    admin by every route) until somebody acknowledges it.
+    """
+    policy = protocol.escalation
+    site = await session.get(Site, alert.site_id)
+    current = (await who_is_on_call(session, protocol, site, alert.opened_at)
+               if site is not None else None)
+    first = current.who if current is not None else None
+    groups = await _groups(session, alert.site_id, first)
+    rungs, skipped = ladder(policy.chain, set(groups), first=first, top_pages=policy.top_pages)
+    step_no = alert.pages
+    notes = [f"skipped {role}: nobody to page" for role in skipped]
+    if rungs:
+        rung = rung_at(rungs, step_no)
+        names: Sequence[str] = rung.groups
+        top_reached = step_no >= len(rungs) - 1
+        notes.insert(0, f"rung {min(step_no, len(rungs) - 1) + 1}/{len(rungs)}: "
+                     + ", ".join(names) + (f" (on call: {first})" if step_no == 0 and first
+                                            and first in groups else ""))
+        unreached = None
     else:
-        # Nobody on the site's chain can be paged: the study's admins must hear of it.
-        targets, level = await _admins(session), alert.level
-        notes.insert(0, "no site staff on the chain; admins paged" if targets
-                     else "nobody can be paged; retrying")
+        names, top_reached = STUDY_GROUPS, True
+        unreached = alert.unreached_at or now
+        notes.insert(0, f"nobody at site {alert.site_id} can be paged; study admins paged"
+                     if any(groups.get(g) for g in STUDY_GROUPS) else
+                     f"nobody at site {alert.site_id} nor any admin can be paged")
+    targets = _unique(groups, names)
     tier = Tier(alert.tier)
-    audit.change(session, alert, at=now, actor=Actor.system("escalation"), level=level,
-                 pages=alert.pages + 1,
-                 next_escalation_at=next_escalation(protocol.escalation, tier, now))
+    reason = f"escalation step {step_no + 1}"
+    audit.change(session, alert, at=now, actor=Actor.system("escalation"), reason=reason,
+                 level=step_no, pages=alert.pages + 1, unreached_at=unreached,
+                 next_escalation_at=next_escalation(policy, tier, now, top_reached=top_reached))
     step = await _next_step(session, alert.id)
     context = await _context(session, alert)
     sent = []
@@ -124,13 +185,43 @@ async def page(session: AsyncSession, protocol: Protocol, alert: Alert, *,
             await _enqueue_page(session, alert, step, target.staff, route, context, now=now)
             sent.append(f"{target.staff.id}/{route.channel}")
     detail = "; ".join([*notes, "paged " + (", ".join(sent) or "nobody")])
-    event = AlertEvent(alert_id=alert.id, step=step, kind="paged", level=level, at=now,
+    if not rungs:
+        log.error("alert %s: %s", alert.id, detail)
+        if alert.pages == 1:  # the first page: every admin is told why, by every route
+            await _tell_unreached(session, alert, targets, context, now=now)
+    event = AlertEvent(alert_id=alert.id, step=step, kind="paged", level=step_no, at=now,
                        detail=detail)
     session.add(event)
     await session.flush()
     audit.record(session, at=now, actor=Actor.system("escalation"), action="page",
-                 entity="alerts", entity_id=str(alert.id), new=f"step {step}: {detail}")
+                 entity="alerts", entity_id=str(alert.id), new=f"step {step}: {detail}",
+                 reason=reason)
     return event
+
+
+async def _tell_unreached(session: AsyncSession, alert: Alert, targets: list[_Target],
+                          context: dict[str, Any], *, now: datetime) -> None:
+    site: Site | None = context["site"]
+    for target in targets:
+        language = target.staff.language if target.staff.language in catalogue.LOCALES \
+            else "zh"
+        template = catalogue.template("alert.unreached", language)
+        body = template.render(id=alert.id, site=alert.site_id,
+                               tier=catalogue.render(f"alert.tier_{alert.tier}", language),
+                               phone=(site.phone if site and site.phone else "-"))
+        for route in target.routes:
+            await enqueue(session, key=f"alert:{alert.id}:unreached:{target.staff.id}:"
+                          f"{route.channel}", channel=route.channel, address=route.address,
+                          template_id="alert.unreached", template_version=template.version,
+                          language=language, body=body, due_at=now, now=now, lane=SAFETY,
+                          staff_id=target.staff.id, alert_id=alert.id)
+
+
+async def unreached(session: AsyncSession) -> list[Alert]:
+    """Open alerts whose last page reached nobody at their site (the operational alarm)."""
+    return list((await session.execute(select(Alert).where(
+        Alert.unreached_at.is_not(None), Alert.status == OPEN)
+        .order_by(Alert.id).limit(20))).scalars())
 
 
 async def _context(session: AsyncSession, alert: Alert) -> dict[str, Any]:
@@ -168,9 +259,9 @@ def alert_params(alert: Alert, context: dict[str, Any], language: str) -> dict[s
     """Placeholders of every staff-facing alert text."""
     report: SymptomReport | None = context["report"]
     return {
-        "id": alert.id, "subject": context["subject"],
+        "id": alert.id, "subject": subject_of(alert, context["subject"], language),
         "tier": catalogue.render(f"alert.tier_{alert.tier}", language),
-        "reasons": reasons_text(report.reasons if report else [], language),
+        "reasons": reasons_text(report.reasons if report else alert.reasons or [], language),
         "text": report.raw_text if report else alert.summary,
         "received_utc": _utc(alert.received_at),
         "received_local": _local(alert.received_at, context["tz"]),
@@ -343,3 +434,96 @@ async def notify_site(session: AsyncSession, *, site_id: str, patient: Patient |
                       body=template.render(**values), due_at=now, now=now,
                       staff_id=member.id, alert_id=alert.id)
     return alert
+
+
+# --- the SAE clock -----------------------------------------------------------------------------
+# Acknowledging does not stop the 24-hour sponsor-report clock: until a staff member records
+# "reported to sponsor" (/sae N reported, its button, `engage alert sae-reported`), reminders
+# go at each of the protocol's `sae_reminder_hours` before the deadline.
+
+SAE_ROLES = ("investigator", "pi")
+
+
+def sae_reminder_due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
+    """SQL: an SAE candidate's next deadline reminder is due (an index look-up)."""
+    return exists().where(Alert.sae_next_reminder_at <= now)
+
+
+async def _sae_recipients(session: AsyncSession, alert: Alert) -> list[_Target]:
+    staff = list((await session.execute(select(Staff).where(
+        Staff.active.is_(True), Staff.site_id == alert.site_id, Staff.role.in_(SAE_ROLES))
+        .order_by(Staff.id))).scalars())
+    if alert.acknowledged_by is not None:
+        acker = await session.get(Staff, alert.acknowledged_by)
+        if acker is not None and acker.active and acker not in staff:
+            staff.insert(0, acker)
+    return [_Target(m, staff_route(m)) for m in staff if staff_route(m)]
+
+
+async def send_sae_reminders(session: AsyncSession, protocol: Protocol, *, now: datetime,
+                             limit: int = 50) -> int:
+    """Queue every due SAE deadline reminder; the alert's next reminder is set (or none)."""
+    due = (await session.execute(
+        select(Alert).where(Alert.sae_next_reminder_at <= now)
+        .order_by(Alert.sae_next_reminder_at, Alert.id).limit(limit)
+        .with_for_update(skip_locked=True))).scalars().all()
+    for alert in due:
+        assert alert.sae_deadline_at is not None
+        assert alert.sae_next_reminder_at is not None
+        at = alert.sae_next_reminder_at
+        context = await _context(session, alert)
+        targets = await _sae_recipients(session, alert) or await _admins(session)
+        for target in targets:
+            language = target.staff.language if target.staff.language in catalogue.LOCALES \
+                else "zh"
+            template = catalogue.template("alert.sae_reminder", language)
+            params = alert_params(alert, context, language)
+            params["deadline_local"] = _local(alert.sae_deadline_at, context["tz"])
+            body = template.render(**params)
+            choices = [{"label": catalogue.render("alert.button_sae_reported", language),
+                        "action": f"alert:sae_reported:{alert.id}", "sms_word": ""}]
+            for route in target.routes:
+                await enqueue(session, key=f"alert:{alert.id}:sae:{at.isoformat()}:"
+                              f"{target.staff.id}:{route.channel}", channel=route.channel,
+                              address=route.address, template_id="alert.sae_reminder",
+                              template_version=template.version, language=language,
+                              body=body, due_at=now, now=now, lane=SAFETY,
+                              choices=choices if route.channel == "telegram" else [],
+                              staff_id=target.staff.id, alert_id=alert.id)
+        audit.change(session, alert, at=now, actor=Actor.system("sae_clock"),
+                     reason=f"SAE deadline reminder for {_utc(at)} sent",
+                     sae_next_reminder_at=sae_reminder_after(protocol.escalation,
+                                                             alert.sae_deadline_at, at))
+        await _event(session, alert, "sae_reminder", now=now,
+                     detail=f"deadline {_utc(alert.sae_deadline_at)}; to "
+                     + (", ".join(str(t.staff.id) for t in targets) or "nobody"))
+    return len(due)
+
+
+async def record_sae_reported(session: AsyncSession, staff: Staff | None, alert_id: int, *,
+                              now: datetime, actor: Actor | None = None,
+                              note: str = "") -> tuple[Alert, bool]:
+    """Record that the SAE candidate was reported to the sponsor: its reminders stop.
+
+    `staff` None: recorded from the command line by `actor`. Returns (alert, newly recorded).
+    """
+    if staff is not None:
+        alert = await find(session, staff, alert_id, lock=True)
+        _may_act(staff, alert)
+    else:
+        found = (await session.execute(select(Alert).where(Alert.id == alert_id)
+                                       .with_for_update())).scalar_one_or_none()
+        if found is None:
+            raise AlertError("not_found", alert_id)
+        alert = found
+    if alert.sae_deadline_at is None:
+        raise AlertError("not_sae", alert.id)
+    if alert.sae_reported_at is not None:
+        return alert, False
+    who = actor or Actor.staff(staff.id if staff else 0)
+    reason = "reported to sponsor" + (f": {note.strip()}" if note.strip() else "")
+    audit.change(session, alert, at=now, actor=who, reason=reason, sae_reported_at=now,
+                 sae_reported_by=staff.id if staff else None, sae_next_reminder_at=None)
+    await _event(session, alert, "sae_reported", now=now,
+                 staff_id=staff.id if staff else None, detail=reason)
+    return alert, True

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import audit
 from storage.audit import Actor
-from storage.models import Patient, SymptomReport
+from storage.models import Alert, Patient, Site, SymptomReport
 from study import alerts
 from study.replies import Reply
 from trial.protocol import Protocol, Tier
@@ -52,6 +53,21 @@ async def record_report(session: AsyncSession, protocol: Protocol, patient: Pati
     return report
 
 
+async def _reply(session: AsyncSession, report: SymptomReport) -> Reply:
+    """The tier's script, unless the alert reached nobody at the site: then the patient is told
+    to call the site's phone (when it has one) or 120, never that the team was alerted."""
+    tier = Tier(report.tier)
+    if tier.is_urgent:
+        alert = (await session.execute(select(Alert).where(
+            Alert.report_id == report.id))).scalars().first()
+        if alert is not None and alert.unreached_at is not None:
+            site = await session.get(Site, alert.site_id)
+            if site is not None and site.phone:
+                return Reply("report.reply_unreached", {"phone": site.phone}, safety=True)
+            return Reply("report.reply_unreached_no_phone", safety=True)
+    return scripted_reply(tier)
+
+
 def scripted_reply(tier: Tier) -> Reply:
     """The tier's scripted reply (urgent ones in the safety lane)."""
     return Reply(REPLIES[tier], safety=tier.is_urgent)
@@ -65,7 +81,7 @@ async def receive_report(session: AsyncSession, protocol: Protocol, patient: Pat
         return [Reply("report.empty")]
     report = await record_report(session, protocol, patient, text, now=now,
                                  inbound_id=inbound_id, source=source)
-    replies = [scripted_reply(Tier(report.tier))]
+    replies = [await _reply(session, report)]
     if asks_about_allocation(text, protocol.triage):
         # Logged for the site; the answer is the same for everyone and reveals nothing.
         audit.record(session, at=now, actor=Actor.patient(patient.subject_id),
@@ -73,3 +89,28 @@ async def receive_report(session: AsyncSession, protocol: Protocol, patient: Pat
                      entity_id=str(report.id), new=text[:500])
         replies.append(Reply("report.blinding_answer"))
     return replies
+
+
+async def unreviewed(session: AsyncSession, site_id: str | None, *,
+                     limit: int = 200) -> list[SymptomReport]:
+    """Routine reports of a site (every site: None) that no staff member has reviewed."""
+    query = (select(SymptomReport).join(Patient, Patient.id == SymptomReport.patient_id)
+             .where(SymptomReport.tier == Tier.ROUTINE.value,
+                    SymptomReport.reviewed_at.is_(None)))
+    if site_id is not None:
+        query = query.where(Patient.site_id == site_id)
+    return list((await session.execute(
+        query.order_by(SymptomReport.received_at, SymptomReport.id).limit(limit))).scalars())
+
+
+async def mark_reviewed(session: AsyncSession, reports: list[SymptomReport], *, staff_id: int,
+                        now: datetime, actor: Actor, reason: str) -> int:
+    """Record that a staff member reviewed these reports (who and when, audited); how many
+    were newly reviewed."""
+    count = 0
+    for report in reports:
+        if report.reviewed_at is None:
+            audit.change(session, report, at=now, actor=actor, reason=reason, reviewed_at=now,
+                         reviewed_by=staff_id)
+            count += 1
+    return count

@@ -108,7 +108,8 @@ async def test_fever_sms_pages_and_escalates_until_acknowledged(
     assert "发烧" not in sms.body
     assert not any(w.lower() in sms.body.lower() for w in protocol.sms.forbidden_words)
 
-    # Nobody acknowledges: nothing before the same-day timeout, then the investigator, the PI.
+    # Nobody acknowledges: nothing before the same-day timeout, then the investigator with the
+    # coordinator again, then the PI with both (the ladder is cumulative, issue 17).
     await escalation.escalate(db, protocol, clock.advance(timedelta(minutes=119)))
     assert len(await pages(db)) == 2
     at = clock.advance(timedelta(minutes=1))
@@ -119,10 +120,11 @@ async def test_fever_sms_pages_and_escalates_until_acknowledged(
         assert await escalation.escalate(restarted, protocol, at) == 0
     finally:
         await restarted.dispose()
-    assert [p.staff_id for p in (await pages(db))[2:]] == [world.investigator]
+    c, i, top = world.coordinator, world.investigator, world.pi
+    assert [p.staff_id for p in (await pages(db))[2:]] == [c, c, i]
     await escalation.escalate(db, protocol, clock.advance(timedelta(minutes=120)))
     await escalation.escalate(db, protocol, clock.advance(timedelta(minutes=120)))
-    assert [p.staff_id for p in (await pages(db))[3:]] == [world.pi, world.pi]  # top, repeated
+    assert [p.staff_id for p in (await pages(db))[5:]] == [c, c, i, top] * 2  # top, repeated
 
     ack_at = clock.advance(timedelta(minutes=5))
     assert await staff_command(db, protocol, world.coordinator, "ack", str(alert_id),
@@ -150,8 +152,8 @@ async def test_fever_sms_pages_and_escalates_until_acknowledged(
     assert alert.acknowledged_at == ack_at
     assert alert.resolution_note == "called patient, seen in clinic"
     assert [(e.step, e.kind, e.level) for e in events] == [
-        (0, "opened", 0), (1, "paged", 0), (2, "paged", 1), (3, "paged", 2), (4, "paged", 2),
-        (5, "acknowledged", 2), (6, "resolved", 2)]
+        (0, "opened", 0), (1, "paged", 0), (2, "paged", 1), (3, "paged", 2), (4, "paged", 3),
+        (5, "acknowledged", 3), (6, "resolved", 3)]
     assert [e.action for e in trail if e.action in ("create", "page")] == ["create"] + ["page"] * 4
     staff_rows = [e for e in trail if e.actor_kind == "staff"]
     assert {e.field for e in staff_rows} >= {"status", "acknowledged_by", "resolution_note"}
@@ -193,7 +195,8 @@ async def test_emergency_timeout_and_a_level_without_staff_is_skipped(
     assert await report(db, protocol, world, "can't breathe", clock.now()) == [
         "report.reply_emergency"]
     await escalation.escalate(db, protocol, clock.advance(timedelta(minutes=15)))
-    assert [p.staff_id for p in (await pages(db))[2:]] == [world.pi]
+    c = world.coordinator
+    assert [p.staff_id for p in (await pages(db))[2:]] == [c, c, world.pi]
     async with db.read() as s:
         event = (await s.execute(select(AlertEvent).where(AlertEvent.step == 2))).scalar_one()
     assert "skipped investigator" in event.detail

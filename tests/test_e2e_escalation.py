@@ -207,10 +207,10 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
     assert (await _tick(running, db, clock, timedelta(minutes=1)))["escalation"] == 1
     await _until(lambda: bool(_pages(api, INVESTIGATOR)), 3.0, "the investigator's page")
     assert not _pages(api, PI)
-    # ...then the PI.
+    # ...then the PI. The ladder is cumulative (issue 17): each step pages everyone before again.
     assert (await _tick(running, db, clock, timeout))["escalation"] == 1
-    await _until(lambda: bool(_pages(api, PI)), 3.0, "the PI's page")
-    assert [len(_pages(api, chat)) for chat in (COORDINATOR, INVESTIGATOR, PI)] == [1, 1, 1]
+    await _until(lambda: [len(_pages(api, chat)) for chat in (COORDINATOR, INVESTIGATOR, PI)]
+                 == [3, 2, 1], 3.0, "the PI's page, the others' again")
     assert _buttons(_pages(api, PI)[0]) == [f"alert:ack:{alert.id}", f"alert:resolve:{alert.id}"]
 
     # 4. The PI presses Acknowledge (a callback query through getUpdates and the real router).
@@ -225,7 +225,7 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
     for _ in range(3):
         assert (await _tick(running, db, clock, timeout))["escalation"] == 0
     await asyncio.sleep(0.3)  # anything wrongly queued would be sent by now
-    assert [len(_pages(api, chat)) for chat in (COORDINATOR, INVESTIGATOR, PI)] == [1, 1, 1]
+    assert [len(_pages(api, chat)) for chat in (COORDINATOR, INVESTIGATOR, PI)] == [3, 2, 1]
 
     # 5. Resolve without a note is refused, by button and by command.
     refused = catalogue.render("alert.error_note_required", "en", id=alert.id)
@@ -267,6 +267,9 @@ async def test_fever_sms_pages_the_coordinator_escalates_and_stops_when_the_pi_a
         (5, "resolved", 2, world.pi, resolved_at)]
     assert all(e.at.tzinfo is UTC for e in events)
     assert [(p.staff_id, p.channel, p.status) for p in pages] == [
+        (world.coordinator, "telegram", "sent"), (world.coordinator, "sms", "sent"),
+        (world.coordinator, "telegram", "sent"), (world.coordinator, "sms", "sent"),
+        (world.investigator, "telegram", "sent"),
         (world.coordinator, "telegram", "sent"), (world.coordinator, "sms", "sent"),
         (world.investigator, "telegram", "sent"), (world.pi, "telegram", "sent")]
 
