@@ -19,6 +19,7 @@ from bot import sms_status
 from bot.conversation import SMS, Conversation, InboundEvent
 from engage.clock import Clock
 from storage.db import Database
+from study import alerts
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,20 @@ def build_app(server: Server, *, max_body: int = MAX_BODY) -> web.Application:
 
 async def healthz(request: web.Request) -> web.Response:
     """Whether every part works: 503 naming the failing ones (the database unreachable, the
-    scheduler or dispatcher not running, Telegram not polled lately), 200 when all do."""
+    scheduler or dispatcher not running, Telegram not polled lately, `paging`: an open alert
+    whose pages reached nobody at its site), 200 when all do."""
     server = request.app[SERVER]
     parts = {"database": await server.db.ping(), **{k: bool(v) for k, v in
                                                     server.parts().items()}}
+    unreached: list[int] = []
+    if parts["database"]:
+        async with server.db.read() as session:
+            unreached = [a.id for a in await alerts.unreached(session)]
+        parts["paging"] = not unreached
     failing = sorted(name for name, ok in parts.items() if not ok)
     body: dict[str, object] = {"status": "unavailable" if failing else "ok", **parts}
+    if unreached:
+        body["unreached_alerts"] = unreached
     if failing:
         body["failing"] = failing
     return web.json_response(body, status=503 if failing else 200)

@@ -10,6 +10,7 @@ COMMAND_MODULES = [
     "engage.commands.export",
     "engage.commands.visit",
     "engage.commands.alert",
+    "engage.commands.oncall",
     "engage.commands.run",
     "engage.commands.tick",
     "engage.commands.report",
