@@ -37,7 +37,7 @@ from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database, insert_new
 from storage.models import InboundMessage, Patient, Staff
-from study import linking, optout, reachability, staff_access
+from study import linking, optout, reachability, staff_access, unregistered
 from study.replies import Reply
 from trial import intents
 from trial.protocol import LANGUAGES, Protocol
@@ -51,6 +51,8 @@ PATIENT_COMMANDS = {"report": Keyword.REPORT, "help": Keyword.HELP, "stop": Keyw
                     "lang": Keyword.LANGUAGE}
 DOSE_ANSWERS = {Keyword.TAKEN: "taken", Keyword.SKIP: "skip", Keyword.SNOOZE: "snooze",
                 Keyword.MISSED: "missed"}
+# A stranger's text that triaged as urgent: answered every time, with the safety reply.
+URGENT_STRANGER = "unregistered_urgent"
 # Triage reasons a "not taken today" message gives by itself: no symptom to report.
 _DOSE_ONLY_REASONS = frozenset({"missed_dose", "unclassified_symptom"})
 
@@ -166,7 +168,10 @@ class Conversation:
                 if not await self._claim(session, inbound_id, now):
                     return Handled(inbound_id, True, "duplicate")
                 before = outbox.safety_queued(session)
-                outcome, count = await self._process(session, inbound_id, event, now)
+                # Every change this message causes names it in the audit trail.
+                with audit.cause(inbound_id=inbound_id, reason=f"{event.channel} message "
+                                 f"{inbound_id}"):
+                    outcome, count = await self._process(session, inbound_id, event, now)
                 urgent = outbox.safety_queued(session) > before
         except (DBAPIError, OSError):
             raise  # the database is unwell: leave the message unhandled so it is retried
@@ -284,6 +289,11 @@ class Conversation:
             outcome, replies = await self._stranger(session, event, now)
             if outcome == f"link_{linking.LinkOutcome.LINKED}":
                 sender = await self._identify(session, event)  # answer in their language
+            elif outcome == "unknown":
+                urgent = await self._urgent_stranger(session, event, now)
+                if urgent is not None:
+                    outcome, replies = URGENT_STRANGER, [urgent]
+                    sender.language = unregistered.guess_language(event.text)
         if sender.patient is not None:
             sender.language = sender.patient.language  # may have just changed (LANG)
         # One UPDATE for who sent it and what became of it (the row was claimed above).
@@ -292,7 +302,10 @@ class Conversation:
             .values(patient_id=sender.patient.id if sender.patient else None,
                     staff_id=sender.staff.id if sender.staff else None, outcome=outcome)
             .execution_options(synchronize_session=False))
-        if event.channel == SMS and sender.patient is None and sender.staff is None:
+        if outcome == URGENT_STRANGER:
+            # Not the once-a-day stranger reply: every urgent text gets the safety reply.
+            count = await self._enqueue(session, inbound_id, event, sender, replies, now)
+        elif event.channel == SMS and sender.patient is None and sender.staff is None:
             count = await self._answer_stranger_once(session, event, sender, now)
         elif event.channel == TELEGRAM and outcome == "unknown" and replies:
             # A flood of stranger messages costs one reply a day, not one each.
@@ -312,6 +325,17 @@ class Conversation:
         if event.channel == TELEGRAM:
             return "unknown", [Reply("chat.link_needed")]
         return "unknown", [Reply("common.unknown_sender")]
+
+    async def _urgent_stranger(self, session: AsyncSession, event: InboundEvent,
+                               now: datetime) -> Reply | None:
+        """A stranger's text that is an emergency or needs the study team today: alert the
+        site it was written to (study.unregistered); the safety reply, or None."""
+        if event.action is not None or _command(event.text.strip()) is not None:
+            return None
+        who = event.sender if event.channel == SMS else f"{event.channel}:{event.sender}"
+        written_to = str(event.payload.get("to") or "") if event.channel == SMS else ""
+        return await unregistered.receive(session, self.protocol, sender=who,
+                                          written_to=written_to, text=event.text, now=now)
 
     async def _link(self, session: AsyncSession, event: InboundEvent, code: str,
                     now: datetime) -> tuple[str, list[Reply]]:

@@ -20,6 +20,7 @@ from messages import catalogue
 from storage.models import Alert, InboundMessage, Patient, Site, Staff, SymptomReport, Visit
 from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
+from study.senders import UNREGISTERED, mask_sender
 from study.staff_access import DIGEST_ROLES
 from trial import schedule
 from trial.protocol import Protocol
@@ -105,10 +106,13 @@ async def open_alerts(session: AsyncSession, site_ids: Sequence[str] | None, *,
     if patient_id is not None:
         query = query.where(Alert.patient_id == patient_id)
     rows = (await session.execute(query)).all()
-    # A symptom alert is shown with the patient's own words; other kinds by their kind, in the
-    # reader's language (their stored summary is an English note for the audit trail).
-    return [AlertLine(a.id, subject or "-", a.kind, a.tier, a.status, a.received_at,
-                      (text or a.summary)[:REPORT_TEXT_LIMIT] if a.kind == "symptom" else "")
+    # A symptom alert is shown with the patient's own words (an unregistered sender's too,
+    # with the sender masked); other kinds by their kind, in the reader's language (their
+    # stored summary is an English note for the audit trail).
+    return [AlertLine(a.id, subject or (mask_sender(a.sender) if a.sender else "-"), a.kind,
+                      a.tier, a.status, a.received_at,
+                      (text or a.summary)[:REPORT_TEXT_LIMIT]
+                      if a.kind in ("symptom", UNREGISTERED) else "")
             for a, subject, text in rows]
 
 
@@ -279,7 +283,9 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
             lines.extend(rows)
 
     section("digest.section_alerts", [
-        t("digest.alert_row", language, id=a.alert_id, subject=a.subject_id,
+        t("digest.alert_row", language, id=a.alert_id,
+          subject=(t("alert.unregistered_sender", language, sender=a.subject_id)
+                   if a.kind == UNREGISTERED else a.subject_id),
           tier=word("tier", a.tier, language), status=word("status", a.status, language),
           age=age(a.received_at, digest.now, language),
           summary=a.summary or word("kind", a.kind, language))

@@ -2,7 +2,8 @@
 
 Each export is a header and an async stream of rows, oldest first, one row per record, with the
 subject id and site, times in UTC (the CSV writer renders datetimes as ISO 8601 UTC) and in the
-patient's (or site's) local time, states and reasons. No addresses: staff see subject ids only.
+patient's (or site's) local time, states and reasons. No addresses: staff see subject ids only
+(an unregistered sender's alert: the sender masked, `+86139****0021`).
 Columns are documented in docs/exports.md.
 """
 
@@ -28,6 +29,7 @@ from storage.models import (
     Staff,
     SymptomReport,
 )
+from study.senders import mask_sender
 from trial.adherence import day_status
 
 Row = Sequence[Any]
@@ -85,8 +87,9 @@ async def symptom_rows(session: AsyncSession) -> AsyncIterator[Row]:
 
 
 ALERT_COLUMNS = (
-    "alert_id", "subject_id", "site", "kind", "tier", "status", "summary", "received_at_utc",
-    "received_at_local", "opened_at_utc", "sae_deadline_at_utc", "level", "pages",
+    "alert_id", "subject_id", "sender", "site", "kind", "tier", "status", "summary",
+    "received_at_utc", "received_at_local", "opened_at_utc", "sae_deadline_at_utc", "level",
+    "pages",
     "acknowledged_at_utc", "acknowledged_by_staff_id", "acknowledged_by_role",
     "resolved_at_utc", "resolved_by_staff_id", "resolved_by_role", "resolution_note",
 )
@@ -104,7 +107,9 @@ async def alert_rows(session: AsyncSession) -> AsyncIterator[Row]:
         .order_by(Alert.opened_at, Alert.id)
         .execution_options(yield_per=BATCH))
     async for alert, subject, tz, ack_role, resolve_role in result:
-        yield (alert.id, subject, alert.site_id, alert.kind, alert.tier, alert.status,
+        # No patient (an unregistered sender): who wrote, masked as staff see it.
+        yield (alert.id, subject, mask_sender(alert.sender) if alert.sender else None,
+               alert.site_id, alert.kind, alert.tier, alert.status,
                alert.summary, alert.received_at, local(alert.received_at, tz), alert.opened_at,
                alert.sae_deadline_at, alert.level, alert.pages, alert.acknowledged_at,
                alert.acknowledged_by, ack_role, alert.resolved_at, alert.resolved_by,

@@ -19,6 +19,7 @@ from storage.models import Alert, DoseRecord, Patient, Site, Staff, Visit
 from study.changes import find_patient
 from study.exports import local
 from study.recipients import patient_route, reachable, staff_route
+from study.senders import mask_sender
 from trial import schedule
 from trial.dose import DoseState
 from trial.protocol import Protocol
@@ -137,7 +138,10 @@ async def _next_dose(session: AsyncSession, protocol: Protocol, p: Patient,
 
 
 def _alert(a: Alert, subject: str | None, tz: str | None) -> dict[str, Any]:
-    return {"alert_id": a.id, "subject_id": subject, "site": a.site_id, "kind": a.kind,
+    # An unregistered sender's alert has no subject: the sender, masked, says who wrote.
+    return {"alert_id": a.id, "subject_id": subject,
+            "sender": mask_sender(a.sender) if a.sender else None, "site": a.site_id,
+            "kind": a.kind,
             "tier": a.tier, "status": a.status, "opened_at": a.opened_at,
             "opened_at_local": local(a.opened_at, tz), "level": a.level, "pages": a.pages,
             "summary": a.summary}
