@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import audit
 from storage.db import Database
 from storage.types import UTCDateTime
 from trial.protocol import Protocol
@@ -158,7 +159,8 @@ async def run_tick(db: Database, protocol: Protocol, now: datetime) -> TickRepor
                 continue
             # End the read snapshot: the next conditions must see what this step writes.
             await probes.rollback()
-            report.counts[name] = await step(db, protocol, now)
+            with audit.cause(reason=f"scheduled step {name}"):
+                report.counts[name] = await step(db, protocol, now)
             if step not in _ISOLATED:
                 due = None
     return report

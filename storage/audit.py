@@ -3,7 +3,9 @@ transaction, with who, what, why and when (UTC)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextvars
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
@@ -40,6 +42,30 @@ class Actor:
         return cls("cli", user)
 
 
+# What caused the changes being made now: the inbound message being handled (its id goes on
+# every audit row it causes) and a default reason for rows written without one (the message,
+# the scheduled step, the delivery callback). Set by `cause`, per task.
+_CAUSE: contextvars.ContextVar[tuple[int | None, str | None]] = contextvars.ContextVar(
+    "audit_cause", default=(None, None))
+
+
+@contextmanager
+def cause(*, reason: str, inbound_id: int | None = None) -> Iterator[None]:
+    """Every audit row written inside names this inbound message (if any) and, when it has no
+    reason of its own, this reason."""
+    outer_inbound, _ = _CAUSE.get()
+    token = _CAUSE.set((inbound_id if inbound_id is not None else outer_inbound, reason))
+    try:
+        yield
+    finally:
+        _CAUSE.reset(token)
+
+
+def current_cause() -> tuple[int | None, str | None]:
+    """(inbound message id, default reason) of the changes being made now."""
+    return _CAUSE.get()
+
+
 def _text(value: Any) -> str | None:
     if value is None or type(value) is str:
         return value
@@ -70,11 +96,13 @@ class Entry:
     reason: str | None = None
 
     def values(self) -> dict[str, Any]:
-        """The row's column values, formatted as `record` formats them."""
+        """The row's column values, formatted as `record` formats them, with the current
+        cause (the inbound message's id; its reason when the entry has none)."""
+        inbound_id, reason = _CAUSE.get()
         return {"at": self.at, "actor_kind": self.actor.kind, "actor_id": self.actor.id,
                 "action": self.action, "entity": self.entity, "entity_id": self.entity_id,
                 "field": self.field, "old_value": _text(self.old), "new_value": _text(self.new),
-                "reason": self.reason}
+                "reason": self.reason or reason, "inbound_id": inbound_id}
 
 
 def record(session: AsyncSession, *, at: datetime, actor: Actor, action: str, entity: str,
