@@ -14,6 +14,7 @@ from engage.commands import COMMAND_MODULES
 # and the commands must raise the very class `main` catches.
 from engage.commands.support import CommandError
 from engage.config import ConfigError, Settings, load_settings
+from storage import audit
 from trial.protocol import ProtocolError
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int | None]]
@@ -38,7 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         settings = load_settings()
-        status = asyncio.run(_run(handler(args, settings)))
+        # A change a command makes without a reason of its own is recorded as made by it.
+        words = [w for w in (sys.argv[1:] if argv is None else list(argv))
+                 if not w.startswith("-")][:2]
+        with audit.cause(reason=f"engage {' '.join(words)}"):
+            status = asyncio.run(_run(handler(args, settings)))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from engage.demo.scenario import SMS, TELEGRAM, Person, Scenario
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate
 from scheduler.runner import Runner
-from storage import outbox
+from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
 from storage.migrate import upgrade
@@ -110,6 +110,10 @@ class World:
         """Sites, staff, patients (with their week-0 visit recorded), all audited."""
         now = self.clock.now()
         scenario = self.scenario
+        with audit.cause(reason="demo set-up, as the admin commands would"):
+            await self._set_up(now, scenario)
+
+    async def _set_up(self, now: datetime, scenario: Scenario) -> None:
         async with self.db.write() as session:
             for site in scenario.sites:
                 await enrolment.add_site(session, site_id=site.id, name=site.name, tz=site.tz,
