@@ -437,7 +437,9 @@ def _triage(report: Report, rules: Rules) -> Assessment:
     live_symptoms = [i for i in symptomatic if flags[i].live and not (
         occ[i].group == "body" and read.context.clause[occ[i].first] in denied_clauses)]
     rank = max((r.tier.rank for r in reasons), default=-1)
-    alarms = [i for name in named.ALARM for i in read.live(name)]
+    # 胸口不闷: the chest whose finding is denied in its clause is no alarm either.
+    alarms = [i for name in named.ALARM for i in read.live(name)
+              if read.context.clause[occ[i].first] not in denied_clauses]
     if alarms and rank < Tier.SAME_DAY.rank:
         reasons.append(Reason("red_flag", Tier.SAME_DAY,
                               tuple(dict.fromkeys(read.surface(occ[i]) for i in alarms))))

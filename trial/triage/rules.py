@@ -78,7 +78,8 @@ RULES: tuple[Rule, ...] = (
     Rule("bruising_bleeding", (_c("bleeding_word"), _c("bruise_word"), _c("blood"),
                                _c("skin_spots", "purple"))),
     Rule("wound_problem", (_c("pus_word"), _c("wound", "wound_finding|swelling|pain"))),
-    Rule("hospital_visit", (_c("hospital_word"),)),
+    Rule("hospital_visit", (_c("hospital_word"),
+                            _c("hospital_place", unless="planned_visit", scope="clause"))),
     Rule("pregnancy", (_c("pregnant_word"), _c("pregnancy_test", "positive"),
                        _c("test", "positive", unless="infection"))),
     Rule("extra_capsules", (_c("extra_dose_word"), _c("extra", "medicine|steroid"))),
@@ -105,6 +106,7 @@ RULE_NAMES: tuple[str, ...] = (*(r.name for r in RULES), *SPECIAL)
 # Events that count once they are over: a seizure that stopped, a stay in hospital after
 # discharge, a nosebleed that stopped (the corpus's conventions, from the clinical rules).
 EVENTS = frozenset({"fever_word", "bleeding_word", "severe_bleeding_word", "hospital_word",
+                    "hospital_place",
                     "seizure_word", "fainting_word", "chills_word", "extra_dose_word",
                     "stopped_word", "pregnant_word", "black_stool_word", "confusion_word",
                     "speech_word", "vision_word", "one_sided_word", "breathing_hard"})
