@@ -13,6 +13,7 @@ import csv
 import io
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,34 +93,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=_export)
 
 
-def _write(path: Path, chunk: str, *, first: bool) -> None:
+def _open_private(path: Path) -> tuple[Any, Path]:
+    """A new temporary file beside `path`, readable by its owner only (mode 0600, as mkstemp
+    makes it): a half-written export of patient data is never readable by others."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     # utf-8-sig writes the BOM once, at the start: Excel then reads Chinese text correctly.
-    with path.open("w" if first else "a", encoding="utf-8-sig" if first else "utf-8",
-                   newline="") as out:
-        out.write(chunk)
+    return os.fdopen(fd, "w", encoding="utf-8-sig", newline=""), Path(name)
+
+
+def _discard(out: Any, partial: Path) -> None:
+    out.close()
+    partial.unlink(missing_ok=True)
+
+
+def _finish(out: Any, partial: Path, path: Path) -> None:
+    out.flush()
+    os.fsync(out.fileno())
+    out.close()
+    os.replace(partial, path)
 
 
 async def write_export(session: AsyncSession, kind: str, path: Path,
                        progress: Callable[[int], None] | None = None) -> int:
-    """Write one export to `path` (replaced only when complete); return the number of rows."""
+    """Write one export to `path`; return the number of rows. The rows go to a private
+    temporary file in the same directory (mode 0600), renamed over `path` only when complete
+    and removed on any failure: `path` is never partial, no partial file is left behind."""
     export = EXPORTS[kind]
-    partial = path.with_name(path.name + ".partial")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(export.columns)
-    count, first = 0, True
-    async for row in export.rows(session):
-        writer.writerow([cell(v) for v in row])
-        count += 1
-        if progress is not None and count % 500 == 0:
-            progress(count)
-        if buffer.tell() > 1 << 16:
-            await asyncio.to_thread(_write, partial, buffer.getvalue(), first=first)
-            buffer.seek(0)
-            buffer.truncate()
-            first = False
-    await asyncio.to_thread(_write, partial, buffer.getvalue(), first=first)
-    await asyncio.to_thread(os.replace, partial, path)
+    out, partial = await asyncio.to_thread(_open_private, path)
+    try:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(export.columns)
+        count = 0
+        async for row in export.rows(session):
+            writer.writerow([cell(v) for v in row])
+            count += 1
+            if progress is not None and count % 500 == 0:
+                progress(count)
+            if buffer.tell() > 1 << 16:
+                await asyncio.to_thread(out.write, buffer.getvalue())
+                buffer.seek(0)
+                buffer.truncate()
+        await asyncio.to_thread(out.write, buffer.getvalue())
+        await asyncio.to_thread(_finish, out, partial, path)
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(_discard, out, partial))
+        raise
     return count
 
 
