@@ -17,7 +17,7 @@ from engage.demo.scenario import SMS, Behaviour, Person, Scenario
 from engage.demo.world import Delivered
 
 DOSE_PROMPTS = ("dose.reminder", "dose.reminder_hold_for_visit", "dose.follow_up")
-PAGES = ("alert.page", "alert.page_sae")
+PAGES = ("alert.page", "alert.page_sae", "alert.sae_reminder")
 # Minutes a patient takes to answer: a few typical delays, so that many answers share an instant
 # and the simulation has fewer instants to visit.
 ANSWER_MINUTES = (3, 7, 12, 25)
@@ -60,6 +60,7 @@ class People:
     _plans: dict[int, str] = field(default_factory=dict)  # dose id -> the day's plan
     _alerts: set[tuple[str, int]] = field(default_factory=set)
     _first_page: set[str] = field(default_factory=set)  # staff already slow once
+    _sae_reported: set[int] = field(default_factory=set)
 
     def day_of(self, person: Person, at: datetime) -> int:
         """Simulated day number (0-based) of an instant in the person's time zone."""
@@ -147,6 +148,15 @@ class People:
     def _take_page(self, person: Person, item: Delivered) -> list[Act]:
         alert_id = item.alert_id
         assert alert_id is not None
+        reported = next((c for c in item.message.choices
+                         if c.action == f"alert:sae_reported:{alert_id}"), None)
+        if reported is not None:
+            # An SAE deadline reminder: the sponsor was told; the reminders stop.
+            if alert_id in self._sae_reported:
+                return []
+            self._sae_reported.add(alert_id)
+            return [Act(item.at + timedelta(minutes=30), person, action=reported.action,
+                        label=reported.label)]
         if person.role != "coordinator" or (person.key, alert_id) in self._alerts:
             return []
         self._alerts.add((person.key, alert_id))
