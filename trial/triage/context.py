@@ -18,6 +18,7 @@ which concepts.py already dropped.
   gone, its earlier mentions have gone too. Improvement (好一点了, easing) is not resolution.
 - present: a clause that says "now" (现在, 此刻, "right now", "at the moment") reports what it
   names even under an "if" or a should-I question ("is it ok if I have chest pain now?").
+- long ago: a clause about years ago or childhood (去年, 小时候, "10 years ago") is history.
 - normal: "breathing is fine", 体温正常 denies what the clause names.
 - reporter: a relative writing (我爸, my daughter) counts the same; noted for staff.
 """
@@ -135,7 +136,10 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
     cues = [o for o in occurrences if o.group == "context"]
     # A clause that says "now" (现在, "right now") reports what it names even under an "if":
     # "is it ok if I have chest pain now?", "我现在胸痛要不要去医院".
-    context.present_clauses = {clause_of(o) for o in cues if o.name == "present"}
+    # ("现在如果发烧了..." / "now if ...": a "now" that opens the "if" dates the question.)
+    opens_if = {o.first for o in cues if o.name == "hypothetical"}
+    context.present_clauses = {clause_of(o) for o in cues
+                               if o.name == "present" and o.last not in opens_if}
     for cue in cues:
         if cue.name == "negation":
             unit = found_units[cue.first]
@@ -176,6 +180,11 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
                     flags[k].hypothetical = True
             context.idle_clauses.add(clause_of(cue))
             context.worldly_sentences.add(sentence_of(cue))
+        elif cue.name == "long_ago":  # "died 10 years ago", 小时候: history, not a report now
+            for k in targets:
+                if clause_of(occurrences[k]) == clause_of(cue):
+                    flags[k].hypothetical = True
+            context.idle_clauses.add(clause_of(cue))
         elif cue.name == "normal":  # "breathing is fine", 体温正常: what came before is fine
             if sentence_of(cue) in questions:
                 continue  # "大便是黑的正常吗？" asks whether a finding is normal: it is reported
