@@ -67,7 +67,8 @@ async def dose_rows(session: AsyncSession) -> AsyncIterator[Row]:
 
 SYMPTOM_COLUMNS = (
     "report_id", "subject_id", "site", "received_at_utc", "received_at_local", "source", "tier",
-    "reasons", "possible_sae", "temperature_c", "text", "parsed", "reviewed_in_digest_at_utc",
+    "reasons", "possible_sae", "temperature_c", "text", "parsed", "reviewed_at_utc",
+    "reviewed_by",
 )
 
 
@@ -83,7 +84,7 @@ async def symptom_rows(session: AsyncSession) -> AsyncIterator[Row]:
         parsed = json.dumps(report.parsed, ensure_ascii=False, sort_keys=True)
         yield (report.id, subject, site, report.received_at, local(report.received_at, tz),
                report.source, report.tier, reasons, report.possible_sae, report.temperature_c,
-               report.raw_text, parsed, report.reviewed_in_digest_at)
+               report.raw_text, parsed, report.reviewed_at, report.reviewed_by)
 
 
 ALERT_COLUMNS = (
