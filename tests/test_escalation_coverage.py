@@ -19,7 +19,7 @@ from engage.clock import SimulatedClock
 from messages import catalogue
 from scheduler import escalation
 from storage.db import Database
-from storage.models import Alert, AlertEvent, AuditEntry, OutboundMessage
+from storage.models import Alert, AlertEvent, AuditEntry, OutboundMessage, SymptomReport
 from study import enrolment, oncall
 from tests.fakes.people import ACTOR, add_site, add_staff, enrol
 from tests.fakes.webhooks import PUBLIC_URL, http_client
@@ -269,3 +269,51 @@ async def test_an_acknowledged_sae_candidate_is_reminded_until_reported_to_the_s
     assert [(r.actor_id, r.reason) for r in rows] == [(str(pi), "reported to sponsor")]
     assert await escalation.sae_reminders(db, protocol, deadline + timedelta(days=1)) == 0
     assert len(await reminders()) == 4
+
+
+async def _telegram(conversation: Conversation, user: int, text: str, n: int) -> list[str]:
+    handled = await conversation.handle(InboundEvent(
+        "telegram", f"t{n}", str(user), text, None, conversation.clock.now(), {"chat_id": user}))
+    async with conversation.db.read() as session:
+        rows = (await session.execute(select(OutboundMessage).where(
+            OutboundMessage.dedupe_key.like(f"reply:{handled.inbound_id}:%"))
+            .order_by(OutboundMessage.id))).scalars().all()
+    return [r.body for r in rows]
+
+
+async def test_staff_see_who_is_on_call_and_review_reports(
+        db: Database, protocol: Protocol) -> None:
+    """/oncall in the site's time with UTC beside it; /reviewed N|all records who and when;
+    a monitor reviews nothing."""
+    clock = SimulatedClock(SUNDAY_2AM)
+    await add_site(db, clock.now())
+    coordinator = await add_staff(db, clock.now(), telegram_id=501)
+    await add_staff(db, clock.now(), telegram_id=502, role="monitor")
+    await enrol(db, protocol, clock.now(), phone=PATIENT_PHONE)
+    conversation = Conversation(db, protocol, clock)
+    [shown] = await _telegram(conversation, 501, "/oncall", 1)
+    assert shown == catalogue.render(
+        "alert.oncall_now", "en", site="BJ01", local="2026-03-08 02:00 Asia/Shanghai",
+        utc="2026-03-07 18:00 UTC", who=catalogue.render("alert.oncall_role_investigator", "en"))
+    for n, text in enumerate(("a mild headache", "a bit tired today"), start=10):
+        await _sms(conversation, PATIENT_PHONE, text, clock.now(), n)
+    async with db.read() as session:
+        reports = (await session.execute(select(SymptomReport).order_by(
+            SymptomReport.id))).scalars().all()
+    assert [r.tier for r in reports] == ["routine", "routine"]
+    assert await _telegram(conversation, 502, f"/reviewed {reports[0].id}", 2) == [
+        catalogue.render("alert.error_not_permitted", "en", id=reports[0].id)]
+    assert await _telegram(conversation, 501, f"/reviewed {reports[0].id}", 3) == [
+        catalogue.render("alert.reports_reviewed", "en", count=1)]
+    assert await _telegram(conversation, 501, "/reviewed all", 4) == [
+        catalogue.render("alert.reports_reviewed", "en", count=1)]
+    assert await _telegram(conversation, 501, f"/reviewed {reports[0].id}", 5) == [
+        catalogue.render("alert.report_not_found", "en", id=reports[0].id)]
+    async with db.read() as session:
+        done = (await session.execute(select(SymptomReport))).scalars().all()
+        trail = (await session.execute(select(AuditEntry).where(
+            AuditEntry.entity == "symptom_reports", AuditEntry.field == "reviewed_by")))\
+            .scalars().all()
+    assert {(r.reviewed_by, r.reviewed_at) for r in done} == {(coordinator, clock.now())}
+    assert all(e.inbound_id is not None and e.actor_id == str(coordinator) for e in trail)
+    assert len(trail) == 2
