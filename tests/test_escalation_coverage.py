@@ -70,7 +70,7 @@ async def test_sunday_2am_emergency_pages_the_night_investigator_first_then_cumu
              P: await add_staff(db, setup, telegram_id=103, role="pi"),
              A: await _study_staff(db, setup, "admin", 104),
              M: await _study_staff(db, setup, "medical_monitor", 105)}
-    name = {v: k for k, v in staff.items()}
+    name: dict[int | None, str] = {v: k for k, v in staff.items()}
     async with db.write() as session:  # the site's rota, as `engage oncall set` writes it
         for who, days, hours in (("coordinator", "weekdays", "08:00-18:00"),
                                  ("investigator", "all", "18:00-08:00")):
