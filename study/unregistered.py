@@ -48,9 +48,11 @@ def _same_number(written_to: str, site_phone: str) -> bool:
     return to == phone or to.endswith(phone) or phone.endswith(to)
 
 
-async def sites_for(session: AsyncSession, written_to: str) -> list[Site]:
+async def sites_for(session: AsyncSession, written_to: str, *, lock: bool = False
+                    ) -> list[Site]:
     """The site whose number a text was written to; every site when that cannot be known."""
-    sites = list((await session.execute(select(Site).order_by(Site.id))).scalars())
+    query = select(Site).order_by(Site.id)
+    sites = list((await session.execute(query.with_for_update() if lock else query)).scalars())
     matching = [s for s in sites if written_to and s.phone and _same_number(written_to, s.phone)]
     return matching[:1] or sites
 
@@ -70,11 +72,13 @@ async def receive(session: AsyncSession, protocol: Protocol, *, sender: str, wri
     if not assessment.tier.is_urgent:
         return None
     tier = assessment.tier
+    # The sites' rows locked first: two texts from one sender handled at once open one alert.
+    sites = await sites_for(session, written_to, lock=True)
     open_tiers = (await session.execute(select(Alert.site_id, Alert.tier).where(
         Alert.kind == KIND, Alert.sender == sender,
         Alert.status != alerts.RESOLVED))).all()
     reasons = [r.as_dict() for r in assessment.reasons]
-    for site in await sites_for(session, written_to):
+    for site in sites:
         if any(site_id == site.id and _RANK.get(t, 0) >= _RANK[tier.value]
                for site_id, t in open_tiers):
             continue

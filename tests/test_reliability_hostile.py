@@ -234,11 +234,16 @@ async def test_an_unknown_number_gets_one_neutral_sms_however_often_and_fast_it_
             await sender.run_once()
         finally:
             await sms.close()
-    (only,) = fake_twilio.sent_to(STRANGER)
-    assert only.params["Body"] == catalogue.render("common.unknown_sender", "en")
+    # One neutral answer, ever; but a text that needs the study team (the fever, twice) gets
+    # the safety reply every time, and one "unregistered sender" alert (issue 14).
+    bodies = sorted(r.params["Body"] for r in fake_twilio.sent_to(STRANGER))
+    assert bodies == sorted([catalogue.render("common.unknown_sender", "en"),
+                             *[catalogue.render("report.unregistered_same_day", "zh")] * 2])
     assert await _count(db, InboundMessage) == len(texts) + 1  # all kept, for the record
     assert await _count(db, SymptomReport) == 0  # no study data from a stranger
-    assert await _count(db, Alert) == 0
+    async with db.read() as session:
+        alerts = (await session.execute(select(Alert.kind, Alert.sender))).all()
+    assert alerts == [("unregistered", STRANGER)]
 
 
 async def test_guessing_link_codes_through_the_webhook_stops_at_the_limit(
