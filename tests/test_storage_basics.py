@@ -64,6 +64,20 @@ async def test_postgres_refuses_audit_update_and_delete(pg_db: Database) -> None
         assert (await session.execute(select(AuditEntry.reason))).scalar_one() is None
 
 
+async def test_both_backends_refuse_audit_update_and_delete(db: Database) -> None:
+    """Issue 17: append-only on SQLite too (triggers), not only on PostgreSQL."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    async with db.write() as session:
+        audit.record(session, at=now, actor=Actor.system(), action="create", entity="x",
+                     entity_id="1", reason="test")
+    for statement in (update(AuditEntry).values(reason="tampered"), delete(AuditEntry)):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with db.write() as session:
+                await session.execute(statement)
+    async with db.read() as session:
+        assert (await session.execute(select(AuditEntry.reason))).scalar_one() == "test"
+
+
 async def test_foreign_keys_enforced(db: Database) -> None:
     from storage.models import Patient
 

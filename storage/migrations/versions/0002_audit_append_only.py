@@ -1,4 +1,4 @@
-"""audit trail is append-only on PostgreSQL
+"""audit trail is append-only (PostgreSQL and SQLite triggers)
 
 Revision ID: 0002
 Revises: 0001
@@ -11,8 +11,20 @@ branch_labels = None
 depends_on = None
 
 
+SQLITE_TRIGGERS = {
+    "audit_log_no_update": "UPDATE",
+    "audit_log_no_delete": "DELETE",
+}
+
+
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        for name, verb in SQLITE_TRIGGERS.items():
+            op.execute(f"CREATE TRIGGER {name} BEFORE {verb} ON audit_log BEGIN "
+                       f"SELECT RAISE(ABORT, 'audit_log is append-only: {verb} refused'); END")
+        return
+    if dialect != "postgresql":
         return
     op.execute(
         """
@@ -35,7 +47,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        for name in SQLITE_TRIGGERS:
+            op.execute(f"DROP TRIGGER {name}")
+        return
+    if dialect != "postgresql":
         return
     op.execute("DROP TRIGGER audit_log_no_truncate ON audit_log")
     op.execute("DROP TRIGGER audit_log_append_only ON audit_log")
