@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
@@ -54,6 +54,15 @@ class ReportLine:
 
 
 @dataclass(frozen=True)
+class SaeLine:
+    """A possible SAE whose sponsor report is not recorded yet."""
+
+    alert_id: int
+    subject_id: str
+    deadline: datetime
+
+
+@dataclass(frozen=True)
 class VisitLine:
     subject_id: str
     visit: str
@@ -84,13 +93,16 @@ class SiteDigest:
     unreachable: list[str] = field(default_factory=list)
     unreadable: int = 0  # inbound messages of the last day stored raw (unparsable, failed)
     patients: int = 0
+    # Routine reports nobody has reviewed for more than two working days (shown first).
+    overdue_reports: list[ReportLine] = field(default_factory=list)
+    sae_clocks: list[SaeLine] = field(default_factory=list)  # not yet reported to the sponsor
 
     @property
     def quiet(self) -> bool:
         """Nothing to look at today."""
         return not (self.alerts or self.reports or self.flagged or self.missed_visits
                     or self.upcoming_visits or self.opted_out or self.unreachable
-                    or self.unreadable)
+                    or self.unreadable or self.overdue_reports or self.sae_clocks)
 
 
 async def open_alerts(session: AsyncSession, site_ids: Sequence[str] | None, *,
@@ -200,7 +212,13 @@ async def gather(session: AsyncSession, protocol: Protocol, site: Site, *,
     today = schedule.local_date(now, site.tz)
     digest = SiteDigest(site.id, site.tz, today, now)
     digest.alerts = await open_alerts(session, [site.id])
-    digest.reports = await _new_routine_reports(session, site.id)
+    reports = await _new_routine_reports(session, site.id)
+    overdue = [r for r in reports if working_days_between(
+        schedule.local_date(r.received_at, site.tz), today,
+        protocol.escalation.holidays) > REVIEW_WORKING_DAYS]
+    digest.overdue_reports = overdue
+    digest.reports = [r for r in reports if r not in overdue]
+    digest.sae_clocks = await _sae_clocks(session, site.id)
     digest.missed_visits, digest.upcoming_visits = await visits_between(
         session, [site.id], today=today, days=UPCOMING_DAYS)
     patients = (await session.execute(
@@ -229,7 +247,31 @@ async def unreadable(session: AsyncSession, *, since: datetime, until: datetime)
 def listed(digest: SiteDigest) -> int:
     """How many routine reports the digest lists. Listing is no review: a report stays in
     every digest until a staff member reviews it (/reviewed N, study.reports.mark_reviewed)."""
-    return len(digest.reports)
+    return len(digest.reports) + len(digest.overdue_reports)
+
+
+REVIEW_WORKING_DAYS = 2  # routine reports are reviewed within 1-2 working days
+
+
+def working_days_between(start: date, end: date, holidays: Sequence[date] = ()) -> int:
+    """Working days (Monday to Friday, not a holiday) after `start` up to and including `end`."""
+    days, day = 0, start
+    while day < end:
+        day += timedelta(days=1)
+        if day.isoweekday() <= 5 and day not in holidays:
+            days += 1
+    return days
+
+
+async def _sae_clocks(session: AsyncSession, site_id: str) -> list[SaeLine]:
+    rows = (await session.execute(
+        select(Alert.id, Patient.subject_id, Alert.sae_deadline_at)
+        .outerjoin(Patient, Patient.id == Alert.patient_id)
+        .where(Alert.site_id == site_id, Alert.sae_deadline_at.is_not(None),
+               Alert.sae_reported_at.is_(None))
+        .order_by(Alert.sae_deadline_at, Alert.id))).all()
+    return [SaeLine(alert_id, subject or "-", deadline) for alert_id, subject, deadline in rows
+            if deadline is not None]
 
 
 async def recipients(session: AsyncSession, site_id: str) -> list[Staff]:
@@ -282,6 +324,11 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
                            **params))
             lines.extend(rows)
 
+    # First: routine reports nobody has reviewed for more than two working days.
+    section("digest.section_reports_overdue", [
+        t("digest.report_row", language, id=r.report_id, subject=r.subject_id,
+          received=local_time(r.received_at, digest.tz), text=r.text)
+        for r in digest.overdue_reports])
     section("digest.section_alerts", [
         t("digest.alert_row", language, id=a.alert_id,
           subject=(t("alert.unregistered_sender", language, sender=a.subject_id)
@@ -290,8 +337,13 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
           age=age(a.received_at, digest.now, language),
           summary=a.summary or word("kind", a.kind, language))
         for a in digest.alerts])
+    section("digest.section_sae", [
+        t("digest.sae_row", language, id=s.alert_id, subject=s.subject_id,
+          deadline_local=s.deadline.astimezone(ZoneInfo(digest.tz)).strftime("%m-%d %H:%M"),
+          deadline_utc=s.deadline.astimezone(UTC).strftime("%m-%d %H:%M UTC"))
+        for s in digest.sae_clocks])
     section("digest.section_reports", [
-        t("digest.report_row", language, subject=r.subject_id,
+        t("digest.report_row", language, id=r.report_id, subject=r.subject_id,
           received=local_time(r.received_at, digest.tz), text=r.text) for r in digest.reports])
     section("digest.section_flags", [
         t("digest.flag_row", language, subject=f.subject_id,

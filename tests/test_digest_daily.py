@@ -196,3 +196,30 @@ async def test_a_site_with_nobody_to_read_it_leaves_reports_unreviewed(
         unreviewed = await session.get(SymptomReport, report.id)
         assert unreviewed is not None
         assert unreviewed.reviewed_at is None
+
+
+async def test_reports_unreviewed_for_two_working_days_come_first_and_sae_clocks_are_listed(
+        db: Database, protocol: Protocol) -> None:
+    """Issue 17: routine reports nobody reviewed for more than two working days open the
+    digest; possible SAEs not yet reported to the sponsor are listed with their deadline."""
+    async with db.write() as session:
+        site = await add_site(session, "BJ01")
+        await add_staff(session, "BJ01", "coordinator")
+        patient = await add_patient(session, "BJ01-001", "BJ01", telegram_id=711)
+        # T0 is a Monday: last Wednesday is three working days back, last Friday one.
+        old = await add_report(session, patient, "口腔溃疡", at=T0 - timedelta(days=5))
+        recent = await add_report(session, patient, "乏力", at=T0 - timedelta(days=3))
+        sae = await add_alert(session, patient, at=T0 - timedelta(hours=2))
+        sae.sae_deadline_at = T0 + timedelta(hours=22)
+        content = await site_digest.gather(session, protocol, site, now=T0)
+    assert [r.report_id for r in content.overdue_reports] == [old.id]
+    assert [r.report_id for r in content.reports] == [recent.id]
+    assert [(s.alert_id, s.deadline) for s in content.sae_clocks] == [
+        (sae.id, T0 + timedelta(hours=22))]
+    _header, lines = site_digest.render(content, "en")
+    body = "\n".join(lines)
+    assert lines[1] == catalogue.render("digest.section_reports_overdue", "en", count=1)
+    assert f"#{old.id} BJ01-001" in lines[2]
+    assert catalogue.render("digest.sae_row", "en", id=sae.id, subject="BJ01-001",
+                            deadline_local="03-03 06:00", deadline_utc="03-02 22:00 UTC") in body
+    assert site_digest.working_days_between(date(2026, 2, 27), date(2026, 3, 2)) == 1
