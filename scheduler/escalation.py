@@ -203,7 +203,8 @@ async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int
         patients = (await session.execute(select(Patient).where(_offerable(zones))
                                           .order_by(Patient.id))).scalars().all()
         busy = set((await session.execute(select(Conversation.patient_id).where(
-            Conversation.patient_id.in_([p.id for p in patients]))))
+            Conversation.patient_id.in_([p.id for p in patients]),
+            Conversation.ended_at.is_(None))))
             .scalars()) if patients else set()
         offer = Reply("questionnaire.checkin_offer", choices=(
             Choice("questionnaire.button_start", "report:start", "REPORT"),))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -318,16 +319,24 @@ class DeliveryEvent(Base):
 
 
 class Conversation(Base):
-    """Where a patient is in a multi-step exchange (a questionnaire); survives restarts."""
+    """Where a patient is in a multi-step exchange (a questionnaire); survives restarts. Kept
+    when it ends (ended_at, ended_reason), never deleted; one open per patient."""
 
     __tablename__ = "conversations"
+    __table_args__ = (Index("uq_conversations_open", "patient_id", unique=True,
+                            sqlite_where=text("ended_at IS NULL"),
+                            postgresql_where=text("ended_at IS NULL")),)
 
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
     flow: Mapped[str] = mapped_column(String(32))
     step: Mapped[int] = mapped_column(Integer, default=0)
     data: Mapped[dict[str, Any]]
     started_at: Mapped[datetime]
-    expires_at: Mapped[datetime] = mapped_column(index=True)  # the tick's timeout look-up
+    # The tick's timeout look-up; None once ended, so ended rows cost the look-up nothing.
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    ended_at: Mapped[datetime | None]
+    ended_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class TickRun(Base):

@@ -83,15 +83,23 @@ def _timeout(protocol: Protocol) -> timedelta:
 
 
 async def _conversation(session: AsyncSession, patient: Patient) -> Conversation | None:
+    """The patient's open questionnaire (ended ones are kept, with their reason)."""
     return (await session.execute(select(Conversation).where(
-        Conversation.patient_id == patient.id, Conversation.flow == FLOW)
-        .with_for_update())).scalar_one_or_none()
+        Conversation.patient_id == patient.id, Conversation.flow == FLOW,
+        Conversation.ended_at.is_(None)).with_for_update())).scalar_one_or_none()
+
+
+def _expires(conversation: Conversation) -> datetime:
+    assert conversation.expires_at is not None  # open conversations always expire
+    return conversation.expires_at
 
 
 async def is_active(session: AsyncSession, patient: Patient, now: datetime) -> bool:
     """Whether the patient is in the middle of a questionnaire that has not timed out."""
-    conversation = await session.get(Conversation, patient.id)
-    return bool(conversation and conversation.flow == FLOW and conversation.expires_at > now)
+    conversation = (await session.execute(select(Conversation).where(
+        Conversation.patient_id == patient.id, Conversation.ended_at.is_(None)))
+    ).scalar_one_or_none()
+    return bool(conversation and conversation.flow == FLOW and _expires(conversation) > now)
 
 
 def question(patient: Patient, step: int) -> Reply:
@@ -112,7 +120,7 @@ async def start(session: AsyncSession, protocol: Protocol, patient: Patient, *,
                 now: datetime, source: str = "questionnaire") -> list[Reply]:
     """Begin a questionnaire (or carry on with the one already under way)."""
     conversation = await _conversation(session, patient)
-    if conversation is not None and conversation.expires_at > now:
+    if conversation is not None and _expires(conversation) > now:
         return [Reply("questionnaire.resume"), question(patient, conversation.step)]
     replies: list[Reply] = []
     if conversation is not None:
@@ -173,7 +181,7 @@ async def answer(session: AsyncSession, protocol: Protocol, patient: Patient, te
     conversation = await _conversation(session, patient)
     if conversation is None:
         return [Reply("questionnaire.not_active")]
-    if conversation.expires_at <= now:
+    if _expires(conversation) <= now:
         return await _finish(session, protocol, patient, conversation, now=now,
                              ended="timeout")
     if fold(text).strip(" .!。！") in _CANCEL:
@@ -236,9 +244,11 @@ async def _finish(session: AsyncSession, protocol: Protocol, patient: Patient,
     """End a questionnaire (complete, timeout, abandoned) and report whatever was answered."""
     data = dict(conversation.data)
     answered = bool(data.get("answers")) or bool(data.get("temperature_answered"))
-    await session.delete(conversation)
-    await session.flush()
     ended = str(data.get("ended", ended))
+    # Kept, ended with its reason (never deleted); no longer due for a timeout.
+    conversation.ended_at, conversation.ended_reason = now, ended
+    conversation.expires_at = None
+    await session.flush()
     audit.record(session, at=now, actor=Actor.patient(patient.subject_id),
                  action="questionnaire", entity="patients", entity_id=patient.subject_id,
                  new=ended, reason=f"step {conversation.step} of {len(STEPS)}")

@@ -172,3 +172,20 @@ async def test_weekly_checkin_offered_once_at_local_time(db: Database, protocol:
         offer = (await s.execute(select(OutboundMessage))).scalars().all()
     assert [(m.dedupe_key, m.lane) for m in offer if m.template_id.startswith("questionnaire")] \
         == [(f"checkin:{offer[0].patient_id}:2026-03-02", "routine")]
+
+
+async def test_ended_questionnaires_are_kept_with_their_reason(
+        db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    """Issue 17: a questionnaire's state row is ended, never deleted; another can start."""
+    from storage.models import Conversation
+
+    world = await make_world(db, protocol, clock.now())
+    never = ["0"] * len(q.ITEMS) + ["36.6"]
+    await _answer_all(db, protocol, world.patient_id, never, clock)
+    clock.advance(timedelta(hours=1))
+    await _start(db, protocol, world.patient_id, clock)
+    await _answer(db, protocol, world.patient_id, "cancel", clock)
+    async with db.read() as s:
+        rows = (await s.execute(select(Conversation).order_by(Conversation.id))).scalars().all()
+    assert [(r.ended_reason, r.ended_at is not None, r.expires_at) for r in rows] == [
+        ("complete", True, None), ("abandoned", True, None)]

@@ -103,17 +103,22 @@ def upgrade() -> None:
     sa.UniqueConstraint('telegram_id', name=op.f('uq_staff_telegram_id'))
     )
     op.create_table('conversations',
+    sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('patient_id', sa.Integer(), nullable=False),
     sa.Column('flow', sa.String(length=32), nullable=False),
     sa.Column('step', sa.Integer(), nullable=False),
     sa.Column('data', sa.JSON(), nullable=False),
     sa.Column('started_at', storage.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ended_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ended_reason', sa.String(length=32), nullable=True),
     sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_conversations_patient_id_patients')),
-    sa.PrimaryKeyConstraint('patient_id', name=op.f('pk_conversations'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_conversations'))
     )
     with op.batch_alter_table('conversations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_conversations_expires_at'), ['expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_conversations_patient_id'), ['patient_id'], unique=False)
+        batch_op.create_index('uq_conversations_open', ['patient_id'], unique=True, sqlite_where=sa.text('ended_at IS NULL'), postgresql_where=sa.text('ended_at IS NULL'))
 
     op.create_table('doses',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -407,6 +412,8 @@ def downgrade() -> None:
 
     op.drop_table('doses')
     with op.batch_alter_table('conversations', schema=None) as batch_op:
+        batch_op.drop_index('uq_conversations_open', sqlite_where=sa.text('ended_at IS NULL'), postgresql_where=sa.text('ended_at IS NULL'))
+        batch_op.drop_index(batch_op.f('ix_conversations_patient_id'))
         batch_op.drop_index(batch_op.f('ix_conversations_expires_at'))
 
     op.drop_table('conversations')
