@@ -34,6 +34,7 @@ from trial.triage.lexicon import SYMPTOM_GROUPS
 _CLAUSE_PUNCT = frozenset(",.;!?\n()~…|")
 _SENTENCE_PUNCT = frozenset(".;!?\n")
 _NEGATORS_ANOT_A = frozenset({"不", "没"})
+_QUESTION_PARTICLES = frozenset({"吗", "么", "嘛"})
 _FILLER_BUDGET = 3
 # Groups a cue acts on (negating a context cue or an exclusion means nothing).
 _TARGETS = frozenset({*SYMPTOM_GROUPS, "qualifier", "medicine"})
@@ -105,6 +106,11 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
         return sentence[occ.first] if occ.first < n else s
 
     questions = {sentence[i] for i in range(n) if found_units[i].key == "?"}
+    # A Chinese question often ends on its particle, without a mark: "...要去医院吗"
+    for i in range(n):
+        if found_units[i].key in _QUESTION_PARTICLES and (i + 1 == n or sentence_breaks[i + 1]
+                                                         or breaks[i + 1]):
+            questions.add(sentence[i])
 
     def walk(start: int) -> list[int]:
         """Targets reached forward from a cue ending at `start`."""
@@ -169,8 +175,10 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
                 _hypothetical_forward(context, occurrences, targets, cue, clause)
         elif cue.name == "hypothetical_after":  # 的话, "if it ever happens": what came before
             here = sentence_of(cue)
+            asked = here in questions  # "有胸痛的话是打120吗？": the rest of the question too
             for k in targets:
-                if sentence_of(occurrences[k]) == here and occurrences[k].last <= cue.first:
+                if sentence_of(occurrences[k]) == here and (occurrences[k].last <= cue.first
+                                                            or asked):
                     flags[k].hypothetical = True
                     context.idle_clauses.add(clause_of(occurrences[k]))
             context.idle_clauses.add(clause_of(cue))
@@ -199,6 +207,14 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
                 _resolve_backward(context, occurrences, targets, cue, clause_of)
         elif cue.name == "reporter" and context.reporter is None:
             context.reporter = cue
+    # Cold in a sentence about the weather is the weather's ("下雨了，路上好冷", "it's freezing
+    # out there"), unless a fever is said there too.
+    for k in targets:
+        sentence_k = sentence_of(occurrences[k])
+        if (occurrences[k].name == "chills_word" and sentence_k in context.worldly_sentences
+                and not any(o.name in ("fever_word", "measure") and sentence_of(o) == sentence_k
+                            for o in occurrences)):
+            flags[k].hypothetical = True
     # Once a concept has gone, its earlier mentions have gone too ("咳嗽...现在不咳了").
     for k in targets:
         if flags[k].resolved and not flags[k].negated:

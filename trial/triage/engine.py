@@ -433,13 +433,17 @@ def _triage(report: Report, rules: Rules) -> Assessment:
     if gone and not fired:
         fire("resolved", gone)
     denied_clauses = {read.context.clause[occ[i].first] for i in symptomatic if flags[i].negated}
+    gone_clauses = {read.context.clause[min(o.first, len(read.units) - 1)] for i, o in
+                    enumerate(occ) if o.name in ("resolved_after", "resolved_before")} | {
+                    read.context.clause[occ[i].first] for i in gone}
     # A body part whose finding is denied in its clause (嘴唇没有肿) names nothing.
     live_symptoms = [i for i in symptomatic if flags[i].live and not (
         occ[i].group == "body" and read.context.clause[occ[i].first] in denied_clauses)]
     rank = max((r.tier.rank for r in reasons), default=-1)
-    # 胸口不闷: the chest whose finding is denied in its clause is no alarm either.
+    # 胸口不闷: the chest whose finding is denied in its clause is no alarm either;
+    # 胸口不痛了: nor is one whose finding has gone.
     alarms = [i for name in named.ALARM for i in read.live(name)
-              if read.context.clause[occ[i].first] not in denied_clauses]
+              if read.context.clause[occ[i].first] not in denied_clauses | gone_clauses]
     if alarms and rank < Tier.SAME_DAY.rank:
         reasons.append(Reason("red_flag", Tier.SAME_DAY,
                               tuple(dict.fromkeys(read.surface(occ[i]) for i in alarms))))
