@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 SYSTEM = Actor.system("dispatcher")
 LANES = (outbox.SAFETY, outbox.ROUTINE)
+# Safety rows claimed before the lane's others (template id prefixes): the replies that say call
+# 120 now and the alert pages, ahead of same-day replies and notices when many are due at once.
+SAFETY_FIRST = ("report.reply_emergency", "report.unregistered_emergency",
+                "report.reply_unreached", "alert.page")
 
 # Which routine message the daily SMS cap keeps first, by template id prefix (longest wins).
 IMPORTANCE: tuple[tuple[str, int], ...] = (
@@ -236,7 +240,8 @@ class Dispatcher:
         async with self.db.write() as session:
             now = self.clock.now()
             rows = await outbox.claim(session, lane=lane, channels=self.channels, now=now,
-                                      limit=limit)
+                                      limit=limit,
+                                      first=SAFETY_FIRST if lane == outbox.SAFETY else ())
             if not rows:
                 return 0, [], token
             ready = await self._screen(session, rows, now, token)

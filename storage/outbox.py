@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import insert_new
@@ -161,8 +161,10 @@ async def cancel_queued(session: AsyncSession, where: ColumnElement[bool], *, no
 
 
 async def claim(session: AsyncSession, *, lane: str, channels: Iterable[str], now: datetime,
-                limit: int) -> list[OutboundMessage]:
-    """Lock up to `limit` rows of a lane that are due, or whose lease expired (oldest first).
+                limit: int, first: Sequence[str] = ()) -> list[OutboundMessage]:
+    """Lock up to `limit` rows of a lane that are due, or whose lease expired (oldest first;
+    rows whose template id starts with one of `first` before the others, e.g. the replies that
+    say call 120 and alert pages in the safety lane).
 
     PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claims never wait for nor take each
     other's rows. SQLite: the write transaction is `BEGIN IMMEDIATE`, so claims are serialised.
@@ -170,10 +172,14 @@ async def claim(session: AsyncSession, *, lane: str, channels: Iterable[str], no
     """
     due = or_(and_(OutboundMessage.status == QUEUED, OutboundMessage.due_at <= now),
               and_(OutboundMessage.status == SENDING, OutboundMessage.lease_until < now))
+    order: list[Any] = [OutboundMessage.due_at, OutboundMessage.id]
+    if first:
+        order.insert(0, case((or_(*(OutboundMessage.template_id.startswith(prefix)
+                                    for prefix in first)), 0), else_=1))
     statement = (select(OutboundMessage)
                  .where(OutboundMessage.lane == lane, due,
                         OutboundMessage.channel.in_(list(channels)))
-                 .order_by(OutboundMessage.due_at, OutboundMessage.id)
+                 .order_by(*order)
                  .limit(limit)
                  .with_for_update(skip_locked=True))
     rows = list((await session.execute(statement)).scalars().all())

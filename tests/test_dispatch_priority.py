@@ -17,13 +17,15 @@ from bot.conversation import Conversation, InboundEvent
 from bot.sms import SmsChannel
 from engage.clock import SimulatedClock
 from messages import catalogue
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import SAFETY_FIRST, Dispatcher
 from scheduler.ratelimit import ChannelRate, RateLimiter
+from storage import outbox
 from storage.db import Database
 from tests.fakes.people import add_site, add_staff, enrol
 from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.fakes.webhooks import PUBLIC_URL
+from tests.workers.dispatch_support import insert_rows, row
 from trial.protocol import Protocol
 
 PATIENT = "+8613900000021"
@@ -62,9 +64,9 @@ async def test_emergency_reply_and_page_overtake_queued_routine_replies(
     await add_site(db, clock.now())
     await add_staff(db, clock.now(), telegram_id=None, phone=COORDINATOR)
     await enrol(db, protocol, clock.now(), phone=PATIENT, language="zh")
-    # One sender paced at 20 SMS/s: the forty routine replies take about two seconds.
+    # One sender paced at 10 SMS/s: the forty routine replies take about four seconds.
     dispatcher = Dispatcher(db, protocol, {"sms": sms}, clock, worker_id="priority",
-                            rates={"sms": ChannelRate(20.0)}, poll_interval=0.05)
+                            rates={"sms": ChannelRate(10.0)}, poll_interval=0.05)
     conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)
     emergency = catalogue.render("report.reply_emergency", "zh")
     routine = catalogue.render("report.reply_routine", "zh")
@@ -80,6 +82,7 @@ async def test_emergency_reply_and_page_overtake_queued_routine_replies(
             await conversation.handle(_text("有点头痛", clock))
         await _until(lambda: sum(routine in b for b in bodies()) >= 3)
         await conversation.handle(_text("胸口很痛，喘不上气", clock))
+        queued_after = len(fake_twilio.sent_to())  # the emergency reply and page are queued
         await _until(lambda: any(emergency in b for b in bodies())
                      and len(fake_twilio.sent_to(COORDINATOR)) >= 1)
         sent = fake_twilio.sent_to()
@@ -89,9 +92,11 @@ async def test_emergency_reply_and_page_overtake_queued_routine_replies(
     finally:
         stop.set()
         await asyncio.wait_for(loop, 10)
-    # Both went out while most routine replies were still waiting for their slot.
-    assert first_emergency < ROUTINE // 2, first_emergency
-    assert first_page < ROUTINE // 2, first_page
+    # Both went out next: behind at most the few routine replies already holding a slot or in
+    # flight, not behind the rest still waiting (before the fix: after all forty).
+    assert queued_after < ROUTINE // 2, queued_after
+    assert first_emergency <= queued_after + 8, (first_emergency, queued_after)
+    assert first_page <= queued_after + 8, (first_page, queued_after)
     assert page in fake_twilio.sent_to(COORDINATOR)[0].params["Body"].lower()
     assert [r.params["To"] for r in fake_twilio.sent_to()].count(PATIENT) == ROUTINE + 1
 
@@ -110,3 +115,20 @@ async def test_an_urgent_message_takes_its_turn_at_a_busy_number_before_routine_
     urgent = asyncio.create_task(send("urgent", True))
     await asyncio.gather(*routine, urgent)
     assert order.index("urgent") <= 2, order  # behind the one holding the number, not all six
+
+
+async def test_the_safety_lane_claims_call_120_replies_and_pages_before_its_other_rows(
+        db: Database, clock: SimulatedClock) -> None:
+    now = clock.now()
+    same_day = [row(f"reply:{n}:0", address=f"+86138{n:08d}", channel="sms", lane="safety",
+                    template_id="report.reply_same_day", now=now) for n in range(30)]
+    await insert_rows(db, [*same_day,
+                           row("reply:99:0", address=PATIENT, channel="sms", lane="safety",
+                               template_id="report.reply_emergency", now=now),
+                           row("alert:1:page:1:1:sms", address=COORDINATOR, channel="sms",
+                               lane="safety", template_id="alert.page_sms", now=now)])
+    async with db.write() as session:
+        claimed = await outbox.claim(session, lane="safety", channels=["sms"], now=now,
+                                     limit=5, first=SAFETY_FIRST)
+    assert [r.template_id for r in claimed] == [
+        "report.reply_emergency", "alert.page_sms", *["report.reply_same_day"] * 3]
