@@ -101,17 +101,23 @@ async def test_emergency_reply_and_page_overtake_queued_routine_replies(
     assert [r.params["To"] for r in fake_twilio.sent_to()].count(PATIENT) == ROUTINE + 1
 
 
-async def test_an_urgent_message_takes_its_turn_at_a_busy_number_before_routine_ones() -> None:
-    limits = RateLimiter({"sms": ChannelRate(50.0)})
+@pytest.mark.parametrize(("channel", "rate"), [
+    ("sms", ChannelRate(50.0)),  # a sender's pace
+    ("telegram", ChannelRate(100.0, 50.0)),  # the bot's pace and one chat's
+])
+async def test_an_urgent_message_takes_its_turn_at_a_busy_address_before_routine_ones(
+        channel: str, rate: ChannelRate) -> None:
+    limits = RateLimiter({channel: rate})
     order: list[str] = []
 
     async def send(name: str, urgent: bool) -> None:
-        await limits.acquire("sms", PATIENT, urgent=urgent)
+        await limits.acquire(channel, PATIENT, urgent=urgent)
         order.append(name)
 
     routine = [asyncio.create_task(send(f"r{n}", False)) for n in range(6)]
     await asyncio.sleep(0)
-    assert limits.delay("sms", PATIENT, urgent=True) < limits.delay("sms", PATIENT)
+    routine_wait = limits.delay(channel, PATIENT)
+    assert limits.delay(channel, PATIENT, urgent=True) <= routine_wait
     urgent = asyncio.create_task(send("urgent", True))
     await asyncio.gather(*routine, urgent)
     assert order.index("urgent") <= 2, order  # behind the one holding the number, not all six
