@@ -48,13 +48,18 @@ def _same_number(written_to: str, site_phone: str) -> bool:
     return to == phone or to.endswith(phone) or phone.endswith(to)
 
 
-async def sites_for(session: AsyncSession, written_to: str, *, lock: bool = False
-                    ) -> list[Site]:
-    """The site whose number a text was written to; every site when that cannot be known."""
+async def sites_for(session: AsyncSession, protocol: Protocol, written_to: str, *,
+                    lock: bool = False) -> list[Site]:
+    """The site whose number a text was written to (one of its `sites.<code>.sms_numbers` in
+    the protocol, else its registered phone); every site when that cannot be known."""
     query = select(Site).order_by(Site.id)
     sites = list((await session.execute(query.with_for_update() if lock else query)).scalars())
-    matching = [s for s in sites if written_to and s.phone and _same_number(written_to, s.phone)]
-    return matching[:1] or sites
+    if not written_to:
+        return sites
+    configured = [s for s in sites if s.id in protocol.sites and any(
+        _same_number(written_to, n) for n in protocol.sites[s.id].sms_numbers)]
+    registered = [s for s in sites if s.phone and _same_number(written_to, s.phone)]
+    return configured[:1] or registered[:1] or sites
 
 
 async def receive(session: AsyncSession, protocol: Protocol, *, sender: str, written_to: str,
@@ -73,7 +78,7 @@ async def receive(session: AsyncSession, protocol: Protocol, *, sender: str, wri
         return None
     tier = assessment.tier
     # The sites' rows locked first: two texts from one sender handled at once open one alert.
-    sites = await sites_for(session, written_to, lock=True)
+    sites = await sites_for(session, protocol, written_to, lock=True)
     open_tiers = (await session.execute(select(Alert.site_id, Alert.tier).where(
         Alert.kind == KIND, Alert.sender == sender,
         Alert.status != alerts.RESOLVED))).all()

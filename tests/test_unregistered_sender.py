@@ -21,7 +21,7 @@ from storage.models import Alert, InboundMessage, OutboundMessage, Staff
 from study import digest, exports, listing
 from study.senders import mask_sender
 from tests.fakes.people import add_site, add_staff
-from trial.protocol import Protocol
+from trial.protocol import Localized, Protocol, SiteText
 
 BJ01_PHONE, SH02_PHONE = "+861012345678", "+862198765432"
 STRANGER = "+8613900000021"
@@ -141,3 +141,15 @@ async def test_an_unknown_telegram_chat_is_seen_by_staff_everywhere_masked(
     sender_column = exports.ALERT_COLUMNS.index("sender")
     assert [r[sender_column] for r in exported] == [masked, masked]
     assert all("555123456" not in str(r) for r in exported)
+
+
+async def test_a_number_the_protocol_gives_a_site_alerts_that_site_only(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    db = sqlite_db
+    await _sites(db, clock.now())
+    own = SiteText(sms_name=Localized(zh="随访中心", en="Clinic"), sms_numbers=["+15005550099"])
+    conversation = Conversation(db, protocol.model_copy(update={"sites": {"SH02": own}}), clock)
+    await conversation.handle(_sms("he collapsed and is not waking up", clock.now(),
+                                   to="+1 500-555-0099"))
+    alerts, _ = await _rows(db)
+    assert [(a.site_id, a.tier) for a in alerts] == [("SH02", "emergency")]

@@ -303,6 +303,9 @@ class Digest(_Strict):
 
 class SiteText(_Strict):
     sms_name: Localized
+    # The SMS numbers patients of this site write to (E.164), when each site has its own: an
+    # urgent text from an unregistered phone to one of them alerts this site only.
+    sms_numbers: list[str] = Field(default_factory=list)
 
 
 class Protocol(_Strict):
