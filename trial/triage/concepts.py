@@ -149,7 +149,8 @@ class Matcher:
     def __init__(self, lexicon: Lexicon, extra: Iterable[tuple[str, str, str]] = ()) -> None:
         self.lexicon = lexicon
         self.by_first: dict[str, list[_Form]] = {}
-        self.by_sound: dict[str, list[_Form]] = {}
+        # Forms by the readings of their first two characters (every pair of readings).
+        self.by_sound: dict[tuple[str, str], list[_Form]] = {}
         self.exact_texts: set[str] = set()
         vocabulary: set[str] = set()
         known: set[str] = set()
@@ -173,8 +174,9 @@ class Matcher:
                     sounds = tuple(pinyin(k) for k in keys)
                     if all(sounds):
                         sounded = _Form(keys, name, group, sounds)
-                        for syllable in sounds[0]:
-                            self.by_sound.setdefault(syllable, []).append(sounded)
+                        for first in sounds[0]:
+                            for second in sounds[1]:
+                                self.by_sound.setdefault((first, second), []).append(sounded)
         self.vocabulary = sorted(vocabulary)
         self.known = frozenset(known)
 
@@ -248,25 +250,26 @@ class Matcher:
         n = len(keys)
         sounds_of = [pinyin(k)[:1] if u.kind == "cjk" else () for k, u in zip(keys, found_units,
                                                                                 strict=True)]
-        for i in range(n):
-            for syllable in sounds_of[i]:
-                for form in self.by_sound.get(syllable, ()):
-                    end = i + len(form.keys)
-                    if end > n:
-                        continue
-                    if not all(sounds_of[i + j] and sounds_of[i + j][0] in sounds
-                               for j, sounds in enumerate(form.sounds)):
-                        continue
-                    window = keys[i:end]
-                    if "".join(window) in self.exact_texts:
-                        continue
-                    differing = sum(1 for a, b in zip(window, form.keys, strict=True) if a != b)
-                    if not 1 <= differing <= (2 if len(window) >= 4 else 1):
-                        continue
-                    if len(window) == 2 and any(a == b and a in _PARTICLES
-                                                for a, b in zip(window, form.keys, strict=True)):
-                        continue  # 少了 is not 烧了: a particle carries no meaning to match on
-                    found.append(Occurrence(form.name, form.group, i, end, "homophone"))
+        for i in range(n - 1):
+            if not (sounds_of[i] and sounds_of[i + 1]):
+                continue
+            for form in self.by_sound.get((sounds_of[i][0], sounds_of[i + 1][0]), ()):
+                end = i + len(form.keys)
+                if end > n:
+                    continue
+                if not all(sounds_of[i + j] and sounds_of[i + j][0] in sounds
+                           for j, sounds in enumerate(form.sounds)):
+                    continue
+                window = keys[i:end]
+                if "".join(window) in self.exact_texts:
+                    continue
+                differing = sum(1 for a, b in zip(window, form.keys, strict=True) if a != b)
+                if not 1 <= differing <= (2 if len(window) >= 4 else 1):
+                    continue
+                if len(window) == 2 and any(a == b and a in _PARTICLES
+                                            for a, b in zip(window, form.keys, strict=True)):
+                    continue  # 少了 is not 烧了: a particle carries no meaning to match on
+                found.append(Occurrence(form.name, form.group, i, end, "homophone"))
         return found
 
 

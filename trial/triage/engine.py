@@ -168,6 +168,10 @@ def _scope_of(read: _Read, occ: Occurrence, scope: str) -> int:
 
 def _combination(read: _Read, comb: named.Combination) -> tuple[list[int] | None, bool]:
     """The occurrences meeting a combination (None if unmet), and whether part of it was met."""
+    met = [any(name in (read._said if name in named.EVENTS else read._live) for name in slot)
+           for slot in comb.slots]
+    if not all(met):  # the common case, answered without building lists
+        return None, any(met)
     live_by_slot = [[i for name in slot for i in
                      (read.said(name) if name in named.EVENTS else read.live(name))]
                     for slot in comb.slots]
@@ -277,6 +281,8 @@ def _clauses(read: _Read) -> dict[int, str]:
 
 def _capsules_at_once(read: _Read) -> int | None:
     """The largest count of capsules said to be taken at once, outside an "if" or the weather."""
+    if not any(o.group == "medicine" for o in read.occurrences):
+        return None  # no capsule counted (粒, capsules are medicine words)
     counts = []
     for clause, piece in _clauses(read).items():
         if clause in read.context.idle_clauses or _NOT_ONE_DOSE.search(piece):
@@ -304,8 +310,9 @@ def _stretch_hours(piece: str) -> int:
 def _stopped_for_days(read: _Read) -> list[int]:
     """A not-taken or stop word in a clause that says for how many days (2 or more), with no
     symptom before it there (拉肚子停了两天 is the diarrhoea stopping)."""
-    pieces = _clauses(read)
-    for i in [*read.live("missed_word"), *read.live("stop"), *read.said("stopped_word")]:
+    candidates = [*read.live("missed_word"), *read.live("stop"), *read.said("stopped_word")]
+    pieces = _clauses(read) if candidates else {}
+    for i in candidates:
         occ = read.occurrences[i]
         clause = read.context.clause[min(occ.first, len(read.units) - 1)]
         if clause in read.context.idle_clauses or _stretch_hours(pieces.get(clause, "")) < 48:
