@@ -93,6 +93,7 @@ ALERT_COLUMNS = (
     "pages",
     "acknowledged_at_utc", "acknowledged_by_staff_id", "acknowledged_by_role",
     "resolved_at_utc", "resolved_by_staff_id", "resolved_by_role", "resolution_note",
+    "sae_reported_at_utc", "sae_reported_by_staff_id", "unreached_at_utc",
 )
 
 
@@ -114,7 +115,8 @@ async def alert_rows(session: AsyncSession) -> AsyncIterator[Row]:
                alert.summary, alert.received_at, local(alert.received_at, tz), alert.opened_at,
                alert.sae_deadline_at, alert.level, alert.pages, alert.acknowledged_at,
                alert.acknowledged_by, ack_role, alert.resolved_at, alert.resolved_by,
-               resolve_role, alert.resolution_note)
+               resolve_role, alert.resolution_note, alert.sae_reported_at,
+               alert.sae_reported_by, alert.unreached_at)
 
 
 MESSAGE_COLUMNS = (
