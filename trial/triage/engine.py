@@ -324,6 +324,9 @@ def _stopped_for_days(read: _Read) -> list[int]:
     return []
 
 
+_BARE_FAHRENHEIT = re.compile(r"(?<![\d.,:/-])(99|10[0-7])(?![\d.,:/])")
+
+
 def _clause_readings(read: _Read) -> list[Reading]:
     """Temperatures read clause by clause; a clause about the weather or a "what if" is not a
     reading of the body."""
@@ -340,7 +343,13 @@ def _clause_readings(read: _Read) -> list[Reading]:
                 and clause not in measured):
             continue  # "heatwave, 40 degrees here": the weather's sentence
         start, end = read.text.span(read.units[members[0]].start, read.units[members[-1]].end)
-        found.extend(readings(read.text.original[start:end]))
+        piece = read.text.original[start:end]
+        # A clause that names a measurement reads a bare number too ("temp hit 38", "temp 102").
+        here = readings(piece, expect_temperature=clause in measured)
+        if not here and clause in measured:
+            here = [Reading(round((int(m.group(1)) - 32) * 5 / 9, 1), m.group(1), True)
+                    for m in _BARE_FAHRENHEIT.finditer(fold(piece))]
+        found.extend(here)
     return found
 
 
