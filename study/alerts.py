@@ -277,6 +277,9 @@ async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: S
     # Staff SMS names the subject id only: never the report's words, drug, disease or trial.
     message_id = f"alert.page{sae}" if route.channel == "telegram" else f"alert.page_sms{sae}"
     template = catalogue.template(message_id, language)
+    params = alert_params(alert, context, language)
+    if alert.sae_deadline_at is not None:  # the site's time, UTC beside it
+        params["deadline_local"] = _local(alert.sae_deadline_at, context["tz"])
     choices = []
     if route.channel == "telegram":
         choices = [
@@ -288,7 +291,7 @@ async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: S
     await enqueue(session, key=f"alert:{alert.id}:page:{step}:{staff.id}:{route.channel}",
                   channel=route.channel, address=route.address, template_id=message_id,
                   template_version=template.version, language=language,
-                  body=template.render(**alert_params(alert, context, language)), due_at=now,
+                  body=template.render(**params), due_at=now,
                   now=now, lane=SAFETY, choices=choices, staff_id=staff.id, alert_id=alert.id)
 
 

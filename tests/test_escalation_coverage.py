@@ -233,6 +233,8 @@ async def test_an_acknowledged_sae_candidate_is_reminded_until_reported_to_the_s
     async with db.read() as session:
         alert = (await session.execute(select(Alert))).scalar_one()
     assert alert.sae_deadline_at == now + timedelta(hours=24)
+    sms_page = next(p for p in await _pages(db) if p.channel == "sms")
+    assert "2026-03-03 08:00 Asia/Shanghai (2026-03-03 00:00 UTC)" in sms_page.body
     await _sms(conversation, INVESTIGATOR_PHONE, f"ACK {alert.id}", now, 10)
 
     async def reminders() -> list[OutboundMessage]:
