@@ -18,6 +18,7 @@ which concepts.py already dropped.
   gone, its earlier mentions have gone too. Improvement (好一点了, easing) is not resolution.
 - present: a clause that says "now" (现在, 此刻, "right now", "at the moment") reports what it
   names even under an "if" or a should-I question ("is it ok if I have chest pain now?").
+- place: a number read in a clause about a balcony or a fridge is no body temperature.
 - long ago: a clause about years ago or childhood (去年, 小时候, "10 years ago") is history.
 - normal: "breathing is fine", 体温正常 denies what the clause names.
 - reporter: a relative writing (我爸, my daughter) counts the same; noted for staff.
@@ -65,6 +66,7 @@ class Context:
     sentence: list[int]
     idle_clauses: set[int] = field(default_factory=set)  # hypothetical or not about the body
     present_clauses: set[int] = field(default_factory=set)  # say "now": an "if" there reports
+    placed_clauses: set[int] = field(default_factory=set)  # a balcony, a fridge: no body reading
     worldly_sentences: set[int] = field(default_factory=set)  # mention the weather, money...
     reporter: Occurrence | None = None
 
@@ -188,6 +190,8 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
                     flags[k].hypothetical = True
             context.idle_clauses.add(clause_of(cue))
             context.worldly_sentences.add(sentence_of(cue))
+        elif cue.name == "place":
+            context.placed_clauses.add(clause_of(cue))
         elif cue.name == "long_ago":  # "died 10 years ago", 小时候: history, not a report now
             for k in targets:
                 if clause_of(occurrences[k]) == clause_of(cue):

@@ -337,7 +337,7 @@ def _clause_readings(read: _Read) -> list[Reading]:
     measured = {read.context.clause[o.first] for o in read.occurrences
                 if o.name in ("measure", "fever_word", "chills_word")}
     for clause, members in by_clause.items():
-        if clause in read.context.idle_clauses:
+        if clause in read.context.idle_clauses or clause in read.context.placed_clauses:
             continue
         if (read.context.sentence[members[0]] in read.context.worldly_sentences
                 and clause not in measured):
