@@ -157,6 +157,7 @@ async def page(session: AsyncSession, protocol: Protocol, alert: Alert, *,
     rungs, skipped = ladder(policy.chain, set(groups), first=first, top_pages=policy.top_pages)
     step_no = alert.pages
     notes = [f"skipped {role}: nobody to page" for role in skipped]
+    newly_unreached = False
     if rungs:
         rung = rung_at(rungs, step_no)
         names: Sequence[str] = rung.groups
@@ -168,6 +169,7 @@ async def page(session: AsyncSession, protocol: Protocol, alert: Alert, *,
     else:
         names, top_reached = STUDY_GROUPS, True
         unreached = alert.unreached_at or now
+        newly_unreached = alert.unreached_at is None
         notes.insert(0, f"nobody at site {alert.site_id} can be paged; study admins paged"
                      if any(groups.get(g) for g in STUDY_GROUPS) else
                      f"nobody at site {alert.site_id} nor any admin can be paged")
@@ -187,7 +189,7 @@ async def page(session: AsyncSession, protocol: Protocol, alert: Alert, *,
     detail = "; ".join([*notes, "paged " + (", ".join(sent) or "nobody")])
     if not rungs:
         log.error("alert %s: %s", alert.id, detail)
-        if alert.pages == 1:  # the first page: every admin is told why, by every route
+        if newly_unreached:  # every admin is told why, by every route, once
             await _tell_unreached(session, alert, targets, context, now=now)
     event = AlertEvent(alert_id=alert.id, step=step, kind="paged", level=step_no, at=now,
                        detail=detail)
