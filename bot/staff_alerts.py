@@ -170,11 +170,26 @@ async def reviewed(session: AsyncSession, protocol: Protocol, staff: Staff, args
     return [Reply("alert.reports_reviewed", {"count": count})]
 
 
+async def reviewed_button(session: AsyncSession, protocol: Protocol, staff: Staff,
+                          payload: str, *, now: datetime) -> list[Reply]:
+    """The digest's "Listed reports reviewed" button: every unreviewed report of the staff
+    member's site up to the newest one the digest listed."""
+    if staff.role in staff_access.READ_ONLY_ROLES or not payload.isdigit():
+        return [Reply("alert.error_not_permitted", {"id": payload[:10] or "?"})]
+    site = None if staff_access.sees_all_sites(staff) else staff.site_id
+    chosen = [r for r in await reports.unreviewed(session, site) if r.id <= int(payload)]
+    count = await reports.mark_reviewed(session, chosen, staff_id=staff.id, now=now,
+                                        actor=Actor.staff(staff.id),
+                                        reason="digest button: listed reports reviewed")
+    return [Reply("alert.reports_reviewed", {"count": count})]
+
+
 register_command("alerts", list_alerts)
 register_command("sae", sae)
 register_command("oncall", oncall_now)
 register_command("reviewed", reviewed)
 register_action("alert:sae_reported", sae_button)
+register_action("alert:reviewed", reviewed_button)
 register_command("ack", ack)
 register_command("resolve", resolve)
 register_action("alert:ack", ack_button)

@@ -109,12 +109,18 @@ async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
         header, lines = digest.render(content, staff.language)
         template_id = "digest.quiet" if content.quiet else "digest.header"
         version = catalogue.template(template_id, staff.language).version
+        listed = [r.report_id for r in (*content.overdue_reports, *content.reports)]
         for page in paginate(header, lines, rows_per_page=UNLIMITED_ROWS):
+            # The last page carries "Listed reports reviewed" (the reports up to the newest
+            # listed one: a report arriving later is not reviewed by it).
+            choices = [{"label": catalogue.render("digest.button_reviewed", staff.language),
+                        "action": f"alert:reviewed:{max(listed)}", "sms_word": ""}] \
+                if listed and page.number == page.count else []
             row = await outbox.enqueue(
                 session, key=f"{base}:{staff.id}:{page.number}", channel="telegram",
                 address=address, template_id=template_id, template_version=version,
                 language=staff.language, body=page.text, due_at=now, now=now,
-                staff_id=staff.id)
+                staff_id=staff.id, choices=choices)
             queued += row is not None
         queued += await enqueue_chart(session, site, staff, local_date, now=now,
                                       key=f"{base}:{staff.id}:chart", drawn=drawn)

@@ -223,3 +223,31 @@ async def test_reports_unreviewed_for_two_working_days_come_first_and_sae_clocks
     assert catalogue.render("digest.sae_row", "en", id=sae.id, subject="BJ01-001",
                             deadline_local="03-03 06:00", deadline_utc="03-02 22:00 UTC") in body
     assert site_digest.working_days_between(date(2026, 2, 27), date(2026, 3, 2)) == 1
+
+
+async def test_the_digest_button_reviews_the_listed_reports_only(
+        db: Database, protocol: Protocol) -> None:
+    from bot import staff_alerts
+
+    async with db.write() as session:
+        await add_site(session, "BJ01")
+        coordinator = await add_staff(session, "BJ01", "coordinator")
+        patient = await add_patient(session, "BJ01-001", "BJ01", telegram_id=721)
+        listed = await add_report(session, patient, "头痛", at=T0 - timedelta(hours=3))
+    await digest_step.plan_digests(db, protocol, T0)
+    [text, _photo] = [r for r in await digest_rows(db) if r.staff_id == coordinator.id]
+    assert [c["action"] for c in text.choices] == [f"alert:reviewed:{listed.id}"]
+    async with db.write() as session:
+        later = await add_report(session, patient, "乏力", at=T0 + timedelta(minutes=5))
+        staff = await session.get(type(coordinator), coordinator.id)
+        assert staff is not None
+        replies = await staff_alerts.reviewed_button(session, protocol, staff, str(listed.id),
+                                                     now=T0 + timedelta(minutes=10))
+    assert [(r.message_id, r.params) for r in replies] == [
+        ("alert.reports_reviewed", {"count": 1})]
+    async with db.read() as session:
+        first = await session.get(SymptomReport, listed.id)
+        second = await session.get(SymptomReport, later.id)
+    assert first is not None
+    assert second is not None
+    assert (first.reviewed_by, second.reviewed_by) == (coordinator.id, None)
