@@ -36,7 +36,7 @@ from trial.triage.lexicon import Lexicon
 from trial.triage.normalise import Normalised, is_cjk, normalise
 
 _UNIT = re.compile(
-    r"(?P<word>[a-z][a-z0-9]*(?:['&\-][a-z0-9]+)*)"
+    r"(?P<word>[a-z]+(?:['&\-][a-z]+)*)"
     r"|(?P<num>\d+(?:[.,]\d+)?)"
     r"|(?P<cjk>[\u3400-\u9fff\uf900-\ufaff])"
     r"|(?P<other>\n|[^\s])")

@@ -327,6 +327,20 @@ def _stopped_for_days(read: _Read) -> list[int]:
 _BARE_FAHRENHEIT = re.compile(r"(?<![\d.,:/-])(99|10[0-7])(?![\d.,:/])")
 
 
+def _finding_undone(read: _Read, body: Occurrence) -> bool:
+    """A finding denied or gone after this body part in its clause (胸口不闷, 胸口不痛了)."""
+    clause = read.context.clause
+    here = clause[min(body.first, len(read.units) - 1)]
+    for j, o in enumerate(read.occurrences):
+        if o.first < body.last or clause[min(o.first, len(read.units) - 1)] != here:
+            continue
+        flags = read.context.flags[j]
+        if (o.group == "finding" and (flags.negated or flags.resolved)) or o.name in (
+                "resolved_after", "resolved_before"):
+            return True
+    return False
+
+
 def _clause_readings(read: _Read) -> list[Reading]:
     """Temperatures read clause by clause; a clause about the weather or a "what if" is not a
     reading of the body."""
@@ -449,17 +463,13 @@ def _triage(report: Report, rules: Rules) -> Assessment:
     if gone and not fired:
         fire("resolved", gone)
     denied_clauses = {read.context.clause[occ[i].first] for i in symptomatic if flags[i].negated}
-    gone_clauses = {read.context.clause[min(o.first, len(read.units) - 1)] for i, o in
-                    enumerate(occ) if o.name in ("resolved_after", "resolved_before")} | {
-                    read.context.clause[occ[i].first] for i in gone}
     # A body part whose finding is denied in its clause (嘴唇没有肿) names nothing.
     live_symptoms = [i for i in symptomatic if flags[i].live and not (
         occ[i].group == "body" and read.context.clause[occ[i].first] in denied_clauses)]
     rank = max((r.tier.rank for r in reasons), default=-1)
-    # 胸口不闷: the chest whose finding is denied in its clause is no alarm either;
-    # 胸口不痛了: nor is one whose finding has gone.
+    # 胸口不闷, 胸口不痛了: a chest whose finding after it is denied or gone is no alarm.
     alarms = [i for name in named.ALARM for i in read.live(name)
-              if read.context.clause[occ[i].first] not in denied_clauses | gone_clauses]
+              if not _finding_undone(read, occ[i])]
     if alarms and rank < Tier.SAME_DAY.rank:
         reasons.append(Reason("red_flag", Tier.SAME_DAY,
                               tuple(dict.fromkeys(read.surface(occ[i]) for i in alarms))))
