@@ -25,7 +25,8 @@ class OutgoingMessage:
     choices: tuple[Choice, ...] = ()
     image: bytes | None = None
     validity_seconds: int | None = None  # SMS: fail rather than arrive late
-    language: str = ""  # the outbox row's language (SMS renders "Reply 1 TAKEN..." in it)
+    language: str = ""  # the outbox row's language (SMS renders "回复：1 已服…" in it)
+    signature: str = ""  # SMS: the site's name, signed after the choice line
 
 
 @dataclass(frozen=True)

@@ -519,8 +519,10 @@ class Conversation:
 
 def _language_question() -> Reply:
     return Reply("chat.language_ask", choices=(
-        Choice("chat.language_zh", "lang:zh", "LANG ZH"),
-        Choice("chat.language_en", "lang:en", "LANG EN")))
+        # By SMS the words themselves, in the reader's language (中文 / 英文): no number that
+        # could be read as a dose answer (messages.sms.SMS_CHOICES["language"]).
+        Choice("chat.language_zh", "lang:zh", "chat.language_zh_word"),
+        Choice("chat.language_en", "lang:en", "chat.language_en_word")))
 
 
 def _questionnaire() -> Any:

@@ -23,8 +23,7 @@ from bot.channels import (
 )
 from bot.sms_status import OPTED_OUT, UNREACHABLE
 from engage.config import Settings
-from messages import catalogue
-from messages.keywords import parse_keyword
+from messages import sms as sms_text
 from trial.protocol import Protocol
 
 SMS = "sms"
@@ -48,30 +47,12 @@ def language_of(text: str) -> str:
     return "zh" if CJK.search(text) else "en"
 
 
-def choice_number(choice: Choice, position: int) -> str:
-    """The number a patient types for a choice: the keyword's own number where it has one
-    (1 TAKEN, 2 SKIP, 3 SNOOZE), so what we print is what we understand."""
-    keyword = parse_keyword(choice.sms_word) if choice.sms_word else None
-    if keyword is not None:
-        for n in range(1, 10):
-            if parse_keyword(str(n)) is keyword:
-                return str(n)
-        return ""
-    return str(position)
-
-
-def render(text: str, choices: tuple[Choice, ...], language: str) -> str:
-    """The SMS body: the text, then 'Reply 1 TAKEN, 2 SKIP, 3 SNOOZE'."""
-    if not choices:
-        return text
-    options = []
-    for position, choice in enumerate(choices, start=1):
-        word = choice.sms_word or choice.label
-        number = choice_number(choice, position)
-        options.append(f"{number} {word}" if number and number != word else word)
-    separator = catalogue.render("chat.sms_choice_separator", language)
-    line = catalogue.render("chat.sms_choices", language, options=separator.join(options))
-    return f"{text}\n{line}"
+def render(text: str, choices: tuple[Choice, ...], language: str, signature: str = "") -> str:
+    """The SMS body: the text, its choice line (`回复：1 已服，2 未服，3 稍后提醒`, built from the
+    choices' own labels in the recipient's language; a choice without an SMS word is a
+    Telegram-only button), then the site's signature at the very end."""
+    line = sms_text.choice_line([(c.sms_word, c.label) for c in choices], language)
+    return sms_text.compose(text, line, signature)
 
 
 class SmsChannel:
@@ -118,7 +99,7 @@ class SmsChannel:
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one SMS; Twilio's SID becomes the provider id for status callbacks."""
         language = message.language or language_of(message.text)
-        body = render(message.text, message.choices, language)
+        body = render(message.text, message.choices, language, message.signature)
         # The outbox id rides in the callback URL: a send that timed out before Twilio's SID
         # came back can still be matched to its status callbacks.
         callback = f"{self.status_callback}?message_id={message.message_id}"

@@ -182,8 +182,15 @@ def _short(path: Path, locale_dir: Path) -> str:
 
 
 def main() -> int:
-    """Print every catalogue problem; exit status 1 if there is any."""
+    """Print every catalogue problem, then every SMS problem with the bundled protocol
+    (`messages.sms.check_sms`: segment budgets, forbidden words, Latin keywords in Chinese);
+    exit status 1 if there is any."""
     problems = check_catalogues()
+    if not problems:
+        from messages.sms import check_sms
+        from trial.protocol import load_protocol
+
+        problems = check_sms(load_protocol())
     for problem in problems:
         sys.stdout.write(f"{problem}\n")
     return 1 if problems else 0

@@ -32,15 +32,18 @@ class Keyword(StrEnum):
 _KEYWORDS: dict[Keyword, tuple[str, ...]] = {
     Keyword.TAKEN: ("taken", "took", "took it", "done", "1", "已服", "已服用", "已服药",
                     "已吃", "已吃药", "吃了", "吃过了", "服了", "已经吃了"),
-    Keyword.SKIP: ("skip", "skipped", "2", "跳过"),
+    # "2" is the reminder's second choice, "not taken": answered with the missed-dose rule.
+    Keyword.SKIP: ("skip", "skipped", "跳过"),
     Keyword.SNOOZE: ("snooze", "later", "3", "稍后", "延后", "晚点", "等会", "稍后提醒"),
-    Keyword.MISSED: ("missed", "miss", "漏服", "漏吃", "忘服", "忘了吃", "忘记吃了"),
+    Keyword.MISSED: ("missed", "miss", "2", "not taken", "not yet", "未服", "没服", "没吃",
+                     "还没吃", "漏服", "漏吃", "忘服", "忘了吃", "忘记吃了"),
     # Twilio's opt-out words: Twilio itself blocks the number on these, so we must pause too.
     Keyword.STOP: ("stop", "stopall", "stop all", "unsubscribe", "cancel", "end", "quit",
                    "optout", "opt out", "opt-out", "revoke", "退订", "td", "取消订阅"),
     Keyword.START: ("start", "unstop", "resume", "恢复", "开始", "订阅"),
     Keyword.HELP: ("help", "info", "帮助", "求助", "?"),
-    Keyword.REPORT: ("report", "symptom", "symptoms", "症状", "报告", "不舒服"),
+    Keyword.REPORT: ("report", "symptom", "symptoms", "report symptoms", "症状", "报告",
+                     "报告症状", "不舒服"),
     Keyword.LANGUAGE: ("lang", "language", "语言", "切换语言"),
 }
 

@@ -30,6 +30,7 @@ SAMPLES: dict[str, str | dict[str, str]] = {
     "label": {"zh": "研究用药", "en": "study medication"},
     "capsules": "3",
     "dose_time": "08:30",
+    "latest": "20:30",
     "time": "08:30",
     "minutes": "30",
     "hours": "12",
@@ -92,7 +93,7 @@ SAMPLES: dict[str, str | dict[str, str]] = {
     "commands": "/alerts /ack /resolve /patients /adherence /move /done /language /help",
     "channel": {"zh": "短信", "en": "SMS"},
     "value": "2025-13-40",
-    "options": {"zh": "1 已服 2 跳过 3 稍后", "en": "1 TAKEN, 2 SKIP, 3 SNOOZE"},
+    "options": {"zh": "1 已服，2 未服，3 稍后提醒", "en": "1 Taken, 2 Not taken, 3 Snooze"},
     "language": {"zh": "中文", "en": "English"},
     "reason": {"zh": "患者出差", "en": "patient travelling"},
 }

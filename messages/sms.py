@@ -35,8 +35,74 @@ GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 # starts with `staff_` (e.g. `chat.staff_help`) or it carries the comment `#. audience: staff`.
 STAFF_DOMAINS = frozenset({"staff", "digest", "alert"})
 DEFAULT_SEGMENTS = 1
-_SEGMENTS_COMMENT = re.compile(r"^\s*segments:\s*(\d+)\s*$")
+# `#. segments: 2` for both languages, `#. segments: 2 en` for one (comments of both files count).
+_SEGMENTS_COMMENT = re.compile(r"^\s*segments:\s*(\d+)(?:\s+([a-z]{2}))?\s*$")
 _STAFF_COMMENT = re.compile(r"^\s*audience:\s*staff\s*$")
+_CHOICES_COMMENT = re.compile(r"^\s*choices:\s*([a-z_]+)\s*$")
+
+# The answers an SMS prints under a message, by set name: (what the patient types, label id).
+# What is printed is what is understood when sent back (tests/test_messages_choices.py walks
+# every set in every language through the real parsers). A word that is a catalogue id
+# (`chat.language_zh_word`) is printed alone, in the recipient's language; a number is printed
+# before its label (`1 已服`). A template sent with a set says so with `#. choices: <set>`, so the
+# SMS check measures it with its choice line and signature.
+_SCALE_SIZE = 5
+SMS_CHOICES: dict[str, tuple[tuple[str, str], ...]] = {
+    "dose": (("1", "dose.button_taken"), ("2", "dose.button_not_taken"),
+             ("3", "dose.button_snooze")),
+    "dose_answer": (("1", "dose.button_taken"), ("2", "dose.button_not_taken")),
+    **{scale: tuple((str(value + 1), f"questionnaire.{scale}_{value}")
+                    for value in range(_SCALE_SIZE))
+       for scale in ("frequency", "severity", "interference")},
+    "temperature": (("0", "questionnaire.not_measured"),),
+    "language": (("chat.language_zh_word", "chat.language_zh"),
+                 ("chat.language_en_word", "chat.language_en")),
+}
+
+
+def _catalogue_id(word: str) -> bool:
+    return "." in word and " " not in word and word.split(".", 1)[0].isalpha()
+
+
+def printed_word(word: str, language: str) -> str:
+    """What an SMS prints for a choice's word: the word, or the catalogue text it names."""
+    from messages import catalogue
+
+    return catalogue.render(word, language) if _catalogue_id(word) else word
+
+
+def choice_line(options: Sequence[tuple[str, str]], language: str) -> str:
+    """`回复：1 已服　2 未服　3 稍后提醒` from (word, label text) pairs; "" when there are none.
+
+    A numbered choice prints its number and label; a word choice prints the word alone.
+    """
+    from messages import catalogue
+
+    parts = []
+    for word, label in options:
+        if not word:
+            continue  # a Telegram-only button
+        shown = printed_word(word, language)
+        parts.append(f"{shown} {label}" if shown.isdigit() else shown)
+    if not parts:
+        return ""
+    separator = catalogue.render("chat.sms_choice_separator", language)
+    return catalogue.render("chat.sms_choices", language, options=separator.join(parts))
+
+
+def set_line(name: str, language: str) -> str:
+    """The choice line of a named set (`SMS_CHOICES`) in a language."""
+    from messages import catalogue
+
+    return choice_line([(word, catalogue.render(label, language))
+                        for word, label in SMS_CHOICES[name]], language)
+
+
+def compose(text: str, line: str, signature: str) -> str:
+    """The whole SMS: the text, its choice line, then the site's signature at the very end (as
+    Chinese carriers require)."""
+    body = f"{text}\n{line}" if line else text
+    return sign(body, signature)
 
 
 @dataclass(frozen=True)
@@ -138,6 +204,7 @@ class SmsTemplate:
     text: str
     budget: int | None  # segments allowed; None for staff-facing messages
     where: str
+    choices: str = ""  # the SMS_CHOICES set it is sent with (`#. choices: dose`), if any
 
 
 def sms_templates(locale_dir: Path = LOCALE_DIR) -> tuple[list[SmsTemplate], list[Problem]]:
@@ -156,10 +223,12 @@ def sms_templates(locale_dir: Path = LOCALE_DIR) -> tuple[list[SmsTemplate], lis
             for message_id, message in sorted(by_id.items()):
                 if not isinstance(message.string, str) or not message.string:
                     continue  # reported by the catalogue check
-                budget, trouble = _budget(message_id, comments[message_id])
-                problems += [Problem(where, message_id, t) for t in trouble]
+                budget, trouble = _budget(message_id, comments[message_id],
+                                          language_of[locale])
+                choices, more = _choices(comments[message_id])
+                problems += [Problem(where, message_id, t) for t in (*trouble, *more)]
                 result.append(SmsTemplate(message_id, language_of[locale], message.string,
-                                          budget, where))
+                                          budget, where, choices))
     return result, problems
 
 
@@ -170,8 +239,10 @@ def is_staff_facing(message_id: str, comments: Iterable[str] = ()) -> bool:
             or any(_STAFF_COMMENT.match(comment) for comment in comments))
 
 
-def _budget(message_id: str, comments: list[str]) -> tuple[int | None, list[str]]:
-    """Segments allowed: none for staff; else 1 unless a `#. segments: N` comment says more."""
+def _budget(message_id: str, comments: list[str],
+            language: str = "") -> tuple[int | None, list[str]]:
+    """Segments allowed: none for staff; else 1 unless a `#. segments: N` comment (or
+    `#. segments: N <language>` for this language) says more."""
     if is_staff_facing(message_id, comments):
         return None, []
     budget, trouble = DEFAULT_SEGMENTS, []
@@ -179,10 +250,22 @@ def _budget(message_id: str, comments: list[str]) -> tuple[int | None, list[str]
         if comment.strip().startswith("segments"):
             match = _SEGMENTS_COMMENT.match(comment)
             if match and int(match.group(1)) >= 1:
-                budget = max(budget, int(match.group(1)))
+                if match.group(2) in (None, language):
+                    budget = max(budget, int(match.group(1)))
             else:
                 trouble.append(f"unreadable budget comment {comment!r}; write '#. segments: 2'")
     return budget, trouble
+
+
+def _choices(comments: list[str]) -> tuple[str, list[str]]:
+    """The choice set a `#. choices: <set>` comment names, and any trouble with it."""
+    for comment in comments:
+        if comment.strip().startswith("choices"):
+            match = _CHOICES_COMMENT.match(comment)
+            if match and match.group(1) in SMS_CHOICES:
+                return match.group(1), []
+            return "", [f"unknown choice set in {comment!r}; one of {', '.join(SMS_CHOICES)}"]
+    return "", []
 
 
 def sample_signature(protocol: Protocol, language: str) -> str:
@@ -199,8 +282,10 @@ def _cost(text: str) -> tuple[bool, int]:
 
 
 def check_sms(protocol: Protocol, locale_dir: Path = LOCALE_DIR) -> list[Problem]:
-    """Render every template in both languages with sample values, signed; report any over its
-    segment budget or containing one of the protocol's `sms.forbidden_words`."""
+    """Render every template in both languages with sample values and the protocol's own (its
+    dose labels), with its choice line and signed; report any over its segment budget,
+    containing one of the protocol's `sms.forbidden_words`, or (Chinese) asking for a Latin
+    keyword to be typed."""
     templates, problems = sms_templates(locale_dir)
     words = protocol.sms.forbidden_words
     signatures = {language: sample_signature(protocol, language) for language in LOCALES}
@@ -208,11 +293,37 @@ def check_sms(protocol: Protocol, locale_dir: Path = LOCALE_DIR) -> list[Problem
         for word in forbidden_words_in(signature, words):
             problems.append(Problem("protocol sites", "", f"{language} signature has {word!r}"))
     for item in templates:
-        problems += _check_template(item, signatures[item.language], words)
+        labels: list[str | None] = [label.get(item.language)
+                                    for label in protocol.dose.label.values()]
+        found: set[Problem] = set()
+        for label in labels or [None]:
+            values = {"label": label, "dose_label": label} if label else {}
+            found.update(_check_template(item, signatures[item.language], words, values))
+        problems += found
     return sorted(problems)
 
 
-def _check_template(item: SmsTemplate, signature: str, words: list[str]) -> list[Problem]:
+# Chinese texts that may show Latin letters to type: Telegram's own /start command with a link
+# code (the code is Latin by nature). Nothing else: a Chinese patient types Chinese or numbers.
+LATIN_ALLOWED = frozenset({"chat.link_needed"})
+_LATIN_WORD = re.compile(r"/?[A-Za-z][A-Za-z-]*")
+
+
+def latin_keywords(text: str) -> list[str]:
+    """The Latin-letter words of a text a patient could type as a keyword or command."""
+    from messages.keywords import parse_keyword, parse_language
+
+    found = []
+    for match in _LATIN_WORD.finditer(unicodedata.normalize("NFKC", text)):
+        word = match.group(0)
+        if word.startswith("/") or parse_keyword(word) is not None \
+                or parse_language(word) is not None:
+            found.append(word)
+    return found
+
+
+def _check_template(item: SmsTemplate, signature: str, words: list[str],
+                    values_given: dict[str, str] | None = None) -> list[Problem]:
     def problem(what: str) -> Problem:
         return Problem(item.where, item.message_id, what)
 
@@ -220,22 +331,44 @@ def _check_template(item: SmsTemplate, signature: str, words: list[str]) -> list
         names = placeholders(item.text)
     except PlaceholderError:
         return []  # reported by the catalogue check
-    values = {name: sample(name, item.language) for name in sorted(names)}
+    given = values_given or {}
+    values = {name: given.get(name) or sample(name, item.language) for name in sorted(names)}
     missing = [name for name, value in values.items() if value is None]
     if missing and item.budget is not None:
         return [problem(f"no sample value for {{{name}}}: add one to messages/samples.py")
                 for name in missing]
     # Without a budget the length does not matter, only the wording: any stand-in will do.
     rendered = item.text.format(**{name: value or "…" for name, value in values.items()})
+    line = set_line(item.choices, item.language) if item.choices else ""
     found = [problem(f"contains forbidden word {word!r}: {rendered!r}")
-             for word in forbidden_words_in(rendered, words)]
+             for word in forbidden_words_in(f"{rendered}\n{line}", words)]
+    if item.budget is not None and item.language == "zh" \
+            and item.message_id not in LATIN_ALLOWED:
+        found += [problem(f"asks a Chinese reader to type the Latin word {word!r}: {rendered!r}")
+                  for word in latin_keywords(f"{rendered}\n{line}")]
     if item.budget is not None:
-        signed = sign(rendered, signature)
+        signed = compose(rendered, line, signature)
         length = measure(signed)
         if length.segments > item.budget:
             detail = f"{length.segments} segments ({length.encoding}, {length.units} units)"
-            odd = sorted({ch for ch in rendered if not is_gsm7(ch)})
+            odd = sorted({ch for ch in signed if not is_gsm7(ch)})
             if item.language == "en" and odd:
                 detail += f"; not GSM-7: {''.join(odd)!r}"
             found.append(problem(f"over budget of {item.budget}: {detail} signed: {signed!r}"))
     return found
+
+
+def main() -> int:
+    """`python -m messages.sms`: the SMS check with the bundled protocol; 1 on any problem."""
+    import sys
+
+    from trial.protocol import load_protocol
+
+    problems = check_sms(load_protocol())
+    for problem in problems:
+        sys.stdout.write(f"{problem}\n")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -374,7 +374,7 @@ class Dispatcher:
             return
         message = OutgoingMessage(
             message_id=row.id, address=row.address,
-            text=sms_text.sign(row.body, signature),
+            text=row.body, signature=signature,
             choices=tuple(Choice(**choice) for choice in row.choices), image=row.image,
             language=row.language,
             validity_seconds=(self.protocol.sms.validity_period_seconds

@@ -207,7 +207,8 @@ async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int
             Conversation.ended_at.is_(None))))
             .scalars()) if patients else set()
         offer = Reply("questionnaire.checkin_offer", choices=(
-            Choice("questionnaire.button_start", "report:start", "REPORT"),))
+            # A Telegram button; the SMS text itself says what to reply (症状 / REPORT).
+            Choice("questionnaire.button_start", "report:start", ""),))
         offers = []
         waiting = {p.tz for p in patients if p.id in busy}
         for patient in patients:

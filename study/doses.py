@@ -41,6 +41,7 @@ from study.recipients import Route, patient_route
 from study.replies import Reply
 from trial import dose as rules
 from trial import schedule
+from trial import visits as visit_rules
 from trial.adherence import Counts, Flags, days_between, summarize
 from trial.dose import Answer, Dose, DoseState
 from trial.protocol import Protocol
@@ -319,20 +320,24 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
 
 async def _visit_holds(session: AsyncSession, protocol: Protocol,
                        keys: Sequence[tuple[int, date]]) -> dict[tuple[int, date], str]:
-    """Visit days on which the protocol holds the home dose until after the blood test."""
-    if not keys:
+    """Visit days on which the home dose is held until after the blood test
+    (`trial.visits.holds_dose`: never at W0, only a dose due before the visits' usual time,
+    never once the visit is recorded done), on the day the visit is scheduled (or moved) to."""
+    if not keys or not any(v.hold_dose for v in protocol.visits.table):
         return {}
     patient_ids = sorted({k[0] for k in keys})
     days = sorted({k[1] for k in keys})
-    visits = (await session.execute(select(Visit).where(
-        Visit.patient_id.in_(patient_ids), Visit.scheduled_date.in_(days),
-        Visit.status != "missed"))).scalars().all()
+    visits = (await session.execute(
+        select(Visit.patient_id, Visit.scheduled_date, Visit.name, Patient.dose_time)
+        .join(Patient, Patient.id == Visit.patient_id).where(
+            Visit.patient_id.in_(patient_ids), Visit.scheduled_date.in_(days),
+            Visit.status == "planned"))).all()
     wanted = set(keys)
     holds: dict[tuple[int, date], str] = {}
-    for visit in visits:
-        template = protocol.visits.by_name(visit.name)
-        if (visit.patient_id, visit.scheduled_date) in wanted and template and template.hold_dose:
-            holds[(visit.patient_id, visit.scheduled_date)] = visit.name
+    for patient_id, day, name, dose_time in visits:
+        if (patient_id, day) in wanted and visit_rules.holds_dose(
+                protocol.visits.by_name(name), protocol.visits, dose_time):
+            holds[(patient_id, day)] = name
     return holds
 
 
@@ -381,21 +386,22 @@ def advance_dose(writes: DoseWrites, protocol: Protocol, row: DoseRecord, patien
 
 
 def dose_choices(dose_id: int, language: str) -> list[Choice]:
-    """The reminder's answers: Taken, Skip, Snooze, Report (SMS numbers them 1-4 in this order,
-    matching the inbound keywords 1 = taken, 2 = skip, 3 = snooze)."""
-    taken, skip, snooze, report = _button_labels(language)
-    return [Choice(taken, f"dose:taken:{dose_id}", "TAKEN"),
-            Choice(skip, f"dose:skip:{dose_id}", "SKIP"),
-            Choice(snooze, f"dose:snooze:{dose_id}", "SNOOZE"),
-            Choice(report, "report:start", "REPORT")]
+    """The reminder's answers: Taken, Not taken, Remind me later, Report. By SMS the first
+    three are numbers (messages.sms.SMS_CHOICES["dose"]: 1 taken, 2 not taken, answered with
+    the missed-dose rule, 3 later); Report is a Telegram button (by SMS a patient just writes)."""
+    taken, not_taken, snooze, report = _button_labels(language)
+    return [Choice(taken, f"dose:taken:{dose_id}", "1"),
+            Choice(not_taken, f"dose:missed:{dose_id}", "2"),
+            Choice(snooze, f"dose:snooze:{dose_id}", "3"),
+            Choice(report, "report:start", "")]
 
 
 @cache
 def _button_labels(language: str) -> tuple[str, str, str, str]:
     # The catalogue's texts are loaded once per process, so the labels are too.
-    taken, skip, snooze, report = (catalogue.render(f"dose.button_{name}", language)
-                                   for name in ("taken", "skip", "snooze", "report"))
-    return taken, skip, snooze, report
+    taken, not_taken, snooze, report = (catalogue.render(f"dose.button_{name}", language)
+                                        for name in ("taken", "not_taken", "snooze", "report"))
+    return taken, not_taken, snooze, report
 
 
 def reminder_params(protocol: Protocol, patient: Patient, day: date) -> dict[str, object]:
@@ -448,6 +454,17 @@ async def find_answerable(session: AsyncSession, patient: Patient, now: datetime
     return max(rows, key=rank, default=None)
 
 
+def latest_make_up(protocol: Protocol, patient: Patient) -> str:
+    """The latest local time a forgotten dose may still be taken: the same day and at least
+    the protocol's hours before the next dose (the patient's dose time tomorrow), so the
+    patient is told a time, not asked to compute one."""
+    hours = protocol.dose.missed_dose_take_if_hours_before_next
+    hour, _, minute = patient.dose_time.partition(":")
+    minutes = int(hour) * 60 + int(minute or 0) + (24 - hours) * 60
+    minutes = min(minutes, 24 * 60 - 1)  # the same day only
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 ACKS = {DoseState.TAKEN: "dose.taken_ack", DoseState.LATE: "dose.taken_ack",
         DoseState.SKIPPED: "dose.skipped_ack"}
 
@@ -484,8 +501,8 @@ async def answer_dose(session: AsyncSession, protocol: Protocol, patient: Patien
     if new.state is DoseState.SNOOZED and given is Answer.SNOOZE:
         return Reply("dose.snoozed_ack", {"minutes": settings.snooze_minutes})
     if new.state is DoseState.MISSED:
-        return Reply("dose.missed_rule",
-                     {"hours": protocol.dose.missed_dose_take_if_hours_before_next})
+        return Reply("dose.missed_rule", {"latest": latest_make_up(protocol, patient),
+                                          "capsules": protocol.dose.capsules})
     return Reply(ACKS.get(new.state, "dose.already_answered"))
 
 

@@ -74,7 +74,11 @@ _WORDS: dict[str, dict[str, int]] = {
 _NOT_MEASURED = frozenset({"none", "0", "n", "no", "not measured", "didn't measure",
                            "did not measure", "没测", "没量", "未测", "未测量", "没有测",
                            "没有量", "不知道", "没"})
-_CANCEL = frozenset({"cancel", "取消", "quit", "退出", "stop questions", "不填了"})
+# Leaving the questions: never a carrier opt-out word (CANCEL, QUIT, END and STOP make Twilio
+# stop every message to the number, so they are opt-outs here too, whatever is open).
+LEAVE = "9"
+_CANCEL = frozenset({LEAVE, "取消", "退出", "退出问卷", "不填了", "不答了", "leave",
+                     "stop questions", "no more questions"})
 _ACTION = re.compile(r"^q:(\d{1,3}):([a-z0-9]{1,8})$")
 
 
@@ -110,8 +114,11 @@ def question(patient: Patient, step: int) -> Reply:
     if current.item == TEMPERATURE:
         return Reply("questionnaire.q_temperature", params,
                      (Choice("questionnaire.not_measured", f"q:{step}:none", "0"),))
+    # By SMS the options are numbered from 1 as printed (messages.sms.SMS_CHOICES): 1 is the
+    # first option ("never", "none"), whatever value the scale gives it.
     choices = tuple(
-        Choice(f"questionnaire.{current.attribute}_{value}", f"q:{step}:{value}", str(value))
+        Choice(f"questionnaire.{current.attribute}_{value}", f"q:{step}:{value}",
+               str(value + 1))
         for value in range(len(SCALES[current.attribute])))
     return Reply(f"questionnaire.q_{current.item}_{current.attribute}", params, choices)
 
@@ -138,9 +145,10 @@ async def start(session: AsyncSession, protocol: Protocol, patient: Patient, *,
 
 
 def _scale_value(attribute: str, text: str) -> int | None:
+    """A typed answer: the option's printed number (1-5) or its words."""
     words = fold(text).strip(" .!。！,，")
-    if re.fullmatch(r"[0-4]", words):
-        return int(words)
+    if re.fullmatch(r"[1-5]", words):
+        return int(words) - 1
     if words in _WORDS[attribute]:
         return _WORDS[attribute][words]
     for language in catalogue.LOCALES:  # the button labels, typed
@@ -151,8 +159,11 @@ def _scale_value(attribute: str, text: str) -> int | None:
     return None
 
 
-def _parse(step: Step, text: str) -> tuple[bool, Any]:
-    """(understood, value): a scale value 0-4, or a temperature in C / None (not measured)."""
+def _parse(step: Step, text: str, *, button: bool = False) -> tuple[bool, Any]:
+    """(understood, value): a scale value 0-4, or a temperature in C / None (not measured).
+    A button's value is the scale value itself; a typed number is the option's printed one."""
+    if button and step.item != TEMPERATURE:
+        return (True, int(text)) if re.fullmatch(r"[0-4]", text) else (False, None)
     if step.item == TEMPERATURE:
         words = fold(text).strip(" .!。！,，")
         if words in _NOT_MEASURED:
@@ -193,7 +204,7 @@ async def answer(session: AsyncSession, protocol: Protocol, patient: Patient, te
         if int(action.group(1)) != step:
             return [Reply("questionnaire.stale"), question(patient, step)]
         text = action.group(2)
-    understood, value = _parse(STEPS[step], text)
+    understood, value = _parse(STEPS[step], text, button=action is not None)
     if not understood:
         return await _not_an_answer(session, protocol, patient, text, step, now=now,
                                     inbound_id=inbound_id)

@@ -202,14 +202,15 @@ class Rendered:
 
 
 def render_visit_notice(template: VisitTemplate, day: date, days: int,
-                        language: str) -> Rendered:
-    """A visit notice in a language: when, then the visit's instructions (same for all)."""
+                        language: str, *, hold: bool = False) -> Rendered:
+    """A visit notice in a language: when, then the visit's instructions (same for all arms;
+    `hold` from `trial.visits.holds_dose` for the patient's dose time)."""
     pattern = catalogue.template("visit.date_format", language).text
     when = format_date(day, format=pattern, locale=catalogue.LOCALES[language])
     head = "visit.notice_tomorrow" if days == 1 else "visit.notice_in_days"
     parts = [catalogue.template(head, language)]
     parts += [catalogue.template(f"visit.{name}", language)
-              for name in rules.instructions(template)]
+              for name in rules.instructions(template, hold=hold)]
     body = JOINERS[language].join(part.render(days=days, date=when) for part in parts)
     digest = hashlib.sha256("\n".join([pattern, *(p.text for p in parts)]).encode())
     return Rendered(body, head, digest.hexdigest()[:10])
@@ -260,8 +261,10 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
             if notice.at > now or not sendable or route is None:
                 following = notice.at
                 break
-            text = render_visit_notice(template_of(protocol, visit), visit.scheduled_date,
-                                       notice.days, patient.language)
+            template = template_of(protocol, visit)
+            text = render_visit_notice(
+                template, visit.scheduled_date, notice.days, patient.language,
+                hold=rules.holds_dose(template, protocol.visits, patient.dose_time))
             row = await outbox.enqueue(
                 session, key=key, channel=route.channel, address=route.address,
                 template_id=text.template_id, template_version=text.version,

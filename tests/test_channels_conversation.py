@@ -182,7 +182,7 @@ async def test_language_is_asked_and_switched(db: Database, protocol: Protocol,
     ask = (await outbox(db))[-1]
     assert ask.template_id == "chat.language_ask"
     assert [c["action"] for c in ask.choices] == ["lang:zh", "lang:en"]
-    assert [c["label"] for c in ask.choices] == ["中文", "English"]
+    assert [c["label"] for c in ask.choices] == ["中文", "英文"]
     await core.handle(tg("", clock, action="lang:en"))
     assert (await patient(db, enrolled.patient_id)).language == "en"
     assert (await outbox(db))[-1].body == "I will write to you in English."

@@ -24,33 +24,38 @@ async def channel(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
     await sms.close()
 
 
-REMINDER = (Choice("Taken", "dose:taken:5", "TAKEN"), Choice("Skip", "dose:skip:5", "SKIP"),
-            Choice("Snooze", "dose:snooze:5", "SNOOZE"),
-            Choice("Report", "report:start", "REPORT"))
+REMINDER = (Choice("Taken", "dose:taken:5", "1"), Choice("Not taken", "dose:missed:5", "2"),
+            Choice("Snooze", "dose:snooze:5", "3"),
+            Choice("Report a symptom", "report:start", ""))  # a Telegram button only
 
 
 async def test_a_reminder_goes_with_numbered_words_callback_and_validity(
         channel: SmsChannel, fake_twilio: FakeTwilioAPI) -> None:
     result = await channel.send(OutgoingMessage(17, TO, "Time for your dose.", REMINDER,
-                                                language="en"))
+                                                language="en", signature="PUMCH Follow-up"))
     (request,) = fake_twilio.sent_to(TO)
     assert request.auth == (ACCOUNT, AUTH_TOKEN)
     assert request.params["MessagingServiceSid"] == SERVICE
     assert "From" not in request.params
+    # The signature comes last, after the choice line (issue 16).
     assert request.params["Body"] == ("Time for your dose.\n"
-                                      "Reply 1 TAKEN, 2 SKIP, 3 SNOOZE, REPORT")
+                                      "Reply 1 Taken, 2 Not taken, 3 Snooze\nPUMCH Follow-up")
     assert request.params["StatusCallback"] == f"{CALLBACK}?message_id=17"
     assert request.params["ValidityPeriod"] == "14400"
     assert result.provider_id == request.sid
     assert result.provider_id.startswith("SM")
 
 
-def test_chinese_choices_and_the_numbers_we_understand() -> None:
-    body = render("请服药。", REMINDER[:3], "zh")
-    assert body == "请服药。\n回复1 TAKEN，2 SKIP，3 SNOOZE"
-    # Choices that are not dose keywords are numbered by position.
-    assert render("Q", (Choice("Yes", "q:1:yes", "YES"), Choice("No", "q:1:no", "NO")),
-                  "en").endswith("Reply 1 YES, 2 NO")
+def test_chinese_choices_are_chinese_labels_and_the_signature_comes_last() -> None:
+    labels = (Choice("已服", "dose:taken:5", "1"), Choice("未服", "dose:missed:5", "2"),
+              Choice("稍后提醒", "dose:snooze:5", "3"), Choice("报告症状", "report:start", ""))
+    body = render("请服药。", labels, "zh", "协和医院随访中心")
+    assert body == "请服药。\n回复：1 已服，2 未服，3 稍后提醒【协和医院随访中心】"
+    # A word choice (a catalogue id) is printed alone, in the reader's language.
+    language = (Choice("中文", "lang:zh", "chat.language_zh_word"),
+                Choice("English", "lang:en", "chat.language_en_word"))
+    assert render("请选择语言。", language, "zh").endswith("回复：中文，英文")
+    assert render("Choose.", language, "en").endswith("Reply Chinese, English")
 
 
 async def test_sender_number_instead_of_a_messaging_service(

@@ -154,9 +154,11 @@ async def test_reminder_wording_and_buttons(db: Database, protocol: Protocol) ->
                                        capsules=3)
     assert "3 capsules" in en.body
     assert (en.channel, zh.channel) == ("telegram", "sms")
-    assert [c["sms_word"] for c in zh.choices] == ["TAKEN", "SKIP", "SNOOZE", "REPORT"]
+    # SMS prints 1, 2, 3 (taken, not taken, later); Report is a Telegram button (issue 16).
+    assert [c["sms_word"] for c in zh.choices] == ["1", "2", "3", ""]
+    assert [c["label"] for c in zh.choices] == ["已服", "未服", "稍后提醒", "报告症状"]
     assert [c["action"] for c in en.choices] == [
-        f"dose:taken:{en.dose_id}", f"dose:skip:{en.dose_id}", f"dose:snooze:{en.dose_id}",
+        f"dose:taken:{en.dose_id}", f"dose:missed:{en.dose_id}", f"dose:snooze:{en.dose_id}",
         "report:start"]
     assert en.lane == "routine"
     for message in (en, zh):
@@ -172,7 +174,7 @@ async def test_every_dose_message_is_free_of_forbidden_words_and_double_doses(
             if not message_id.startswith("dose."):
                 continue
             text = catalogue.render(message_id, language, label="研究用药", capsules=3,
-                                    hours=12, minutes=30, max=2).casefold()
+                                    hours=12, minutes=30, max=2, latest="20:30").casefold()
             assert not [w for w in protocol.sms.forbidden_words if w.casefold() in text]
             assert "double" not in text
             assert "加倍" not in text
@@ -194,6 +196,8 @@ async def test_open_label_phase_uses_the_protocols_wording(db: Database,
 
 async def test_visit_day_with_a_blood_test_holds_the_home_dose(db: Database,
                                                                protocol: Protocol) -> None:
+    protocol = protocol.model_copy(update={"visits": protocol.visits.model_copy(update={
+        "table": [v.model_copy(update={"hold_dose": True}) for v in protocol.visits.table]})})
     patient_id = await make_patient(db, "P1", language="zh")
     day = date(2026, 3, 30)  # W4's target
     async with db.write() as session:

@@ -89,8 +89,8 @@ async def test_didnt_take_it_today_marks_the_dose_missed_and_sends_the_rule(
         assert (await s.execute(select(SymptomReport))).scalars().all() == []
     assert (dose.state, inbound.outcome) == ("missed", "dose_missed")
     assert await dispatcher(db, protocol, {"sms": sms}, clock).run_once() >= 1
-    rule = catalogue.render("dose.missed_rule", "en",
-                            hours=protocol.dose.missed_dose_take_if_hours_before_next)
+    rule = catalogue.render("dose.missed_rule", "en", latest="20:00",  # 08:00 + 12 h
+                            capsules=protocol.dose.capsules)
     assert sum(rule in r.params["Body"] for r in fake_twilio.sent_to(PHONE)) == 1
 
 

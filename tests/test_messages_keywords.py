@@ -20,7 +20,7 @@ from messages.keywords import (
 EXPECTED = {
     Keyword.TAKEN: ["TAKEN", "took", "1", "已服", "已吃", "吃了", "ＴＡＫＥＮ", "１", " Taken. ",
                     "“已服”", "【1】", "taken!!", "吃了。"],
-    Keyword.SKIP: ["SKIP", "2", "跳过", "跳過", "２", "skip!"],
+    Keyword.SKIP: ["SKIP", "跳过", "跳過", "skip!"],
     Keyword.SNOOZE: ["SNOOZE", "3", "稍后", "延后", "稍後", "延後", "Snooze."],
     Keyword.STOP: ["STOP", "stop", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT",
                    "REVOKE", "退订", "退訂", "TD", "td", "Stop all", "ＳＴＯＰ", "退订！"],
@@ -28,7 +28,8 @@ EXPECTED = {
     Keyword.HELP: ["HELP", "INFO", "帮助", "幫助", "help?", "/help", "?"],
     Keyword.REPORT: ["REPORT", "症状", "症狀", "report"],
     Keyword.LANGUAGE: ["LANG", "LANGUAGE", "语言", "語言", "/language", "Lang"],
-    Keyword.MISSED: ["MISSED", "漏服", "missed"],
+    # 2 is the reminder's "not taken": the missed-dose rule, never a skip (issue 16).
+    Keyword.MISSED: ["MISSED", "漏服", "missed", "2", "２", "未服", "not taken"],
 }
 
 

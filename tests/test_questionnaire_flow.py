@@ -48,15 +48,16 @@ async def test_full_questionnaire_with_skips_becomes_a_triaged_report(
     # A restart: a new Database object carries on at the same question.
     restarted = Database(db_url)
     try:
-        assert await _answer(restarted, protocol, pid, "3", clock) == [
+        # Typed numbers are the printed ones: 4 is the fourth option, "severe" (issue 16).
+        assert await _answer(restarted, protocol, pid, "4", clock) == [
             "questionnaire.q_cough_interference"]
     finally:
         await restarted.dispose()
     assert await _answer(db, protocol, pid, "banana", clock) == [
         "questionnaire.invalid", "questionnaire.q_cough_interference"]
-    for text in ("a little bit", "0", "0", "none", "0"):
+    for text in ("a little bit", "1", "1", "none", "1"):
         await _answer(db, protocol, pid, text, clock)
-    assert await _answer(db, protocol, pid, "0", clock) == ["questionnaire.q_temperature"]
+    assert await _answer(db, protocol, pid, "1", clock) == ["questionnaire.q_temperature"]
     assert await _answer(db, protocol, pid, "37.1", clock) == ["report.reply_same_day"]
     async with db.read() as s:
         report = (await s.execute(select(SymptomReport))).scalar_one()
@@ -85,7 +86,7 @@ async def test_all_never_questionnaire_opens_no_alert(db: Database, protocol: Pr
                                                       clock: SimulatedClock) -> None:
     # Its stored summary names cough and chills: the summary is not the patient's words.
     world = await make_world(db, protocol, clock.now())
-    never = ["0"] * len(q.ITEMS) + ["36.6"]
+    never = ["1"] * len(q.ITEMS) + ["36.6"]
     assert await _answer_all(db, protocol, world.patient_id, never, clock) == [
         "report.reply_routine"]
     async with db.read() as s:
@@ -100,7 +101,7 @@ async def test_severe_questionnaire_answer_still_pages_same_day(
         db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
     world = await make_world(db, protocol, clock.now())
     # Very severe mouth sores (then their interference: a little), the rest never.
-    answers = ["4", "1"] + ["0"] * (len(q.ITEMS) - 1) + ["none"]
+    answers = ["5", "2"] + ["1"] * (len(q.ITEMS) - 1) + ["0"]
     assert await _answer_all(db, protocol, world.patient_id, answers, clock) == [
         "report.reply_same_day"]
     async with db.read() as s:
@@ -122,7 +123,7 @@ async def test_timeout_reports_partial_answers_and_says_so(db: Database, protoco
     world = await make_world(db, protocol, clock.now())
     pid = world.patient_id
     await _start(db, protocol, pid, clock)
-    await _answer(db, protocol, pid, "4", clock)  # very severe mouth sores
+    await _answer(db, protocol, pid, "5", clock)  # very severe mouth sores
     later = clock.advance(timedelta(minutes=protocol.reminders.questionnaire_timeout_minutes))
     async with db.read() as s:
         patient = await s.get(Patient, pid)
@@ -180,11 +181,11 @@ async def test_ended_questionnaires_are_kept_with_their_reason(
     from storage.models import Conversation
 
     world = await make_world(db, protocol, clock.now())
-    never = ["0"] * len(q.ITEMS) + ["36.6"]
+    never = ["1"] * len(q.ITEMS) + ["36.6"]
     await _answer_all(db, protocol, world.patient_id, never, clock)
     clock.advance(timedelta(hours=1))
     await _start(db, protocol, world.patient_id, clock)
-    await _answer(db, protocol, world.patient_id, "cancel", clock)
+    await _answer(db, protocol, world.patient_id, "9", clock)  # the leave word, no opt-out
     async with db.read() as s:
         rows = (await s.execute(select(Conversation).order_by(Conversation.id))).scalars().all()
     assert [(r.ended_reason, r.ended_at is not None, r.expires_at) for r in rows] == [

@@ -119,10 +119,22 @@ def test_every_notice_is_outside_quiet_hours(protocol: Protocol) -> None:
 
 def test_instructions_and_which_visits_are_notified(protocol: Protocol) -> None:
     table = {v.name: v for v in protocol.visits.table}
-    assert rules.instructions(table["W0"]) == ["fasting", "hold_dose"]
-    assert rules.instructions(table["W8"]) == ["bring_medication", "hold_dose"]
-    assert rules.instructions(table["W12"]) == ["fasting", "bring_medication", "hold_dose"]
+    assert rules.instructions(table["W0"]) == ["fasting"]
+    assert rules.instructions(table["W8"], hold=True) == ["bring_medication", "hold_dose"]
+    assert rules.instructions(table["W12"], hold=True) == ["fasting", "bring_medication",
+                                                           "hold_dose"]
     assert rules.instructions(table["SCR"]) == []
+    # Holding the dose (issue 16): off in the bundled file; when on, never at W0, and only
+    # for a dose due before the visits' usual time.
+    assert not any(rules.holds_dose(v, protocol.visits, "07:00") for v in table.values())
+    held = protocol.visits.model_copy(update={"table": [
+        v.model_copy(update={"hold_dose": True}) for v in protocol.visits.table]})
+    assert protocol.visits.usual_time is not None
+    w0, w4 = held.by_name("W0"), held.by_name("W4")
+    assert rules.holds_dose(w4, held, "08:00")
+    assert not rules.holds_dose(w0, held, "08:00")
+    assert not rules.holds_dose(w4, held, "20:00")
+    assert not rules.holds_dose(w4, held, protocol.visits.usual_time.strftime("%H:%M"))
     assert "SCR" not in rules.notified_names(protocol.visits)
     assert len(rules.notified_names(protocol.visits)) == 13
     assert rules.tracked_names(protocol.visits) == rules.notified_names(protocol.visits)

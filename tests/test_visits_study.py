@@ -239,26 +239,28 @@ async def test_notices_are_not_planned_early_late_or_in_quiet_hours(
 def test_notice_texts_are_short_neutral_and_carry_the_instructions(protocol: Protocol) -> None:
     w12 = protocol.visits.by_name("W12")
     assert w12 is not None
-    zh = visits.render_visit_notice(w12, date(2026, 5, 25), 3, "zh")
-    en = visits.render_visit_notice(w12, date(2026, 5, 25), 1, "en")
+    zh = visits.render_visit_notice(w12, date(2026, 5, 25), 3, "zh", hold=True)
+    en = visits.render_visit_notice(w12, date(2026, 5, 25), 1, "en", hold=True)
     assert zh.body == ("提醒：3天后（5月25日周一）复诊。请空腹前来。请带上药物及包装。"
-                       "复诊当天请勿在家服药，把药带来，抽血后再服。")
+                       "当天先别在家吃药，带来抽血后再吃；当天不去就照常吃。")
     assert en.body == ("Reminder: clinic visit tomorrow, Mon 25 May. Please come fasting. "
-                       "Bring your medication and its packaging. On the visit day do not take "
-                       "your dose at home; bring it and take it after your blood test.")
+                       "Bring your medication and its packaging. On the day, do not take "
+                       "your dose at home: bring it and take it after the blood test. Not "
+                       "going that day? Take it as usual.")
+    assert "先别" not in visits.render_visit_notice(w12, date(2026, 5, 25), 3, "zh").body
     # Signed by the site as the dispatcher sends it, the longest date included: Chinese fits
     # one SMS segment; English with every instruction needs two.
     longest = date(2026, 12, 30)
-    signed_zh = sms.sign(visits.render_visit_notice(w12, longest, 3, "zh").body,
+    signed_zh = sms.sign(visits.render_visit_notice(w12, longest, 3, "zh", hold=True).body,
                          sms.sample_signature(protocol, "zh"))
-    signed_en = sms.sign(visits.render_visit_notice(w12, longest, 3, "en").body,
+    signed_en = sms.sign(visits.render_visit_notice(w12, longest, 3, "en", hold=True).body,
                          sms.sample_signature(protocol, "en"))
     assert sms.segments(signed_zh) == 1
     assert sms.segments(signed_en) == 2
     assert (zh.template_id, en.template_id) == ("visit.notice_in_days", "visit.notice_tomorrow")
     w8 = protocol.visits.by_name("W8")
     assert w8 is not None
-    plain = visits.render_visit_notice(w8, date(2026, 5, 25), 3, "en").body
+    plain = visits.render_visit_notice(w8, date(2026, 5, 25), 3, "en", hold=True).body
     assert "fasting" not in plain
     assert "blood test" in plain
     forbidden = [w.lower() for w in protocol.sms.forbidden_words]

@@ -152,6 +152,9 @@ class Sms(_Strict):
     daily_cap: int = Field(gt=0)
     validity_period_seconds: int = Field(default=14400, ge=1, le=36000)
     forbidden_words: list[str] = Field(default_factory=list)
+    # Sites (codes) whose SMS route cannot receive replies (e.g. international SMS into
+    # mainland China): their patients' SMS never invite a reply and carry no choice line.
+    one_way_sites: list[str] = Field(default_factory=list)
 
 
 class VisitTemplate(_Strict):
@@ -169,9 +172,12 @@ class VisitTemplate(_Strict):
 class Visits(_Strict):
     notice_days_before: list[int] = Field(min_length=1)
     notice_time: ClockTime
+    # The time of day visits (and their trough blood draws) usually take place: a visit's
+    # hold_dose applies only to patients whose dose time falls before it.
+    usual_time: ClockTime | None = None
     table: list[VisitTemplate] = Field(min_length=1)
 
-    _clock = field_validator("notice_time", mode="before")(_parse_clock)
+    _clock = field_validator("notice_time", "usual_time", mode="before")(_parse_clock)
 
     @field_validator("notice_days_before")
     @classmethod
@@ -186,6 +192,10 @@ class Visits(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate visit names: {', '.join(duplicates)}")
+        held = [v.name for v in self.table if v.hold_dose]
+        if held and self.usual_time is None:
+            raise ValueError(f"hold_dose ({', '.join(held)}) needs visits.usual_time, the time "
+                             "visits usually take place: only a dose due before it is held")
         return self
 
     def by_name(self, name: str) -> VisitTemplate | None:

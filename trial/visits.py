@@ -85,14 +85,27 @@ def window_closed(deadline: date, today: date) -> bool:
     return today > deadline
 
 
-def instructions(template: VisitTemplate) -> list[str]:
-    """The instruction names a visit's notices carry, in a fixed order (identical for all)."""
+def holds_dose(template: VisitTemplate | None, visits: Visits, dose_time: str) -> bool:
+    """Whether a patient is told to bring the day's dose to this visit rather than take it at
+    home (a trough blood draw): only where the protocol asks for it, never at or before
+    baseline (W0: no study drug has been taken yet), and only when the patient's dose time
+    (local HH:MM) falls before the visit's usual time. Identical for both arms."""
+    if template is None or not template.hold_dose or template.day <= 0 \
+            or visits.usual_time is None:
+        return False
+    hour, _, minute = dose_time.partition(":")
+    return time(int(hour), int(minute or 0)) < visits.usual_time
+
+
+def instructions(template: VisitTemplate, *, hold: bool = False) -> list[str]:
+    """The instruction names a visit's notices carry, in a fixed order (identical for all);
+    `hold` (from `holds_dose`) adds the hold-dose instruction."""
     names = []
     if template.fasting:
         names.append("fasting")
     if template.bring_medication:
         names.append("bring_medication")
-    if template.hold_dose:
+    if hold:
         names.append("hold_dose")
     return names
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from engage.commands.support import emit
 from engage.config import Settings
+from messages.sms import check_sms
 from trial.protocol import Protocol, VisitTemplate, load_protocol
 
 
@@ -24,8 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 async def _check(args: argparse.Namespace, settings: Settings) -> int:
     # A broken file raises ProtocolError, which the CLI prints field by field.
     protocol = await asyncio.to_thread(load_protocol, args.file)
-    emit(schedule(protocol), args.json, describe(protocol))
-    return 0
+    # Every patient-bound template rendered with this protocol's own values (its dose labels,
+    # its sites' SMS names), with its choice line and signature: a forbidden word or an SMS
+    # over its segment budget fails the check.
+    problems = [str(p) for p in await asyncio.to_thread(check_sms, protocol)]
+    data = schedule(protocol)
+    data["sms_problems"] = problems
+    text = describe(protocol)
+    if problems:
+        text += "\nSMS problems with this protocol's values:\n" + "\n".join(
+            f"  {p}" for p in problems)
+    emit(data, args.json, text)
+    return 1 if problems else 0
 
 
 def _visit(visit: VisitTemplate) -> dict[str, Any]:
@@ -89,4 +100,12 @@ def describe(protocol: Protocol) -> str:
         window = f"-{v.window_minus}/+{v.window_plus}"
         lines.append(f"  {v.name:<6}{v.week:>5}{v.day:>6}  {window:<9}{_yes(v.fasting):<9}"
                      f"{_yes(v.bring_medication):<18}{_yes(v.hold_dose):<11}{_yes(v.notify)}")
+    usual = protocol.visits.usual_time
+    lines.append("hold dose (confirm with the protocol): "
+                 + (f"on for {', '.join(v.name for v in protocol.visits.table if v.hold_dose)}; "
+                    f"only doses due before {_clock(usual)}, never at W0 or once the visit is "
+                    "done" if any(v.hold_dose for v in protocol.visits.table) and usual
+                    else "off"))
+    if protocol.sms.one_way_sites:
+        lines.append(f"one-way SMS (no replies) at: {', '.join(protocol.sms.one_way_sites)}")
     return "\n".join(lines)

@@ -69,7 +69,8 @@ class Chat:
         tz = person.tz if person else "UTC"
         text = item.message.text
         if item.channel == SMS:
-            text = sms.render(text, item.message.choices, item.language)
+            text = sms.render(text, item.message.choices, item.language,
+                              item.message.signature)
         style = "bold" if mine else "dim"
         if item.lane == "safety":
             style += " red"

@@ -144,7 +144,8 @@ class Transcript(AbstractContextManager["Transcript"]):
         tz = person.tz if person else "UTC"
         text = item.message.text
         if item.channel == SMS:
-            text = sms.render(text, item.message.choices, item.language)
+            text = sms.render(text, item.message.choices, item.language,
+                              item.message.signature)
         elif item.message.choices:
             text = f"{text}\n{buttons(item.message.choices)}"
         if item.message.image is not None:
