@@ -8,6 +8,7 @@ under Telegram's limit) and the adherence chart as a photo, on Telegram.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -43,10 +44,6 @@ def due_date(site: Site, protocol: Protocol, now: datetime) -> date | None:
 def _due_in(tz: str, protocol: Protocol, now: datetime) -> date | None:
     local = now.astimezone(ZoneInfo(tz))
     return local.date() if local.time() >= protocol.digest.time else None
-
-
-async def _claim(session: AsyncSession, key: str, now: datetime) -> bool:
-    return await runs.claim(session, key, now)
 
 
 def _telegram(staff: Staff) -> str | None:
@@ -91,15 +88,20 @@ async def enqueue_chart(session: AsyncSession, site: Site, staff: Staff, local_d
 
 
 async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
-                      local_date: date, *, now: datetime) -> int:
-    """Queue a site's digest to its staff (its reports stay unreviewed until staff say so)."""
-    readers = [(staff, address) for staff in await digest.recipients(session, site.id)
-               if (address := _telegram(staff)) is not None]
+                      local_date: date, *, now: datetime,
+                      recipients: Sequence[Staff] | None = None) -> int:
+    """Queue a site's digest to its staff (its reports stay unreviewed until staff say so).
+    `recipients`: the site's, when already read (`digest.recipients_of`)."""
+    if recipients is None:
+        recipients = await digest.recipients(session, site.id)
+    readers = [(member, address) for member in recipients
+               if (address := _telegram(member)) is not None]
     if not readers:
-        # Nobody can read it: its reports wait for the next digest that goes out.
-        audit.record(session, at=now, actor=SYSTEM, action="digest", entity="sites",
-                     entity_id=site.id, new=f"{local_date.isoformat()}: no recipient",
-                     reason="daily digest")
+        # Nobody can read it: its reports wait for the next digest that goes out. (Written
+        # with the transaction's next statement or its commit: sites fall due together.)
+        audit.record_later(session, audit.Entry(
+            now, SYSTEM, "digest", "sites", site.id,
+            new=f"{local_date.isoformat()}: no recipient", reason="daily digest"))
         return 0
     content = await digest.gather(session, protocol, site, now=now)
     base = digest_key(site.id, local_date)
@@ -171,10 +173,18 @@ async def plan_digests(db: Database, protocol: Protocol, now: datetime) -> int:
     # One transaction for the sites due now: each digest is claimed, queued and stamped with
     # it, all at once (sites fall due together, and one transaction costs far less than six).
     async with db.write() as session:
-        for site, day in await unsent(session, protocol, now):
-            if not await _claim(session, digest_key(site.id, day), now):
+        due = await unsent(session, protocol, now)
+        if not due:
+            return 0
+        # Every due site's key claimed at once, and their recipients read at once.
+        claimed = await runs.claim_many(session, [digest_key(s.id, d) for s, d in due], now)
+        readers = await digest.recipients_of(session, [s.id for s, d in due
+                                                       if digest_key(s.id, d) in claimed])
+        for site, day in due:
+            if digest_key(site.id, day) not in claimed:
                 continue
-            queued += await send_digest(session, protocol, site, day, now=now)
+            queued += await send_digest(session, protocol, site, day, now=now,
+                                        recipients=readers.get(site.id, []))
     return queued
 
 

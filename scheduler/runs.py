@@ -19,6 +19,17 @@ async def claim(session: AsyncSession, key: str, now: datetime) -> bool:
     return (await session.execute(statement)).scalar_one_or_none() is not None
 
 
+async def claim_many(session: AsyncSession, keys: Iterable[str], now: datetime) -> set[str]:
+    """Claim many keys in one statement; the keys this call claimed (the others were claimed
+    before, by this or another worker)."""
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return set()
+    statement = insert_new(session, TickRun, unique=["key"]).returning(TickRun.key)
+    return set((await session.execute(statement, [{"key": key, "at": now}
+                                                  for key in wanted])).scalars())
+
+
 async def claimed(session: AsyncSession, keys: Iterable[str]) -> set[str]:
     """Which of these keys are claimed."""
     wanted = list(keys)

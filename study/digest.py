@@ -276,9 +276,20 @@ async def _sae_clocks(session: AsyncSession, site_id: str) -> list[SaeLine]:
 
 async def recipients(session: AsyncSession, site_id: str) -> list[Staff]:
     """Active coordinators, investigators and PIs of the site."""
-    return list((await session.execute(
-        select(Staff).where(Staff.site_id == site_id, Staff.active.is_(True),
-                            Staff.role.in_(DIGEST_ROLES)).order_by(Staff.id))).scalars().all())
+    return (await recipients_of(session, [site_id])).get(site_id, [])
+
+
+async def recipients_of(session: AsyncSession, site_ids: Sequence[str]) -> dict[str, list[Staff]]:
+    """`recipients` of several sites in one query (sites falling due together), by site."""
+    if not site_ids:
+        return {}
+    staff = (await session.execute(
+        select(Staff).where(Staff.site_id.in_(list(site_ids)), Staff.active.is_(True),
+                            Staff.role.in_(DIGEST_ROLES)).order_by(Staff.id))).scalars().all()
+    by_site: dict[str, list[Staff]] = {}
+    for member in staff:
+        by_site.setdefault(str(member.site_id), []).append(member)
+    return by_site
 
 
 def age(since: datetime, now: datetime, language: str) -> str:

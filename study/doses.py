@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     event,
     exists,
+    inspect,
     or_,
     select,
     union,
@@ -28,7 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified, set_committed_value
+from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.util import identity_key
 
 from bot.channels import Choice
 from messages import catalogue
@@ -126,10 +128,30 @@ _ANSWER_COLUMNS = ("state", "answered_at", "closed_at", "snoozes", "snoozed_unti
                    "skip_reason", "late_answer", "late_answer_at", "next_action_at")
 
 
+class Loaded:
+    """One row's columns as read with a Core statement: a plain object with the mapped class's
+    attribute names (the per-instant planning reads hundreds of rows; ORM objects, their
+    identity map and change tracking cost several times the query)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _loaded_rows(rows: Sequence[Any], *parts: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Split each result row into one `Loaded` per part (its column names, in order)."""
+    spans, start = [], 0
+    for names in parts:
+        spans.append((start, start + len(names), names))
+        start += len(names)
+    return [tuple(Loaded(dict(zip(names, row[low:high], strict=True)))
+                  for low, high, names in spans) for row in rows]
+
+
 class DoseWrites:
     """The dose rows one planning batch changes: audited as `store` audits, written with one
     UPDATE statement per set of changed columns (a batch's doses mostly change alike: all
-    reminded, or all closed), not one by one as the ORM would."""
+    reminded, or all closed), not one by one as the ORM would. The rows are `Loaded` rows
+    (Core reads), not ORM objects: the session tracks nothing of them."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -152,9 +174,8 @@ class DoseWrites:
     def _put(self, row: DoseRecord, changes: dict[str, Any]) -> None:
         if not changes:
             return
-        # The loaded row takes the values as already written, so the ORM has nothing to flush.
-        for name, value in changes.items():
-            set_committed_value(row, name, value)
+        # The loaded row takes the new values (they are written by `write`).
+        row.__dict__.update(changes)
         _, columns = self.rows.setdefault(row.id, (row, set()))
         columns.update(changes)
 
@@ -207,11 +228,17 @@ def _patients_due(now: datetime | ColumnElement[datetime],
 def _due_patients() -> Any:
     planning, never_planned = _patients_due(bindparam("plan_now", type_=UTCDateTime()))
     due = union(select(Patient.id).where(planning), select(Patient.id).where(never_planned))
-    return (select(Patient).where(Patient.id.in_(select(due.subquery().c.id)))
+    return (select(*(_PATIENT_TABLE.c[name] for name in _PLANNING_COLUMNS))
+            .where(Patient.id.in_(select(due.subquery().c.id)))
             .order_by(Patient.id).limit(bindparam("plan_limit"))
             .with_for_update(skip_locked=True))
 
 
+_PATIENT_TABLE = cast(Table, Patient.__table__)
+# What planning reads of a patient (and writes: the two watermark columns).
+_PLANNING_COLUMNS = ("id", "subject_id", "baseline", "dose_time", "tz", "status", "opted_out",
+                     "planned_through", "plan_next_at")
+_WATERMARKS = ("planned_through", "plan_next_at")
 # Built once: it runs on every pass that has a dose or a patient due (and most find nobody).
 _DUE_PATIENTS = _due_patients()
 
@@ -226,15 +253,27 @@ def due_condition(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool
 async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime, *,
                         limit: int = BATCH) -> tuple[int, bool]:
     """Create the dose rows that are due to exist; return (rows created, maybe more to do)."""
-    patients = (await session.execute(_DUE_PATIENTS, {"plan_now": now, "plan_limit": limit})
-                ).scalars().all()
-    if not patients:
+    result = (await session.execute(_DUE_PATIENTS, {"plan_now": now, "plan_limit": limit})
+              ).all()
+    if not result:
         return 0, False
     planned: list[tuple[Patient, schedule.DoseTimes]] = []
-    for patient in patients:
+    moved: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for (patient,) in _loaded_rows(result, _PLANNING_COLUMNS):
+        before = tuple(getattr(patient, name) for name in _WATERMARKS)
         planned += plan_patient(protocol, patient, now)
+        names = tuple(name for name, old in zip(_WATERMARKS, before, strict=True)
+                      if getattr(patient, name) != old)
+        if names:
+            moved.setdefault(names, []).append(
+                {"b_id": patient.id, **{f"b_{name}": getattr(patient, name) for name in names}})
+    # The watermarks are bookkeeping (not audited): one UPDATE per set of moved columns.
+    for names, values in moved.items():
+        await session.execute(
+            update(_PATIENT_TABLE).where(_PATIENT_TABLE.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in names}), values)
     created = await _create_doses(session, planned, now)
-    return created, len(patients) == limit
+    return created, len(result) == limit
 
 
 def plan_patient(protocol: Protocol, patient: Patient,
@@ -294,14 +333,27 @@ async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
 
 # --- moving doses on --------------------------------------------------------------------------
 
+_DOSE_TABLE = cast(Table, DoseRecord.__table__)
+_DOSE_COLUMNS = tuple(c.key for c in _DOSE_TABLE.columns)
+# What moving a dose on reads of its patient (route, language, phase).
+_ROUTE_COLUMNS = ("id", "subject_id", "status", "opted_out", "language", "baseline",
+                  "telegram_id", "telegram_reachable", "phone", "sms_reachable")
+# Built once: it runs on every pass with a dose due.
+_DUE_DOSES = (
+    select(*_DOSE_TABLE.columns, *(_PATIENT_TABLE.c[name] for name in _ROUTE_COLUMNS))
+    .join_from(_DOSE_TABLE, _PATIENT_TABLE, _PATIENT_TABLE.c.id == _DOSE_TABLE.c.patient_id)
+    .where(_DOSE_TABLE.c.next_action_at <= bindparam("advance_now", type_=UTCDateTime()))
+    .order_by(_DOSE_TABLE.c.next_action_at, _DOSE_TABLE.c.id)
+    .limit(bindparam("advance_limit"))
+    .with_for_update(skip_locked=True, of=_DOSE_TABLE))
+
+
 async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime, *,
                         limit: int = BATCH) -> tuple[int, bool]:
     """Send due reminders, follow-ups and snooze reminders; close doses at their cut-off."""
-    rows = (await session.execute(
-        select(DoseRecord, Patient).join(Patient, Patient.id == DoseRecord.patient_id)
-        .where(DoseRecord.next_action_at <= now)
-        .order_by(DoseRecord.next_action_at, DoseRecord.id).limit(limit)
-        .with_for_update(skip_locked=True, of=DoseRecord))).all()
+    result = (await session.execute(_DUE_DOSES, {"advance_now": now, "advance_limit": limit})
+              ).all()
+    rows = _loaded_rows(result, _DOSE_COLUMNS, _ROUTE_COLUMNS)
     # Only a reminder reads the hold (later messages reuse the row's `hold_for_visit`).
     holds = await _visit_holds(session, protocol, [
         (p.id, d.local_date) for d, p in rows
@@ -434,7 +486,9 @@ async def find_answerable(session: AsyncSession, patient: Patient, now: datetime
         # PostgreSQL: lock the row against a concurrent answer. SQLite's write transaction is
         # already exclusive (BEGIN IMMEDIATE), so a row this session holds is used as it is.
         locking = session.get_bind().dialect.name == "postgresql"
-        row = await session.get(DoseRecord, dose_id, with_for_update=locking or None)
+        row = None if locking else _held(session, dose_id)
+        if row is None:
+            row = await session.get(DoseRecord, dose_id, with_for_update=locking or None)
         # A button of a dose not yet due (a stale or forged press) must not record tomorrow's
         # dose today: the same early-answer window as a typed answer.
         if row is None or row.patient_id != patient.id or row.due_at > now + EARLY_ANSWER:
@@ -463,6 +517,15 @@ def latest_make_up(protocol: Protocol, patient: Patient) -> str:
     minutes = int(hour) * 60 + int(minute or 0) + (24 - hours) * 60
     minutes = min(minutes, 24 * 60 - 1)  # the same day only
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _held(session: AsyncSession, dose_id: int) -> DoseRecord | None:
+    """The dose row this session holds already, as `session.get` would return it (no statement
+    and no trip through the async bridge: a batch of answers finds its rows loaded)."""
+    row = session.identity_map.get(identity_key(DoseRecord, dose_id))
+    if row is None or inspect(row).expired:
+        return None
+    return row
 
 
 ACKS = {DoseState.TAKEN: "dose.taken_ack", DoseState.LATE: "dose.taken_ack",
