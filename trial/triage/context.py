@@ -18,6 +18,8 @@ which concepts.py already dropped.
   gone, its earlier mentions have gone too. Improvement (好一点了, easing) is not resolution.
 - present: a clause that says "now" (现在, 此刻, "right now", "at the moment") reports what it
   names even under an "if" or a should-I question ("is it ok if I have chest pain now?").
+- other person: a clause about a neighbour, friend or colleague (not a relative, who may be
+  writing about the patient) is not a report, unless it says I or me too.
 - place: a number read in a clause about a balcony or a fridge is no body temperature.
 - long ago: a clause about years ago or childhood (去年, 小时候, "10 years ago") is history.
 - normal: "breathing is fine", 体温正常 denies what the clause names.
@@ -36,6 +38,8 @@ _CLAUSE_PUNCT = frozenset(",.;!?\n()~…|")
 _SENTENCE_PUNCT = frozenset(".;!?\n")
 _NEGATORS_ANOT_A = frozenset({"不", "没"})
 _QUESTION_PARTICLES = frozenset({"吗", "么", "嘛"})
+_FIRST_PERSON = frozenset({"我", "i", "me", "i'm", "im", "i've", "i'd", "myself", "my"})
+_POSSESSIVE = frozenset({"my", "our", "the", "a", "an", "我", "我们", "的", "们"})
 _FILLER_BUDGET = 3
 # Groups a cue acts on (negating a context cue or an exclusion means nothing).
 _TARGETS = frozenset({*SYMPTOM_GROUPS, "qualifier", "medicine"})
@@ -190,6 +194,18 @@ def read(found_units: list[Unit], occurrences: list[Occurrence], fillers: frozen
                     flags[k].hypothetical = True
             context.idle_clauses.add(clause_of(cue))
             context.worldly_sentences.add(sentence_of(cue))
+        elif cue.name == "other_person":
+            # "my neighbour had a stroke", 楼下的阿姨住院了: the other person opens the clause
+            # (after my / 我的 at most), and the rest of it says no I or me ("朋友说我脸色发黄").
+            here = clause_of(cue)
+            opening = [i for i in range(cue.first) if clause[i] == here]
+            rest = [i for i in range(cue.last, n) if clause[i] == here]
+            if (all(found_units[i].key in _POSSESSIVE for i in opening)
+                    and not any(found_units[i].key in _FIRST_PERSON for i in rest)):
+                for k in targets:
+                    if clause_of(occurrences[k]) == here:
+                        flags[k].hypothetical = True
+                context.idle_clauses.add(here)
         elif cue.name == "place":
             context.placed_clauses.add(clause_of(cue))
         elif cue.name == "long_ago":  # "died 10 years ago", 小时候: history, not a report now
