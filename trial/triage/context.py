@@ -18,8 +18,8 @@ which concepts.py already dropped.
   gone, its earlier mentions have gone too. Improvement (好一点了, easing) is not resolution.
 - present: a clause that says "now" (现在, 此刻, "right now", "at the moment") reports what it
   names even under an "if" or a should-I question ("is it ok if I have chest pain now?").
-- other person: a clause about a neighbour, friend or colleague (not a relative, who may be
-  writing about the patient) is not a report, unless it says I or me too.
+- other person: a clause that opens on a neighbour or a colleague (never a relative, friend or
+  carer, who may be writing about the patient) is not a report, unless it says I or me too.
 - place: a number read in a clause about a balcony or a fridge is no body temperature.
 - long ago: a clause about years ago or childhood (去年, 小时候, "10 years ago") is history.
 - normal: "breathing is fine", 体温正常 denies what the clause names.
