@@ -135,6 +135,8 @@ class _Read:
         return self.text.original[start:end]
 
     def __post_init__(self) -> None:
+        self.still_clauses = sorted({self.context.clause[min(o.first, len(self.units) - 1)]
+                                     for o in self.occurrences if o.name == "still"})
         self._live: dict[str, list[int]] = {}
         self._said: dict[str, list[int]] = {}
         for i, o in enumerate(self.occurrences):
@@ -185,6 +187,18 @@ def _combination(read: _Read, comb: named.Combination) -> tuple[list[int] | None
     for scope in scopes[0]:
         if scope not in blocked and all(scope in s for s in scopes):
             return [s[scope] for s in scopes], True
+    if comb.scope == "clause":
+        # "说话比早上清楚一点了，还是有点含糊": a clause that goes on with "still" (还是, 仍然)
+        # speaks of what the clause before it named.
+        for clause in read.still_clauses:
+            if clause in blocked:
+                continue
+            picked = [s.get(clause, s.get(clause - 1)) for s in scopes]
+            if all(i is not None for i in picked) and any(clause in s for s in scopes) and (
+                    len({read.context.sentence[min(read.occurrences[i].first,
+                                                   len(read.units) - 1)]
+                         for i in picked if i is not None}) == 1):
+                return [i for i in picked if i is not None], True
     return None, partial
 
 
