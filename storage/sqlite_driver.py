@@ -132,6 +132,14 @@ class OneTripCursor(aiosqlite.Cursor):
 class OneTripConnection(aiosqlite.Connection):
     """aiosqlite's connection, handing out one-trip cursors (opening one costs no trip)."""
 
+    async def rollback(self) -> None:
+        """Roll back, with no trip to the thread when no transaction is open: the pool resets
+        every connection it gets back, also after a commit or a read session's own rollback
+        (a trip each, on every unit of work). `in_transaction` is read between this
+        connection's calls, never while one runs: each is awaited before the next is queued."""
+        if self._conn.in_transaction:
+            await self._execute(self._conn.rollback)
+
     @contextmanager
     async def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)

@@ -190,11 +190,18 @@ class DoseWrites:
             groups.setdefault(tuple(sorted(changed)), []).append(row)
         for names, rows in groups.items():
             await self.session.execute(
-                update(table).where(table.c.id == bindparam("b_id"))
-                .values({name: bindparam(f"b_{name}") for name in names}),
+                _update_by_id(table, names),
                 [{"b_id": row.id, **{f"b_{name}": _loaded(row, name) for name in names}}
                  for row in rows])
         return len(self.rows)
+
+
+@cache
+def _update_by_id(table: Table, names: tuple[str, ...]) -> Any:
+    """UPDATE of these columns by id (executemany parameters `b_id`, `b_<name>`), built once
+    per set of columns: a new statement object would be compiled-cache-keyed every time."""
+    return (update(table).where(table.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in names}))
 
 
 # Dose changes are audited as `storage.audit.record` would, but deferred: a day's planning
@@ -269,9 +276,7 @@ async def plan_patients(session: AsyncSession, protocol: Protocol, now: datetime
                 {"b_id": patient.id, **{f"b_{name}": getattr(patient, name) for name in names}})
     # The watermarks are bookkeeping (not audited): one UPDATE per set of moved columns.
     for names, values in moved.items():
-        await session.execute(
-            update(_PATIENT_TABLE).where(_PATIENT_TABLE.c.id == bindparam("b_id"))
-            .values({name: bindparam(f"b_{name}") for name in names}), values)
+        await session.execute(_update_by_id(_PATIENT_TABLE, names), values)
     created = await _create_doses(session, planned, now)
     return created, len(result) == limit
 
@@ -305,6 +310,10 @@ def plan_patient(protocol: Protocol, patient: Patient,
     return due
 
 
+# The dose rows' INSERT ... ON CONFLICT DO NOTHING RETURNING, built once per dialect.
+_NEW_DOSES: dict[str, Any] = {}
+
+
 async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
                         schedule.DoseTimes]], now: datetime) -> int:
     """Insert the planned rows in one statement; an existing (patient, date) row is kept."""
@@ -319,9 +328,12 @@ async def _create_doses(session: AsyncSession, planned: Sequence[tuple[Patient,
         row.update(state=dose.state.value, patient_id=patient.id, local_date=times.local_date,
                    next_action_at=dose.next_action_at())
         values.append(row)
-    table = DoseRecord.__table__
-    statement = (insert_new(session, table, unique=["patient_id", "local_date"])
-                 .returning(table.c.id, table.c.patient_id, table.c.local_date, table.c.due_at))
+    statement = _NEW_DOSES.get(session.get_bind().dialect.name)
+    if statement is None:
+        table = _DOSE_TABLE
+        statement = _NEW_DOSES[session.get_bind().dialect.name] = (
+            insert_new(session, table, unique=["patient_id", "local_date"])
+            .returning(table.c.id, table.c.patient_id, table.c.local_date, table.c.due_at))
     subjects = {patient.id: patient.subject_id for patient, _ in planned}
     created = (await session.execute(statement, values)).all()
     for dose_id, patient_id, day, due_at in created:

@@ -166,13 +166,17 @@ _NEXT_INSTANT = select(
     select(func.min(DoseRecord.next_action_at)).scalar_subquery(),
     select(func.min(Patient.plan_next_at)).where(
         Patient.status == "active", Patient.opted_out.is_(False)).scalar_subquery())
-# Every message queued after a given id, with its dose and patient when it is about a dose.
+# Every message queued after a given id, with its dose's patient and date when it is about a
+# dose (columns: most messages are read only to see what the patient answers, if anything).
 _QUEUED_SINCE = (
-    select(OutboundMessage.id, OutboundMessage.dedupe_key, OutboundMessage.due_at, DoseRecord,
-           Patient)
+    select(OutboundMessage.id, OutboundMessage.dedupe_key, OutboundMessage.due_at,
+           OutboundMessage.dose_id, DoseRecord.patient_id, DoseRecord.local_date)
     .outerjoin(DoseRecord, DoseRecord.id == OutboundMessage.dose_id)
-    .outerjoin(Patient, Patient.id == DoseRecord.patient_id)
     .where(OutboundMessage.id > bindparam("seen")).order_by(OutboundMessage.id))
+# The doses answered at an instant and their patients, loaded together (answer_dose then finds
+# each dose in the session).
+_ANSWERED = (select(DoseRecord, Patient).join(Patient, Patient.id == DoseRecord.patient_id)
+             .where(DoseRecord.id.in_(bindparam("doses", expanding=True))))
 
 
 async def next_instant(db: Database, after: datetime,
@@ -197,15 +201,17 @@ async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Sc
         messages = (await session.execute(_QUEUED_SINCE, {"seen": seen[0]})).all()
         seen[0] = max([seen[0], *(m.id for m in messages)])
         assert all(m.due_at <= now for m in messages)  # nothing queued before its time
-        with session.no_autoflush:
-            for message in messages:
-                row, patient = message.DoseRecord, message.Patient
-                if row is None:
-                    continue
-                for answer in answers_for(people[row.patient_id], message, row.local_date):
-                    await doses.answer_dose(session, protocol, patient, answer, now=now,
-                                            dose_id=row.id)
-            await doses.flush_audit(session)
+        answers = [(m.dose_id, answer) for m in messages if m.dose_id is not None
+                   for answer in answers_for(people[m.patient_id], m, m.local_date)]
+        if answers:
+            loaded = (await session.execute(
+                _ANSWERED, {"doses": sorted({dose_id for dose_id, _ in answers})})).all()
+            patients = {dose.id: patient for dose, patient in loaded}
+            with session.no_autoflush:
+                for dose_id, answer in answers:  # in the order the messages were queued
+                    await doses.answer_dose(session, protocol, patients[dose_id], answer,
+                                            now=now, dose_id=dose_id)
+                await doses.flush_audit(session)
         return await next_instant(db, now, session)
 
 
