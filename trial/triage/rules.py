@@ -60,7 +60,7 @@ RULES: tuple[Rule, ...] = (
                              _c("blood", "nausea_word|cough", scope="clause"),
                              _c("bleeding_word|blood|menstrual_word", "soaked"),
                              _c("nausea_word|cough", "red_colour", scope="clause"))),
-    Rule("black_stools", (_c("black_stool_word"), _c("stool", "black"))),
+    Rule("black_stools", (_c("black_stool_word"), _c("stool|diarrhoea_word", "black"))),
     Rule("fainting", (_c("fainting_word"),)),
     # same-day
     Rule("shaking_chills", (_c("chills_word"),)),
