@@ -173,10 +173,13 @@ async def plan_digests(db: Database, protocol: Protocol, now: datetime) -> int:
     # One transaction for the sites due now: each digest is claimed, queued and stamped with
     # it, all at once (sites fall due together, and one transaction costs far less than six).
     async with db.write() as session:
-        due = await unsent(session, protocol, now)
+        sites = (await session.execute(select(Site).order_by(Site.id))).scalars().all()
+        due = [(site, day) for site in sites
+               if (day := due_date(site, protocol, now)) is not None]
         if not due:
             return 0
-        # Every due site's key claimed at once, and their recipients read at once.
+        # Every due site's key claimed at once (a key claimed before, by this or another
+        # worker, is not claimed again: that digest is sent), their recipients read at once.
         claimed = await runs.claim_many(session, [digest_key(s.id, d) for s, d in due], now)
         readers = await digest.recipients_of(session, [s.id for s, d in due
                                                        if digest_key(s.id, d) in claimed])

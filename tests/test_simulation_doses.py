@@ -46,6 +46,9 @@ class Scripted:
     baseline: date
     behaviour: str
     patient_id: int = 0
+    # The enrolled row (as enrolled; answers read its id, subject, language and dose time,
+    # which the script never changes).
+    patient: Patient | None = None
     expected: dict[date, str] = field(default_factory=dict)
     late_taken: set[date] = field(default_factory=set)
 
@@ -140,7 +143,7 @@ async def enrol(db: Database, people: list[Scripted], now: datetime) -> None:
                               telegram_id=10_000 + p.index, status="active", opted_out=False,
                               telegram_reachable=True, sms_reachable=True, created_at=now)
             await audit.create(session, patient, at=now, actor=Actor.cli("sim"))
-            p.patient_id = patient.id
+            p.patient_id, p.patient = patient.id, patient
 
 
 async def apply_event(db: Database, p: Scripted, what: str, now: datetime,
@@ -173,10 +176,8 @@ _QUEUED_SINCE = (
            OutboundMessage.dose_id, DoseRecord.patient_id, DoseRecord.local_date)
     .outerjoin(DoseRecord, DoseRecord.id == OutboundMessage.dose_id)
     .where(OutboundMessage.id > bindparam("seen")).order_by(OutboundMessage.id))
-# The doses answered at an instant and their patients, loaded together (answer_dose then finds
-# each dose in the session).
-_ANSWERED = (select(DoseRecord, Patient).join(Patient, Patient.id == DoseRecord.patient_id)
-             .where(DoseRecord.id.in_(bindparam("doses", expanding=True))))
+# The doses answered at an instant, loaded together (answer_dose then finds each in the session).
+_ANSWERED = select(DoseRecord).where(DoseRecord.id.in_(bindparam("doses", expanding=True)))
 
 
 async def next_instant(db: Database, after: datetime,
@@ -205,11 +206,11 @@ async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Sc
                    for answer in answers_for(people[m.patient_id], m, m.local_date)]
         if answers:
             loaded = (await session.execute(
-                _ANSWERED, {"doses": sorted({dose_id for dose_id, _ in answers})})).all()
-            patients = {dose.id: patient for dose, patient in loaded}
+                _ANSWERED, {"doses": sorted({dose_id for dose_id, _ in answers})})).scalars().all()
+            owner = {dose.id: people[dose.patient_id].patient for dose in loaded}
             with session.no_autoflush:
                 for dose_id, answer in answers:  # in the order the messages were queued
-                    await doses.answer_dose(session, protocol, patients[dose_id], answer,
+                    await doses.answer_dose(session, protocol, owner[dose_id], answer,
                                             now=now, dose_id=dose_id)
                 await doses.flush_audit(session)
         return await next_instant(db, now, session)
