@@ -119,7 +119,7 @@ async def _settled(db: Database, inbound: int) -> bool:
     return handled >= inbound and pending == 0
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 async def test_every_emergency_text_pages_as_an_emergency_and_says_120(
         db: Database, protocol: Protocol, stack: Stack, fake_telegram: FakeTelegramAPI,
         fake_twilio: FakeTwilioAPI) -> None:
@@ -177,8 +177,10 @@ async def test_every_emergency_text_pages_as_an_emergency_and_says_120(
             else reply.body in texts_to[PATIENT_CHAT])
         if not (report and report.tier == "emergency" and alert
                 and alert.tier == "emergency" and paged and answered):
-            missed.append((message.channel, message.text))
-    assert missed == []
+            missed.append((message.channel, message.text, report and report.tier,
+                           alert and alert.tier, paged, answered))
+    # Each miss: channel, text, report tier, alert tier, coordinator paged, patient told 120.
+    assert missed == [], "\n".join(map(str, missed))
 
     # Unregistered phones: each answered with 120, each an "unregistered sender" alert, paged.
     assert [a.sender for a in strangers] == [
