@@ -166,3 +166,25 @@ def test_an_unreadable_budget_comment_is_reported(tmp_path: Path, protocol: Prot
     whats = [p.what for p in check_sms(protocol, tmp_path)]
     assert whats
     assert all("unreadable budget comment" in what for what in whats)
+
+
+def test_a_chinese_sms_is_measured_with_its_choice_line_and_asks_for_no_latin_word(
+        tmp_path: Path, protocol: Protocol) -> None:
+    """Issue 16: every routine Chinese SMS fits one segment with its choice line and the site's
+    signature at the end; `#. segments: 2 en` lets only English use two; a Chinese text that
+    asks for a Latin keyword fails."""
+    fits = "请" * 40  # + newline + 回复：1 已服，2 未服，3 稍后提醒 (19) + 【8 chars】 = 70
+    entries = {"dose.fits": fits, "dose.over": "请" * 61, "dose.latin": "回复TD暂停。",
+               "dose.english_long": "请服药。"}
+    extra = ('\n#. choices: dose\nmsgid "dose.c_fits"\nmsgstr "' + fits + '"\n'
+             '\n#. choices: dose\nmsgid "dose.c_over"\nmsgstr "' + fits + '请"\n'
+             '\n#. segments: 2 en\nmsgid "dose.c_two_en"\nmsgstr "' + "请" * 61 + '"\n')
+    write_po(tmp_path, "zh_CN", "dose", entries, extra)
+    english = dict.fromkeys(entries, "Take it.")
+    write_po(tmp_path, "en", "dose", english,
+             '\nmsgid "dose.c_fits"\nmsgstr "a"\n\nmsgid "dose.c_over"\nmsgstr "a"\n'
+             '\nmsgid "dose.c_two_en"\nmsgstr "' + "Take it. " * 30 + '"\n')
+    found = {(p.where.split("/")[0], p.message_id, p.what.split(" ")[0])
+             for p in check_sms(protocol, tmp_path)}
+    assert found == {("zh_CN", "dose.over", "over"), ("zh_CN", "dose.c_over", "over"),
+                     ("zh_CN", "dose.latin", "asks"), ("zh_CN", "dose.c_two_en", "over")}
