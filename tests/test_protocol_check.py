@@ -123,3 +123,14 @@ def test_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     outcome = run_cli(capsys, "protocol", "check", str(path))
     assert outcome.status != 0
     assert problem in outcome.err
+
+
+def test_a_dose_label_that_is_a_forbidden_word_fails_the_check(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 18: every patient SMS is rendered with the protocol's own dose labels."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(bundled_path().read_text(encoding="utf-8").replace(
+        '"study medication"', '"sirolimus"'), encoding="utf-8")
+    outcome = run_cli(capsys, "protocol", "check", str(bad))
+    assert outcome.status == 1
+    assert "dose.reminder: contains forbidden word 'sirolimus'" in outcome.out
