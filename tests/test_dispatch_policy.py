@@ -259,7 +259,8 @@ async def test_safety_message_to_blocked_telegram_goes_again_by_sms(
     telegram.fail_always(CHAT, PermanentSendError("Forbidden", unreachable=True, code="403"))
     await dispatcher.run_once()
     assert (await message(db, mid)).status == "failed"
-    assert [s.message.text for s in sms.to(PHONE)] == ["text of alert:1:reply\nSite one"]
+    assert [(s.message.text, s.message.signature) for s in sms.to(PHONE)] == [
+        ("text of alert:1:reply", "Site one")]
     async with db.read() as session:
         via = (await session.execute(select(OutboundMessage).where(
             OutboundMessage.dedupe_key == "alert:1:reply:via:sms"))).scalar_one()
@@ -321,8 +322,9 @@ async def test_every_patient_sms_is_signed_once_with_the_sites_name(
         row("reply:1:0", channel="sms", address=PHONE, now=clock.now(), patient_id=pid)])
     dispatcher, _, sms = _dispatcher(db, protocol, clock)
     await dispatcher.run_once()
-    assert sorted(s.message.text for s in sms.to(PHONE)) == [
-        "text of dose:reminder:1\nSite one", "text of reply:1:0\nSite one"]
+    # The dispatcher hands the signature to the SMS channel, which signs after the choice line.
+    assert sorted((s.message.text, s.message.signature) for s in sms.to(PHONE)) == [
+        ("text of dose:reminder:1", "Site one"), ("text of reply:1:0", "Site one")]
     async with db.read() as session:
         bodies = set((await session.execute(select(OutboundMessage.body))).scalars())
     assert bodies == {"text of dose:reminder:1", "text of reply:1:0"}

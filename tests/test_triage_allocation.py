@@ -44,6 +44,10 @@ async def test_the_question_is_answered_logged_and_a_red_flag_still_pages(
     async with sqlite_db.write() as session:
         await enrolment.add_site(session, site_id="S1", name="One", tz="Asia/Shanghai",
                                  phone=None, now=NOW, actor=Actor.cli("t"))
+        for role, chat in (("coordinator", 1001), ("investigator", 1002)):  # someone on call
+            await enrolment.add_staff(session, site_id="S1", role=role, name=role,
+                                      telegram_id=chat, phone=None, language="zh", now=NOW,
+                                      actor=Actor.cli("t"))
         patient, _ = await enrolment.enroll(session, protocol, validate_enrolment(
             subject="S1-001", site="S1", baseline_date=str(date(2026, 3, 2)), dose_at="08:00",
             lang="zh"), now=NOW, actor=Actor.cli("t"))
