@@ -72,7 +72,8 @@ async def test_engage_run_serves_healthz_answers_telegram_and_stops_on_sigterm(
     try:
         health = await healthz(port)
         assert health == {"status": "ok", "database": True, "scheduler": True,
-                          "dispatcher": True, "tasks": True, "telegram": True}
+                          "dispatcher": True, "tasks": True, "telegram": True,
+                          "paging": True}
         # A stranger writes: polled, stored, answered through the outbox by the dispatcher.
         update = fake_telegram.inject(fake_telegram.message_update(31337, "hello"))
         await fake_telegram.wait_confirmed(update, within=10)
