@@ -66,6 +66,7 @@ from study import reachability
 log = logging.getLogger(__name__)
 
 CAPTION_LIMIT = 1024
+TEXT_LIMIT = 4096  # Telegram refuses a longer message ("message is too long")
 # my_chat_member: a patient blocking or unblocking the bot; edited_message: a new statement.
 UPDATE_TYPES = ["message", "edited_message", "callback_query", "my_chat_member"]
 GROUP_CHATS = ("group", "supergroup")
@@ -139,6 +140,12 @@ def keyboard(choices: tuple[Choice, ...]) -> InlineKeyboardMarkup | None:
                                                  for i in range(0, len(buttons), 2)])
 
 
+def fitted(text: str, limit: int = TEXT_LIMIT) -> str:
+    """A text Telegram takes: cut with an ellipsis past `limit` characters (texts are built to
+    fit; this is the last guard, so an over-long text is never refused up a whole chain)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def make_bot(token: str, api_url: str) -> Bot:
     """An aiogram Bot talking to `api_url` (the real Bot API, a local server, or a fake)."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_url))
@@ -171,10 +178,11 @@ class TelegramChannel:
                                                  caption=message.text if fits else None,
                                                  reply_markup=markup if fits else None)
                 if not fits:
-                    sent = await self.bot.send_message(chat_id, message.text,
+                    sent = await self.bot.send_message(chat_id, fitted(message.text),
                                                        reply_markup=markup)
             else:
-                sent = await self.bot.send_message(chat_id, message.text, reply_markup=markup)
+                sent = await self.bot.send_message(chat_id, fitted(message.text),
+                                                   reply_markup=markup)
         except TelegramRetryAfter as exc:
             raise TransientSendError("telegram flood control", retry_after=exc.retry_after
                                      ) from None

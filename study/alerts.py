@@ -20,7 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from messages import catalogue
 from storage import audit
 from storage.audit import Actor
-from storage.models import Alert, AlertEvent, Patient, Site, Staff, SymptomReport
+from storage.models import (
+    Alert,
+    AlertEvent,
+    InboundMessage,
+    Patient,
+    Site,
+    Staff,
+    SymptomReport,
+)
 from storage.outbox import SAFETY, enqueue
 from study import staff_access
 from study.oncall import who_is_on_call
@@ -40,6 +48,10 @@ log = logging.getLogger(__name__)
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 PAGING_ROLES = ("coordinator", "investigator", "pi")
+# Characters of a report quoted in a page or an /alerts item: with the rest of the text it stays
+# under Telegram's 4,096 (the whole report is stored, and exported).
+QUOTE_LIMIT = 3000
+REASONS_LIMIT = 400
 
 
 class AlertError(Exception):
@@ -231,8 +243,16 @@ async def _context(session: AsyncSession, alert: Alert) -> dict[str, Any]:
     patient = await session.get(Patient, alert.patient_id) if alert.patient_id else None
     report = await session.get(SymptomReport, alert.report_id) if alert.report_id else None
     tz = ZoneInfo(site.tz) if site else ZoneInfo("UTC")
+    inbound = (await session.get(InboundMessage, report.inbound_id)
+               if report is not None and report.inbound_id else None)
+    edited = bool(inbound is not None and (inbound.payload or {}).get("edited"))
     return {"site": site, "tz": tz, "subject": patient.subject_id if patient else "-",
-            "report": report}
+            "report": report, "edited": edited}
+
+
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """A patient's words as a staff text quotes them: cut with an ellipsis past `limit`."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _utc(moment: datetime) -> str:
@@ -260,11 +280,15 @@ def reasons_text(reasons: list[Any], language: str) -> str:
 def alert_params(alert: Alert, context: dict[str, Any], language: str) -> dict[str, object]:
     """Placeholders of every staff-facing alert text."""
     report: SymptomReport | None = context["report"]
+    text = quoted(report.raw_text if report else alert.summary)
+    if context.get("edited"):  # the patient edited a message they had sent: say so
+        text = catalogue.render("alert.edited_note", language) + " " + text
     return {
         "id": alert.id, "subject": subject_of(alert, context["subject"], language),
         "tier": catalogue.render(f"alert.tier_{alert.tier}", language),
-        "reasons": reasons_text(report.reasons if report else alert.reasons or [], language),
-        "text": report.raw_text if report else alert.summary,
+        "reasons": quoted(reasons_text(report.reasons if report else alert.reasons or [],
+                                       language), REASONS_LIMIT),
+        "text": text,
         "received_utc": _utc(alert.received_at),
         "received_local": _local(alert.received_at, context["tz"]),
         "deadline_utc": _utc(alert.sae_deadline_at) if alert.sae_deadline_at else "",

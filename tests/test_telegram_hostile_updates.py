@@ -120,6 +120,9 @@ async def test_an_edit_is_triaged_again_and_pages_the_coordinator(
     await trial.polling.handled(edit)
     page = await texts_to(fake_telegram, COORDINATOR)
     assert any("fever 39.2 and chills" in text for text in page)
+    # The page says the patient edited the message (the first words were "ok").
+    edited = catalogue.render("alert.edited_note", "en")
+    assert any(f"{edited} fever 39.2 and chills" in text for text in page)
     stored = [r for r in (await rows(trial.db)).values() if r.external_id.startswith("edit:")]
     assert len(stored) == 1
     assert stored[0].payload["edited"] is True

@@ -284,6 +284,8 @@ class FakeTelegramAPI:
         failure = self._failure_for(chat_id)
         if failure is not None:
             return failure
+        if len(params.get("text", "")) > 4096:  # as Telegram does
+            return self._error(400, "Bad Request: message is too long")
         extra: dict[str, Any] = {"text": params.get("text", "")}
         if "reply_markup" in params:
             extra["reply_markup"] = params["reply_markup"]
