@@ -19,6 +19,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.models import LinkAttempt, LinkCode, Patient, Staff
 from study.enrolment import hash_code
+from study.reachability import rearm_doses
 from trial.protocol import Protocol
 
 
@@ -96,4 +97,6 @@ async def link_chat(session: AsyncSession, protocol: Protocol, *, chat_id: int, 
     audit.change(session, patient, at=now, actor=Actor.patient(patient.subject_id),
                  reason="linked by one-time code", telegram_id=chat_id,
                  telegram_reachable=True)
+    # Today's dose may have waited for a channel: its reminder goes at the next tick.
+    await rearm_doses(session, patient.id, now=now)
     return LinkResult(LinkOutcome.LINKED, patient)

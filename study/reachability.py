@@ -1,17 +1,23 @@
 """Telegram reachability from what Telegram tells us: a patient who blocks the bot is marked
 unreachable there at once (the coordinator told; messages then go by SMS where there is a
-number), and one who unblocks it or writes to us again is reachable again."""
+number), and one who unblocks it or writes to us again is reachable again.
+
+Becoming reachable (linking, unblocking, writing again) re-arms the patient's open doses: a
+dose whose reminder waited for a channel is looked at by the next tick, so a patient who links
+after today's dose time but before its follow-up time gets today's reminder at once."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import audit
 from storage.audit import Actor
-from storage.models import Patient
+from storage.models import DoseRecord, Patient
 from study import alerts
+from trial.dose import DoseState
 
 MEMBER = "member:"  # the action prefix of a membership event (InboundEvent.action)
 BLOCKED = f"{MEMBER}blocked"
@@ -53,5 +59,22 @@ async def heard_from(session: AsyncSession, patient: Patient, *, now: datetime,
     """The patient can be reached on Telegram again (unblocked, or just wrote to us)."""
     if patient.telegram_reachable or patient.telegram_id is None:
         return False
-    return audit.change(session, patient, at=now, actor=Actor.patient(patient.subject_id),
-                        reason=reason, telegram_reachable=True)
+    changed = audit.change(session, patient, at=now, actor=Actor.patient(patient.subject_id),
+                           reason=reason, telegram_reachable=True)
+    await rearm_doses(session, patient.id, now=now)
+    return changed
+
+
+OPEN_STATES = [s.value for s in DoseState if s.is_open]
+
+
+async def rearm_doses(session: AsyncSession, patient_id: int, *, now: datetime) -> None:
+    """The patient's open doses between their dose time and cut-off are due for a look now (a
+    later day's waits for its own time): one that waited
+    for a channel is reminded or followed up by the next tick (at most a minute), and one with
+    nothing due goes back to its own next time (`study.doses.advance_dose`)."""
+    await session.execute(
+        update(DoseRecord).where(DoseRecord.patient_id == patient_id,
+                                 DoseRecord.state.in_(OPEN_STATES), DoseRecord.due_at <= now,
+                                 DoseRecord.cutoff_at > now, DoseRecord.next_action_at > now)
+        .values(next_action_at=now).execution_options(synchronize_session=False))
