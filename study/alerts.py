@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -51,6 +51,10 @@ PAGING_ROLES = ("coordinator", "investigator", "pi")
 # Characters of a report quoted in a page or an /alerts item: with the rest of the text it stays
 # under Telegram's 4,096 (the whole report is stored, and exported).
 QUOTE_LIMIT = 3000
+# Same-day reports of one patient within this time of a same-day alert nobody has acknowledged
+# yet join that alert (one chain of pages, not one per message): "fever" three times in ten
+# minutes. Emergencies never join.
+JOIN_WINDOW = timedelta(minutes=10)
 REASONS_LIMIT = 400
 
 
@@ -110,6 +114,43 @@ async def open_alert(session: AsyncSession, protocol: Protocol, *, site_id: str,
     if tier.is_urgent:
         await page(session, protocol, alert, now=now)
     return alert
+
+
+async def joinable(session: AsyncSession, patient: Patient, tier: Tier, *, possible_sae: bool,
+                   now: datetime) -> Alert | None:
+    """The patient's symptom alert a new report at this tier joins: still open (nobody has
+    acknowledged it), opened at the same tier within JOIN_WINDOW, and an SAE clock already
+    running if the report is a possible SAE. Otherwise None (the report opens its own alert
+    and its own pages; a higher tier always does). Only same-day reports join: every
+    emergency report opens its own alert and pages at once, since what it says is news a
+    person must read now."""
+    if tier is not Tier.SAME_DAY:
+        return None
+    query = (select(Alert).where(Alert.patient_id == patient.id, Alert.kind == "symptom",
+                                 Alert.status == OPEN, Alert.tier == tier.value,
+                                 Alert.opened_at >= now - JOIN_WINDOW)
+             .order_by(Alert.id.desc()).limit(1))
+    if possible_sae:
+        query = query.where(Alert.sae_deadline_at.is_not(None))
+    return (await session.execute(query)).scalars().first()
+
+
+async def join(session: AsyncSession, alert: Alert, report: SymptomReport, *,
+               now: datetime) -> None:
+    """A further report on an open alert: recorded as its event, paged by the alert's chain."""
+    await _event(session, alert, "report_added", now=now, detail=f"report {report.id}")
+
+
+async def of_report(session: AsyncSession, report: SymptomReport) -> Alert | None:
+    """The alert a report opened or joined."""
+    opened = (await session.execute(select(Alert).where(
+        Alert.report_id == report.id))).scalars().first()
+    if opened is not None:
+        return opened
+    return (await session.execute(select(Alert).join(
+        AlertEvent, AlertEvent.alert_id == Alert.id).where(
+        AlertEvent.kind == "report_added",
+        AlertEvent.detail == f"report {report.id}"))).scalars().first()
 
 
 async def _groups(session: AsyncSession, site_id: str,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import audit
 from storage.audit import Actor
-from storage.models import Alert, Patient, Site, SymptomReport
+from storage.models import Patient, Site, SymptomReport
 from study import alerts
 from study.replies import Reply
 from trial.protocol import Protocol, Tier
@@ -47,6 +47,11 @@ async def record_report(session: AsyncSession, protocol: Protocol, patient: Pati
     await audit.create(session, report, at=now, actor=Actor.patient(patient.subject_id),
                        reason=source)
     if assessment.tier.is_urgent:
+        ongoing = await alerts.joinable(session, patient, assessment.tier,
+                                        possible_sae=assessment.possible_sae, now=now)
+        if ongoing is not None:
+            await alerts.join(session, ongoing, report, now=now)
+            return report
         await alerts.open_alert(session, protocol, site_id=patient.site_id, patient=patient,
                                 kind="symptom", tier=assessment.tier, now=now, received_at=now,
                                 report=report, possible_sae=assessment.possible_sae)
@@ -58,8 +63,7 @@ async def _reply(session: AsyncSession, report: SymptomReport) -> Reply:
     to call the site's phone (when it has one) or 120, never that the team was alerted."""
     tier = Tier(report.tier)
     if tier.is_urgent:
-        alert = (await session.execute(select(Alert).where(
-            Alert.report_id == report.id))).scalars().first()
+        alert = await alerts.of_report(session, report)
         if alert is not None and alert.unreached_at is not None:
             site = await session.get(Site, alert.site_id)
             if site is not None and site.phone:

@@ -14,7 +14,15 @@ from engage.clock import SimulatedClock
 from scheduler import escalation, tick
 from storage.audit import Actor
 from storage.db import Database
-from storage.models import Alert, AlertEvent, AuditEntry, OutboundMessage, Patient, Staff
+from storage.models import (
+    Alert,
+    AlertEvent,
+    AuditEntry,
+    OutboundMessage,
+    Patient,
+    Staff,
+    SymptomReport,
+)
 from study import enrolment
 from study.reports import receive_report
 from trial.enrolment import Enrolment
@@ -221,3 +229,36 @@ async def test_routine_reports_are_not_paged(db: Database, protocol: Protocol,
     assert await pages(db) == []
     async with db.read() as s:
         assert (await s.execute(select(Alert))).first() is None
+
+
+async def test_three_fever_messages_in_ten_minutes_are_one_alert_with_one_chain(
+        db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    world = await make_world(db, protocol, clock.now())
+    first_at = clock.advance(timedelta(hours=1))
+    for minutes, text in ((0, "发烧38.6度"), (4, "还是发烧，38.8"), (9, "fever 38.9 still")):
+        assert await report(db, protocol, world, text, first_at + timedelta(minutes=minutes)) \
+            == ["report.reply_same_day"]
+    async with db.read() as s:
+        opened = (await s.execute(select(Alert))).scalars().all()
+        reports = (await s.execute(select(SymptomReport))).scalars().all()
+        joined = (await s.execute(select(AlertEvent.detail).where(
+            AlertEvent.kind == "report_added"))).scalars().all()
+    assert [(a.kind, a.tier) for a in opened] == [("symptom", "same_day")]
+    assert len(reports) == 3
+    assert sorted(joined) == sorted(f"report {r.id}" for r in reports[1:])
+    assert len(await pages(db)) == 2  # the coordinator once, by Telegram and SMS: one chain
+    # After the window a new report opens its own alert; an emergency always does.
+    late = first_at + timedelta(minutes=11)
+    assert await report(db, protocol, world, "又发烧了 38.7", late) == ["report.reply_same_day"]
+    assert await report(db, protocol, world, "我胸口剧痛，喘不上气", late) == [
+        "report.reply_emergency"]
+    async with db.read() as s:
+        tiers = (await s.execute(select(Alert.tier).order_by(Alert.id))).scalars().all()
+    assert tiers == ["same_day", "same_day", "emergency"]
+    # Two hours after the first report, its alert goes one step up the chain, not three.
+    for minutes in (120, 130):
+        await escalation.escalate(db, protocol, first_at + timedelta(minutes=minutes))
+    async with db.read() as s:
+        first = (await s.execute(select(Alert).order_by(Alert.id))).scalars().first()
+    assert first is not None
+    assert first.level == 1
