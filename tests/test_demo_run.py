@@ -168,3 +168,30 @@ def test_every_audit_row_has_a_reason_and_message_caused_changes_name_the_messag
         Alert.sae_deadline_at.is_not(None)))
     assert reported
     assert all(by is not None for _, by in reported)
+
+
+def test_no_export_of_the_demo_contains_a_phone_number_or_a_chat_id(
+        demo: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports go to data management: every phone and chat id the demo stored (patients, staff,
+    sites, senders, message addresses) is absent from every export kind."""
+    from engage.commands.export import EXPORTS
+    from storage.models import Site
+
+    path, _ = demo
+    identifiers: set[str] = set()
+    for statement in (select(Patient.phone, Patient.telegram_id), select(Staff.phone,
+                      Staff.telegram_id), select(Site.phone), select(InboundMessage.sender),
+                      select(OutboundMessage.address)):
+        for row in query(path, statement):
+            identifiers |= {str(v).removeprefix("telegram:") for v in row if v}
+    identifiers = {i for i in identifiers if sum(c.isdigit() for c in i) >= 5}
+    assert any(i.startswith("+") for i in identifiers)  # phones are there to be found
+    assert any(i.isdigit() for i in identifiers)  # and chat ids
+    monkeypatch.setenv("ENGAGE_DATABASE_URL", f"sqlite+aiosqlite:///{path}")
+    for kind in sorted(EXPORTS):
+        out = tmp_path / f"{kind}.csv"
+        assert main(["export", kind, "--out", str(out)]) == 0
+        text = out.read_text(encoding="utf-8-sig")
+        found = sorted(i for i in identifiers
+                       if i in text or i.lstrip("+") in text.replace("+", ""))
+        assert found == [], f"{kind}: {found}"

@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import os
+import re
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -66,13 +67,36 @@ def cell(value: Any) -> str:
     return text
 
 
+# Contact details stay in the database: the audit export says that one changed, not to what.
+CONTACT_FIELDS = ("phone", "telegram_id", "sender", "address", "chat_id")
+REDACTED = "[contact detail]"
+PEOPLE_AND_PROGRAMS = ("patient", "staff", "system", "cli")
+_CONTACT_VALUE = re.compile(rf"\b({'|'.join(CONTACT_FIELDS)})=[^,]*")
+
+
+def _redacted(field: str | None, value: str | None) -> str | None:
+    """An audit value without contact details: a contact field's value, or the `phone=...`
+    parts of a created row's values."""
+    if value is None:
+        return None
+    if field in CONTACT_FIELDS:
+        return REDACTED
+    return _CONTACT_VALUE.sub(rf"\1={REDACTED}", value)
+
+
 async def audit_rows(session: AsyncSession) -> AsyncIterator[Row]:
-    """Every audit entry in the order written."""
+    """Every audit entry in the order written, contact details redacted."""
     result = await session.stream_scalars(
         select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=1000))
     async for e in result:
-        yield (e.id, e.at, e.actor_kind, e.actor_id, e.action, e.entity, e.entity_id, e.field,
-               e.old_value, e.new_value, e.reason)
+        # An actor known only by its chat (a link code used from Telegram) is a contact detail.
+        by_chat = e.actor_kind not in PEOPLE_AND_PROGRAMS
+        actor_id = REDACTED if by_chat else e.actor_id
+        old, new = (_redacted(e.field, value) for value in (e.old_value, e.new_value))
+        if by_chat and e.actor_id:
+            old, new = (v.replace(e.actor_id, REDACTED) if v else v for v in (old, new))
+        yield (e.id, e.at, e.actor_kind, actor_id, e.action, e.entity, e.entity_id, e.field,
+               old, new, e.reason)
 
 
 EXPORTS: dict[str, Export] = {
