@@ -293,7 +293,7 @@ class Conversation:
                 urgent = await self._urgent_stranger(session, event, now)
                 if urgent is not None:
                     outcome, replies = URGENT_STRANGER, [urgent]
-                    sender.language = unregistered.guess_language(event.text)
+                    sender.language = catalogue.language_of(event.text)
         if sender.patient is not None:
             sender.language = sender.patient.language  # may have just changed (LANG)
         # One UPDATE for who sent it and what became of it (the row was claimed above).

@@ -108,7 +108,7 @@ async def _tell_admins(session: Any, channel: str, inbound_id: int, now: datetim
         routes = staff_route(admin)
         if not routes:
             continue
-        language = admin.language if admin.language in catalogue.LOCALES else "en"
+        language = catalogue.reader_language(admin.language)
         message_id = "delivery.inbound_failed"
         template = catalogue.template(message_id, language)
         await outbox.enqueue(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,12 +22,12 @@ from bot.channels import (
 )
 from bot.sms_status import OPTED_OUT, UNREACHABLE
 from engage.config import Settings
+from messages import catalogue
 from messages import sms as sms_text
 from trial.protocol import Protocol
 
 SMS = "sms"
 TOO_MANY = 20429
-CJK = re.compile(r"[\u3400-\u9fff]")
 
 # Whether the request of the send running in this task has been written to the wire: a timeout
 # after that may mean Twilio accepted the message.
@@ -40,11 +39,6 @@ async def _on_headers_sent(session: Any, context: SimpleNamespace, params: Any) 
     flag = _written.get()
     if flag is not None:
         flag[0] = True
-
-
-def language_of(text: str) -> str:
-    """zh when the text has Chinese characters, else en."""
-    return "zh" if CJK.search(text) else "en"
 
 
 def render(text: str, choices: tuple[Choice, ...], language: str, signature: str = "") -> str:
@@ -98,7 +92,7 @@ class SmsChannel:
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one SMS; Twilio's SID becomes the provider id for status callbacks."""
-        language = message.language or language_of(message.text)
+        language = message.language or catalogue.language_of(message.text)
         body = render(message.text, message.choices, language, message.signature)
         # The outbox id rides in the callback URL: a send that timed out before Twilio's SID
         # came back can still be matched to its status callbacks.

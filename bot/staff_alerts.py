@@ -8,7 +8,7 @@ study.alerts with the staff member as actor.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +26,7 @@ from trial.protocol import Protocol
 
 
 def _language(staff: Staff) -> str:
-    return staff.language if staff.language in ("zh", "en") else "zh"
+    return catalogue.reader_language(staff.language)
 
 
 def _buttons(staff: Staff, alert: Alert) -> tuple[Choice, ...]:
@@ -133,8 +133,7 @@ async def oncall_now(session: AsyncSession, protocol: Protocol, staff: Staff, ar
     current = await who_is_on_call(session, protocol, site, now)
     tz = ZoneInfo(site.tz)
     when: dict[str, object] = {
-        "site": site.id, "local": now.astimezone(tz).strftime("%Y-%m-%d %H:%M ") + site.tz,
-        "utc": now.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+        "site": site.id, "local": alerts.local_text(now, tz), "utc": alerts.utc_text(now)}
     if current.who is None:
         return [Reply("alert.oncall_nobody", when)]
     language = _language(staff)

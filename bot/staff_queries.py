@@ -31,11 +31,11 @@ from study.doses import patient_adherence
 from study.replies import Reply
 from trial import schedule
 from trial.adherence import days_between
+from trial.dose import OPEN_VALUES
 from trial.protocol import Protocol
 
 VISIT_DAYS_DEFAULT = 7
 VISIT_DAYS_MAX = 90
-OPEN_DOSE_STATES = ("scheduled", "reminded", "snoozed")
 
 Pager = Callable[[AsyncSession, Protocol, Staff, str, int, datetime],
                  Awaitable[list[Reply]]]
@@ -206,7 +206,7 @@ async def patient_card(session: AsyncSession, protocol: Protocol, staff: Staff, 
     today = now.astimezone(zone).date()
     dose = (await session.execute(
         select(DoseRecord).where(DoseRecord.patient_id == patient.id,
-                                 DoseRecord.state.in_(OPEN_DOSE_STATES))
+                                 DoseRecord.state.in_(OPEN_VALUES))
         .order_by(DoseRecord.due_at).limit(1))).scalar_one_or_none()
     visit = (await session.execute(
         select(Visit).where(Visit.patient_id == patient.id, Visit.status == "planned",

@@ -21,24 +21,22 @@ from trial.protocol import Protocol
 
 ACK_WORDS = ("ack", "确认", "確認")
 RESOLVE_WORDS = ("resolve", "处理", "處理")
-_COMMAND = re.compile(r"^\s*([a-z]+|[\u4e00-\u9fff]+)\s*#?(\d{1,9})(?:\s+(.*))?$", re.S)
+_COMMAND = re.compile(r"^\s*([a-z]+|[\u4e00-\u9fff]+)\s*#?(\d{1,9})(?:\s+(.*))?$",
+                      re.S | re.I)
 
 
 def parse(text: str) -> tuple[str, int, str] | None:
-    """`ACK 12` -> ("ack", 12, ""); `处理 12 已电话随访` -> ("resolve", 12, "已电话随访")."""
-    folded = unicodedata.normalize("NFKC", text).strip().lower()
-    match = _COMMAND.match(folded)
+    """`ACK 12` -> ("ack", 12, ""); `处理 12 已电话随访` -> ("resolve", 12, "已电话随访") (the
+    note as the staff member wrote it)."""
+    match = _COMMAND.match(unicodedata.normalize("NFKC", text).strip())
     if match is None:
         return None
-    word, number, note = match.group(1), int(match.group(2)), (match.group(3) or "").strip()
+    word, number = match.group(1).lower(), int(match.group(2))
+    note = (match.group(3) or "").strip()
     if word in ACK_WORDS:
         return "ack", number, note
     if word in RESOLVE_WORDS:
-        # The note as the staff member wrote it (not folded).
-        original = unicodedata.normalize("NFKC", text).strip()
-        rest = original.split(match.group(2), 1)[1].strip() if match.group(2) in original \
-            else note
-        return "resolve", number, rest
+        return "resolve", number, note
     return None
 
 

@@ -140,10 +140,10 @@ def keyboard(choices: tuple[Choice, ...]) -> InlineKeyboardMarkup | None:
                                                  for i in range(0, len(buttons), 2)])
 
 
-def fitted(text: str, limit: int = TEXT_LIMIT) -> str:
-    """A text Telegram takes: cut with an ellipsis past `limit` characters (texts are built to
-    fit; this is the last guard, so an over-long text is never refused up a whole chain)."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def fitted(text: str) -> str:
+    """A text Telegram takes (texts are built to fit; this is the last guard, so an over-long
+    text is never refused up a whole chain)."""
+    return catalogue.shortened(text, TEXT_LIMIT)
 
 
 def make_bot(token: str, api_url: str) -> Bot:

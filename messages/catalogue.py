@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import struct
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -93,6 +94,29 @@ def _version(text: str) -> str:
 def message_ids(language: str = "en") -> list[str]:
     """Every message id the product can send (from the given language's catalogue)."""
     return sorted(_load(language))
+
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# The trial's own language: a reader whose language is unknown or unsupported reads this one.
+FALLBACK_LANGUAGE = "zh"
+
+
+def reader_language(language: str | None) -> str:
+    """The language a person's messages are rendered in: theirs, else FALLBACK_LANGUAGE (the
+    one rule for patients, staff and admins alike)."""
+    return language if language in LOCALES else FALLBACK_LANGUAGE
+
+
+def shortened(text: str, limit: int) -> str:
+    """A text cut with an ellipsis so that it is at most `limit` characters (a patient's words
+    quoted to staff, a message a provider would refuse as too long)."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def language_of(text: str) -> str:
+    """The language a text is written in, to answer it in: zh when it has Chinese characters,
+    else en."""
+    return "zh" if _CJK.search(text) else "en"
 
 
 def template(message_id: str, language: str) -> Template:

@@ -356,19 +356,3 @@ def _check_template(item: SmsTemplate, signature: str, words: list[str],
                 detail += f"; not GSM-7: {''.join(odd)!r}"
             found.append(problem(f"over budget of {item.budget}: {detail} signed: {signed!r}"))
     return found
-
-
-def main() -> int:
-    """`python -m messages.sms`: the SMS check with the bundled protocol; 1 on any problem."""
-    import sys
-
-    from trial.protocol import load_protocol
-
-    problems = check_sms(load_protocol())
-    for problem in problems:
-        sys.stdout.write(f"{problem}\n")
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

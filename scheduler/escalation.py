@@ -32,29 +32,32 @@ Step = Callable[[Database, Protocol, datetime], Awaitable[int]]
 CHECKIN_GRACE = timedelta(hours=6)
 
 
-@due_when(alerts.escalation_due(NOW))
-async def escalate(db: Database, protocol: Protocol, now: datetime) -> int:
-    """Page the next level of every alert whose acknowledgement timeout has passed."""
+BATCH = 50
+
+
+async def _in_batches(db: Database, protocol: Protocol, now: datetime,
+                      work: Callable[..., Awaitable[int]]) -> int:
+    """Run `work` over what is due, BATCH alerts per transaction, until a batch is short."""
     total = 0
     while True:
         async with db.write() as session:
-            paged = await alerts.escalate_due(session, protocol, now=now, limit=50)
-        total += paged
-        if paged < 50:
+            done = await work(session, protocol, now=now, limit=BATCH)
+        total += done
+        if done < BATCH:
             return total
+
+
+@due_when(alerts.escalation_due(NOW))
+async def escalate(db: Database, protocol: Protocol, now: datetime) -> int:
+    """Page the next level of every alert whose acknowledgement timeout has passed."""
+    return await _in_batches(db, protocol, now, alerts.escalate_due)
 
 
 @due_when(alerts.sae_reminder_due(NOW))
 async def sae_reminders(db: Database, protocol: Protocol, now: datetime) -> int:
     """Remind the site of every SAE candidate's sponsor-report deadline (deadline - 4 h and
     at the deadline, by the protocol) until "reported to sponsor" is recorded."""
-    total = 0
-    while True:
-        async with db.write() as session:
-            sent = await alerts.send_sae_reminders(session, protocol, now=now, limit=50)
-        total += sent
-        if sent < 50:
-            return total
+    return await _in_batches(db, protocol, now, alerts.send_sae_reminders)
 
 
 def _render_choice(choice: Choice, language: str) -> dict[str, str]:
@@ -70,7 +73,7 @@ def planned_reply(patient: Patient, reply: Reply, *, key: str,
     route = patient_route(patient, safety=reply.safety)
     if route is None:
         return None
-    language = patient.language if patient.language in catalogue.LOCALES else "zh"
+    language = catalogue.reader_language(patient.language)
     template = catalogue.template(reply.message_id, language)
     return outbox.Planned(
         key, route.channel, route.address, reply.message_id, template.version, language,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,7 @@ from storage.models import (
     Staff,
     SymptomReport,
 )
-from storage.outbox import SAFETY, enqueue
+from storage.outbox import ROUTINE, SAFETY, enqueue
 from study import staff_access
 from study.oncall import who_is_on_call
 from study.recipients import Route, staff_route
@@ -47,15 +47,16 @@ from trial.protocol import Protocol, Tier
 log = logging.getLogger(__name__)
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
+UNRESOLVED = (OPEN, ACKNOWLEDGED)
 PAGING_ROLES = ("coordinator", "investigator", "pi")
 # Characters of a report quoted in a page or an /alerts item: with the rest of the text it stays
 # under Telegram's 4,096 (the whole report is stored, and exported).
 QUOTE_LIMIT = 3000
+REASONS_LIMIT = 400
 # Same-day reports of one patient within this time of a same-day alert nobody has acknowledged
 # yet join that alert (one chain of pages, not one per message): "fever" three times in ten
 # minutes. Emergencies never join.
 JOIN_WINDOW = timedelta(minutes=10)
-REASONS_LIMIT = 400
 
 
 class AlertError(Exception):
@@ -258,18 +259,16 @@ async def _tell_unreached(session: AsyncSession, alert: Alert, targets: list[_Ta
                           context: dict[str, Any], *, now: datetime) -> None:
     site: Site | None = context["site"]
     for target in targets:
-        language = target.staff.language if target.staff.language in catalogue.LOCALES \
-            else "zh"
-        template = catalogue.template("alert.unreached", language)
-        body = template.render(id=alert.id, site=alert.site_id,
-                               tier=catalogue.render(f"alert.tier_{alert.tier}", language),
-                               phone=(site.phone if site and site.phone else "-"))
+        language = catalogue.reader_language(target.staff.language)
+        params: dict[str, object] = {
+            "id": alert.id, "site": alert.site_id,
+            "tier": catalogue.render(f"alert.tier_{alert.tier}", language),
+            "phone": site.phone if site and site.phone else "-"}
         for route in target.routes:
-            await enqueue(session, key=f"alert:{alert.id}:unreached:{target.staff.id}:"
-                          f"{route.channel}", channel=route.channel, address=route.address,
-                          template_id="alert.unreached", template_version=template.version,
-                          language=language, body=body, due_at=now, now=now, lane=SAFETY,
-                          staff_id=target.staff.id, alert_id=alert.id)
+            await _queue_staff(session, alert, target.staff, route,
+                               key=f"alert:{alert.id}:unreached:{target.staff.id}:"
+                               f"{route.channel}", message_id="alert.unreached",
+                               language=language, params=params, now=now)
 
 
 async def unreached(session: AsyncSession) -> list[Alert]:
@@ -291,16 +290,13 @@ async def _context(session: AsyncSession, alert: Alert) -> dict[str, Any]:
             "report": report, "edited": edited}
 
 
-def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """A patient's words as a staff text quotes them: cut with an ellipsis past `limit`."""
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+def utc_text(moment: datetime) -> str:
+    """An instant as staff texts show it in UTC: `2026-03-08 18:00 UTC`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _utc(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _local(moment: datetime, tz: ZoneInfo) -> str:
+def local_text(moment: datetime, tz: ZoneInfo) -> str:
+    """An instant in a site's time, its zone named: `2026-03-09 02:00 Asia/Shanghai`."""
     return moment.astimezone(tz).strftime(f"%Y-%m-%d %H:%M {tz.key}")
 
 
@@ -321,45 +317,55 @@ def reasons_text(reasons: list[Any], language: str) -> str:
 def alert_params(alert: Alert, context: dict[str, Any], language: str) -> dict[str, object]:
     """Placeholders of every staff-facing alert text."""
     report: SymptomReport | None = context["report"]
-    text = quoted(report.raw_text if report else alert.summary)
+    text = catalogue.shortened(report.raw_text if report else alert.summary, QUOTE_LIMIT)
     if context.get("edited"):  # the patient edited a message they had sent: say so
         text = catalogue.render("alert.edited_note", language) + " " + text
     return {
         "id": alert.id, "subject": subject_of(alert, context["subject"], language),
         "tier": catalogue.render(f"alert.tier_{alert.tier}", language),
-        "reasons": quoted(reasons_text(report.reasons if report else alert.reasons or [],
-                                       language), REASONS_LIMIT),
+        "reasons": catalogue.shortened(reasons_text(
+            report.reasons if report else alert.reasons or [], language), REASONS_LIMIT),
         "text": text,
-        "received_utc": _utc(alert.received_at),
-        "received_local": _local(alert.received_at, context["tz"]),
-        "deadline_utc": _utc(alert.sae_deadline_at) if alert.sae_deadline_at else "",
+        "received_utc": utc_text(alert.received_at),
+        "received_local": local_text(alert.received_at, context["tz"]),
+        "deadline_utc": utc_text(alert.sae_deadline_at) if alert.sae_deadline_at else "",
         "page": alert.pages, "status": catalogue.render(f"alert.status_{alert.status}", language),
     }
 
 
+async def _queue_staff(session: AsyncSession, alert: Alert, staff: Staff, route: Route, *,
+                      key: str, message_id: str, language: str, params: dict[str, object],
+                      now: datetime, lane: str = SAFETY,
+                      choices: Sequence[dict[str, str]] = ()) -> None:
+    """Queue one catalogue text about an alert to a staff member by one route (buttons on
+    Telegram only)."""
+    template = catalogue.template(message_id, language)
+    await enqueue(session, key=key, channel=route.channel, address=route.address,
+                  template_id=message_id, template_version=template.version, language=language,
+                  body=template.render(**params), due_at=now, now=now, lane=lane,
+                  choices=list(choices) if route.channel == "telegram" else [],
+                  staff_id=staff.id, alert_id=alert.id)
+
+
 async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: Staff,
                         route: Route, context: dict[str, Any], *, now: datetime) -> None:
-    language = staff.language if staff.language in catalogue.LOCALES else "zh"
+    language = catalogue.reader_language(staff.language)
     sae = "_sae" if alert.sae_deadline_at else ""
     # Staff SMS names the subject id only: never the report's words, drug, disease or trial.
     message_id = f"alert.page{sae}" if route.channel == "telegram" else f"alert.page_sms{sae}"
-    template = catalogue.template(message_id, language)
     params = alert_params(alert, context, language)
     if alert.sae_deadline_at is not None:  # the site's time, UTC beside it
-        params["deadline_local"] = _local(alert.sae_deadline_at, context["tz"])
-    choices = []
-    if route.channel == "telegram":
-        choices = [
-            {"label": catalogue.render("alert.button_ack", language),
-             "action": f"alert:ack:{alert.id}", "sms_word": ""},
-            {"label": catalogue.render("alert.button_resolve", language),
-             "action": f"alert:resolve:{alert.id}", "sms_word": ""},
-        ]
-    await enqueue(session, key=f"alert:{alert.id}:page:{step}:{staff.id}:{route.channel}",
-                  channel=route.channel, address=route.address, template_id=message_id,
-                  template_version=template.version, language=language,
-                  body=template.render(**params), due_at=now,
-                  now=now, lane=SAFETY, choices=choices, staff_id=staff.id, alert_id=alert.id)
+        params["deadline_local"] = local_text(alert.sae_deadline_at, context["tz"])
+    choices = [
+        {"label": catalogue.render("alert.button_ack", language),
+         "action": f"alert:ack:{alert.id}", "sms_word": ""},
+        {"label": catalogue.render("alert.button_resolve", language),
+         "action": f"alert:resolve:{alert.id}", "sms_word": ""},
+    ]
+    await _queue_staff(session, alert, staff, route,
+                       key=f"alert:{alert.id}:page:{step}:{staff.id}:{route.channel}",
+                       message_id=message_id, language=language, params=params, now=now,
+                       choices=choices)
 
 
 def escalation_due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
@@ -492,17 +498,15 @@ async def notify_site(session: AsyncSession, *, site_id: str, patient: Patient |
         if member.id == exclude_staff or not routes:
             continue
         route = routes[0]
-        language = member.language if member.language in catalogue.LOCALES else "en"
+        language = catalogue.reader_language(member.language)
         values = dict(params)
         if "channel" in values:
             values["channel"] = catalogue.render(f"delivery.channel_{values['channel']}",
                                                  language)
-        template = catalogue.template(message_id, language)
-        await enqueue(session, key=f"notice:{kind}:{alert.id}:{member.id}:{route.channel}",
-                      channel=route.channel, address=route.address, template_id=message_id,
-                      template_version=template.version, language=language,
-                      body=template.render(**values), due_at=now, now=now,
-                      staff_id=member.id, alert_id=alert.id)
+        await _queue_staff(session, alert, member, route,
+                           key=f"notice:{kind}:{alert.id}:{member.id}:{route.channel}",
+                           message_id=message_id, language=language, params=values, now=now,
+                           lane=ROUTINE)
     return alert
 
 
@@ -544,28 +548,23 @@ async def send_sae_reminders(session: AsyncSession, protocol: Protocol, *, now: 
         context = await _context(session, alert)
         targets = await _sae_recipients(session, alert) or await _admins(session)
         for target in targets:
-            language = target.staff.language if target.staff.language in catalogue.LOCALES \
-                else "zh"
-            template = catalogue.template("alert.sae_reminder", language)
+            language = catalogue.reader_language(target.staff.language)
             params = alert_params(alert, context, language)
-            params["deadline_local"] = _local(alert.sae_deadline_at, context["tz"])
-            body = template.render(**params)
+            params["deadline_local"] = local_text(alert.sae_deadline_at, context["tz"])
             choices = [{"label": catalogue.render("alert.button_sae_reported", language),
                         "action": f"alert:sae_reported:{alert.id}", "sms_word": ""}]
             for route in target.routes:
-                await enqueue(session, key=f"alert:{alert.id}:sae:{at.isoformat()}:"
-                              f"{target.staff.id}:{route.channel}", channel=route.channel,
-                              address=route.address, template_id="alert.sae_reminder",
-                              template_version=template.version, language=language,
-                              body=body, due_at=now, now=now, lane=SAFETY,
-                              choices=choices if route.channel == "telegram" else [],
-                              staff_id=target.staff.id, alert_id=alert.id)
+                await _queue_staff(session, alert, target.staff, route,
+                                   key=f"alert:{alert.id}:sae:{at.isoformat()}:"
+                                   f"{target.staff.id}:{route.channel}",
+                                   message_id="alert.sae_reminder", language=language,
+                                   params=params, now=now, choices=choices)
         audit.change(session, alert, at=now, actor=Actor.system("sae_clock"),
-                     reason=f"SAE deadline reminder for {_utc(at)} sent",
+                     reason=f"SAE deadline reminder for {utc_text(at)} sent",
                      sae_next_reminder_at=sae_reminder_after(protocol.escalation,
                                                              alert.sae_deadline_at, at))
         await _event(session, alert, "sae_reminder", now=now,
-                     detail=f"deadline {_utc(alert.sae_deadline_at)}; to "
+                     detail=f"deadline {utc_text(alert.sae_deadline_at)}; to "
                      + (", ".join(str(t.staff.id) for t in targets) or "nobody"))
     return len(due)
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
 from storage.models import Alert, InboundMessage, Patient, Site, Staff, SymptomReport, Visit
+from study.alerts import UNRESOLVED
 from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
 from study.senders import UNREGISTERED, mask_sender
@@ -30,7 +31,6 @@ REPORT_TEXT_LIMIT = 120  # characters of a patient's report shown in a digest li
 MISSED_LOOKBACK_DAYS = 14  # a missed visit stays on the digest for two weeks
 REPORT_TEXT_CHARS = 160
 ADHERENCE_WINDOWS = (7, 28)
-OPEN_ALERT_STATUSES = ("open", "acknowledged")
 UNREADABLE_OUTCOMES = ("unparsable", "failed")  # bot.inbox.UNPARSABLE, bot.inbox.FAILED
 
 
@@ -111,7 +111,7 @@ async def open_alerts(session: AsyncSession, site_ids: Sequence[str] | None, *,
     query = (select(Alert, Patient.subject_id, SymptomReport.raw_text)
              .outerjoin(Patient, Patient.id == Alert.patient_id)
              .outerjoin(SymptomReport, SymptomReport.id == Alert.report_id)
-             .where(Alert.status.in_(OPEN_ALERT_STATUSES))
+             .where(Alert.status.in_(UNRESOLVED))
              .order_by(Alert.received_at, Alert.id))
     if site_ids is not None:
         query = query.where(Alert.site_id.in_(site_ids))
@@ -162,7 +162,7 @@ async def _new_routine_reports(session: AsyncSession, site_id: str) -> list[Repo
 
 def _short(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= REPORT_TEXT_CHARS else text[: REPORT_TEXT_CHARS - 1] + "…"
+    return catalogue.shortened(text, REPORT_TEXT_CHARS)
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import audit
 from storage.audit import Actor
 from storage.models import Alert, DoseRecord, Patient, Site, Staff, Visit
+from study.alerts import UNRESOLVED
 from study.changes import find_patient
 from study.exports import local
 from study.recipients import patient_route, reachable, staff_route
 from study.senders import mask_sender
 from trial import schedule
-from trial.dose import DoseState
+from trial.dose import OPEN_VALUES
 from trial.protocol import Protocol
-
-OPEN_STATES = (DoseState.SCHEDULED.value, DoseState.REMINDED.value, DoseState.SNOOZED.value)
-UNRESOLVED = ("open", "acknowledged")
 
 
 def _looked(session: AsyncSession, actor: Actor, *, command: str, entity: str,
@@ -119,7 +117,7 @@ async def _next_dose(session: AsyncSession, protocol: Protocol, p: Patient,
                      now: datetime) -> dict[str, Any] | None:
     """The next dose still open (planned or not yet answered), or the one the plan will make."""
     row = (await session.execute(select(DoseRecord).where(
-        DoseRecord.patient_id == p.id, DoseRecord.state.in_(OPEN_STATES),
+        DoseRecord.patient_id == p.id, DoseRecord.state.in_(OPEN_VALUES),
         DoseRecord.cutoff_at > now).order_by(DoseRecord.due_at).limit(1))).scalar_one_or_none()
     if row is not None:
         return {"local_date": row.local_date.isoformat(), "due_at": row.due_at,

@@ -17,7 +17,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.models import DoseRecord, Patient
 from study import alerts
-from trial.dose import DoseState
+from trial.dose import OPEN_VALUES
 
 MEMBER = "member:"  # the action prefix of a membership event (InboundEvent.action)
 BLOCKED = f"{MEMBER}blocked"
@@ -65,9 +65,6 @@ async def heard_from(session: AsyncSession, patient: Patient, *, now: datetime,
     return changed
 
 
-OPEN_STATES = [s.value for s in DoseState if s.is_open]
-
-
 async def rearm_doses(session: AsyncSession, patient_id: int, *, now: datetime) -> None:
     """The patient's open doses between their dose time and cut-off are due for a look now (a
     later day's waits for its own time): one that waited
@@ -75,6 +72,6 @@ async def rearm_doses(session: AsyncSession, patient_id: int, *, now: datetime) 
     nothing due goes back to its own next time (`study.doses.advance_dose`)."""
     await session.execute(
         update(DoseRecord).where(DoseRecord.patient_id == patient_id,
-                                 DoseRecord.state.in_(OPEN_STATES), DoseRecord.due_at <= now,
+                                 DoseRecord.state.in_(OPEN_VALUES), DoseRecord.due_at <= now,
                                  DoseRecord.cutoff_at > now, DoseRecord.next_action_at > now)
         .values(next_action_at=now).execution_options(synchronize_session=False))

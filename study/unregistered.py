@@ -27,14 +27,6 @@ REPLIES = {Tier.EMERGENCY: "report.unregistered_emergency",
            Tier.SAME_DAY: "report.unregistered_same_day"}
 _RANK = {Tier.SAME_DAY.value: 1, Tier.EMERGENCY.value: 2}
 _DIGITS = re.compile(r"\D")
-_CJK = re.compile(r"[\u3400-\u9fff]")
-
-
-def guess_language(text: str) -> str:
-    """The language to answer a stranger in, from what they wrote: zh if it has Chinese."""
-    return "zh" if _CJK.search(text) else "en"
-
-
 def _digits(number: str) -> str:
     return _DIGITS.sub("", number)
 

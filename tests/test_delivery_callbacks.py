@@ -20,7 +20,7 @@ from bot.telegram import TelegramChannel, make_bot
 from engage.clock import SimulatedClock
 from storage.db import Database
 from storage.models import Alert, DeliveryEvent, OutboundMessage, Patient
-from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN, dispatcher
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, TOKEN, dispatcher
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed
@@ -37,15 +37,6 @@ from trial.protocol import Protocol
 PHONE = "+8613800000123"
 TELEGRAM_ID = 4242
 
-
-@pytest.fixture
-async def sms(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
-    channel = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
-                         api_url=fake_twilio.base_url,
-                         status_callback=f"{PUBLIC_URL}/twilio/status",
-                         messaging_service_sid=SERVICE)
-    yield channel
-    await channel.close()
 
 
 @pytest.fixture

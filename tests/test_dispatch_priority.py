@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -22,9 +22,7 @@ from scheduler.ratelimit import ChannelRate, RateLimiter
 from storage import outbox
 from storage.db import Database
 from tests.fakes.people import add_site, add_staff, enrol
-from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
 from tests.fakes.twilio_api import FakeTwilioAPI
-from tests.fakes.webhooks import PUBLIC_URL
 from tests.workers.dispatch_support import insert_rows, row
 from trial.protocol import Protocol
 
@@ -40,15 +38,6 @@ async def _until(condition: Callable[[], bool], within: float = 20.0) -> None:
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
 
-
-@pytest.fixture
-async def sms(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
-    channel = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
-                         api_url=fake_twilio.base_url,
-                         status_callback=f"{PUBLIC_URL}/twilio/status",
-                         messaging_service_sid=SERVICE)
-    yield channel
-    await channel.close()
 
 
 def _text(body: str, clock: SimulatedClock) -> InboundEvent:

@@ -30,7 +30,6 @@ from scheduler.ratelimit import ChannelRate
 from storage.db import Database, is_sqlite
 from storage.models import Alert, InboundMessage, OutboundMessage, SymptomReport
 from study.senders import mask_sender
-from study.unregistered import guess_language
 from tests.fakes.people import add_site, add_staff, enrol
 from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
@@ -197,4 +196,4 @@ async def test_every_emergency_text_pages_as_an_emergency_and_says_120(
     (answer,) = texts_to[STRANGER_CHAT]
     # Answered in the language it was written in, whatever the Telegram app's language.
     assert answer == catalogue.render("report.unregistered_emergency",
-                                      guess_language(STRANGER_TEXTS[0]))
+                                      catalogue.language_of(STRANGER_TEXTS[0]))

@@ -4,10 +4,8 @@ dose not taken, paged as well when the same text says something urgent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from bot.conversation import Conversation
@@ -19,7 +17,7 @@ from scheduler.doses import plan_doses
 from storage.db import Database
 from storage.models import Alert, DoseRecord, InboundMessage, OutboundMessage, SymptomReport
 from tests.fakes.people import add_site, add_staff, enrol
-from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, dispatcher
+from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, dispatcher
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from trial.protocol import Protocol
@@ -27,15 +25,6 @@ from trial.protocol import Protocol
 PHONE = "+8613800000001"
 _sids = iter(range(10_000))
 
-
-@pytest.fixture
-async def sms(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
-    channel = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
-                         api_url=fake_twilio.base_url,
-                         status_callback=f"{PUBLIC_URL}/twilio/status",
-                         messaging_service_sid=SERVICE)
-    yield channel
-    await channel.close()
 
 
 async def _text(db: Database, protocol: Protocol, clock: SimulatedClock, body: str) -> None:

@@ -41,6 +41,8 @@ class DoseState(StrEnum):
 
 
 OPEN = frozenset({DoseState.SCHEDULED, DoseState.REMINDED, DoseState.SNOOZED})
+# The open states as stored (a query's `state IN (...)`).
+OPEN_VALUES = tuple(sorted(state.value for state in OPEN))
 ANSWERED = frozenset({DoseState.TAKEN, DoseState.LATE, DoseState.SKIPPED, DoseState.MISSED})
 
 

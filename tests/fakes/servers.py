@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from bot.channels import Channel
+from bot.sms import SmsChannel
 from engage.clock import Clock
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI
+from tests.fakes.webhooks import PUBLIC_URL
 from trial.protocol import Protocol
 
 TOKEN = "42:TEST-TOKEN-secret"
@@ -35,6 +37,17 @@ async def fake_twilio() -> AsyncIterator[FakeTwilioAPI]:
     await api.start()
     yield api
     await api.stop()
+
+
+@pytest.fixture
+async def sms(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
+    """The real Twilio SMS channel against the fake API, status callbacks to our own server."""
+    channel = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
+                         api_url=fake_twilio.base_url,
+                         status_callback=f"{PUBLIC_URL}/twilio/status",
+                         messaging_service_sid=SERVICE)
+    yield channel
+    await channel.close()
 
 
 def dispatcher(db: Database, protocol: Protocol, channels: Mapping[str, Channel],
