@@ -31,6 +31,25 @@ def test_python_m_gives_a_user_error_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_output_read_only_in_part_is_no_error(tmp_path: Path) -> None:
+    """`engage triage check FILE | head -1`: the reader has closed the pipe (here before the
+    first write, so the write fails every time); no traceback, exit 0."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "engage.cli", "triage", "check",
+             str(ROOT / "tests" / "data" / "triage" / "corpus.tsv")],
+            cwd=tmp_path, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
+            timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 0
+
+
 def test_db_upgrade_names_an_unreachable_database(capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGAGE_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:1/none")
