@@ -42,10 +42,10 @@ SUBJECT = re.compile(r"P(\d{6})")
 
 async def serve(kind: str, url: str, port: int, telegram: str, twilio: str,
                 sms_rate: float) -> None:
+    from bot.channels.telegram import TelegramChannel, make_bot
+    from bot.channels.twilio import SmsChannel
     from bot.conversation import Conversation
     from bot.http import Server, build_app
-    from bot.sms import SmsChannel
-    from bot.telegram import TelegramChannel, make_bot
     from scheduler.dispatcher import Dispatcher
 
     db = Database(url)

@@ -23,8 +23,8 @@ import common
 from aiogram.types import InlineKeyboardMarkup
 from sqlalchemy import func, select
 
-from bot.channels import Choice
-from bot.telegram import TelegramChannel, keyboard, make_bot
+from bot.channels.telegram import TelegramChannel, keyboard, make_bot
+from messages.channel import Choice
 from scheduler.dispatcher import Dispatcher
 from scheduler.doses import plan_doses
 from scheduler.ratelimit import ChannelRate

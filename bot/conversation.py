@@ -29,9 +29,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import staff_commands
-from bot.channels import Choice
 from engage.clock import Clock
 from messages import catalogue
+from messages.channel import Choice
 from messages.keywords import Keyword, language_name, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor

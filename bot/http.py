@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bot import sms_status
+from bot.channels.twilio import status as sms_status
 from bot.conversation import SMS, Conversation, InboundEvent
 from engage.clock import Clock
 from storage.db import Database

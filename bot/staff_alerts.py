@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channels import Choice
 from bot.staff_commands import register_action, register_command
 from messages import catalogue
+from messages.channel import Choice
 from storage.audit import Actor
 from storage.models import Alert, Site, Staff
 from study import alerts, reports, staff_access

@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channels import Choice
 from bot.pagination import (
     ROWS_PER_PAGE,
     UNLIMITED_ROWS,
@@ -25,6 +24,7 @@ from bot.pagination import (
 )
 from bot.staff_commands import register_action, register_command
 from messages import catalogue
+from messages.channel import Choice
 from storage.models import DoseRecord, Patient, Site, Staff, Visit
 from study import digest, staff_access
 from study.doses import patient_adherence

@@ -16,14 +16,20 @@ from aiogram import Bot
 from aiohttp import web
 
 from bot import inbox
-from bot.channels import Channel
+from bot.channels.telegram import (
+    UPDATE_TYPES,
+    TelegramChannel,
+    TelegramPoller,
+    build_dispatcher,
+    make_bot,
+)
+from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
 from bot.http import Server, TelegramWebhook, build_app
-from bot.sms import SmsChannel
-from bot.telegram import UPDATE_TYPES, TelegramChannel, TelegramPoller, build_dispatcher, make_bot
 from engage.clock import Clock, SystemClock
 from engage.config import Settings
 from engage.supervision import Supervised
+from messages.channel import Channel
 from scheduler.dispatcher import Dispatcher, configured_rates
 from scheduler.runner import Runner
 from storage.db import Database

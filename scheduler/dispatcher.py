@@ -34,11 +34,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import sms_status
-from bot.channels import Channel, Choice, OutgoingMessage, PermanentSendError, TransientSendError
+from bot.channels.twilio import status as sms_status
 from engage.clock import Clock
 from engage.config import Settings
 from messages import sms as sms_text
+from messages.channel import (
+    Channel,
+    Choice,
+    OutgoingMessage,
+    PermanentSendError,
+    TransientSendError,
+)
 from scheduler.ratelimit import ChannelRate, Monotonic, RateLimiter, Sleep
 from storage import audit, outbox
 from storage.audit import Actor

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo, available_timezones
 from sqlalchemy import ColumnElement, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channels import Choice
 from messages import catalogue
+from messages.channel import Choice
 from scheduler import runs
 from scheduler.tick import NOW, due_if, due_when
 from storage import outbox

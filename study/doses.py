@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.util import identity_key
 
-from bot.channels import Choice
 from messages import catalogue
+from messages.channel import Choice
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import insert_new

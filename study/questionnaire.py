@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channels import Choice
 from messages import catalogue
+from messages.channel import Choice
 from storage import audit
 from storage.audit import Actor
 from storage.models import Conversation, Patient

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.channels import Choice
+from messages.channel import Choice
 
 
 @dataclass(frozen=True)

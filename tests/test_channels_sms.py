@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.channels import Choice, OutgoingMessage, PermanentSendError, TransientSendError
-from bot.sms import SmsChannel, render
+from bot.channels.twilio import SmsChannel, render
+from messages.channel import Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
 from tests.fakes.twilio_api import FakeTwilioAPI, SmsFailure
 

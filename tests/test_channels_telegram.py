@@ -11,16 +11,16 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import func, select
 
-from bot.channels import Choice, OutgoingMessage, PermanentSendError, TransientSendError
-from bot.conversation import Conversation
-from bot.telegram import (
+from bot.channels.telegram import (
     TelegramChannel,
     TelegramPoller,
     build_dispatcher,
     callback_data,
     make_bot,
 )
+from bot.conversation import Conversation
 from engage.clock import SimulatedClock
+from messages.channel import Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from scheduler.doses import plan_doses
 from storage import outbox
 from storage.db import Database

@@ -13,10 +13,10 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
+from bot.channels.telegram import TelegramChannel, make_bot
+from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation
 from bot.http import Server
-from bot.sms import SmsChannel
-from bot.telegram import TelegramChannel, make_bot
 from engage.clock import SimulatedClock
 from storage.db import Database
 from storage.models import Alert, DeliveryEvent, OutboundMessage, Patient

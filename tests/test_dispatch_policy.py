@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.channels import PermanentSendError, TransientSendError
 from engage.clock import SimulatedClock
+from messages.channel import PermanentSendError, TransientSendError
 from scheduler.dispatcher import Dispatcher, importance
 from storage.db import Database
 from storage.models import Alert, AuditEntry, DeliveryEvent, OutboundMessage, Patient

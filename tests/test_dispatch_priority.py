@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
+from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
-from bot.sms import SmsChannel
 from engage.clock import SimulatedClock
 from messages import catalogue
 from scheduler.dispatcher import SAFETY_FIRST, Dispatcher

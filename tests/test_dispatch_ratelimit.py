@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 from sqlalchemy import func, select
 
-from bot.channels import TransientSendError
-from bot.sms import SmsChannel
+from bot.channels.twilio import SmsChannel
 from engage.clock import SystemClock
 from engage.config import load_settings
+from messages.channel import TransientSendError
 from scheduler.dispatcher import Dispatcher, configured_rates
 from scheduler.ratelimit import Bucket, ChannelRate
 from storage import outbox

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.channels.telegram import TelegramChannel, TelegramPoller, build_dispatcher, make_bot
+from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation
 from bot.http import Server
-from bot.sms import SmsChannel
-from bot.telegram import TelegramChannel, TelegramPoller, build_dispatcher, make_bot
 from engage.clock import SimulatedClock
 from messages import catalogue
 from scheduler.dispatcher import Dispatcher

@@ -10,9 +10,9 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import func, select
 
+from bot.channels.telegram import build_dispatcher, make_bot
 from bot.conversation import Conversation
 from bot.http import SECRET_HEADER, Server, TelegramWebhook
-from bot.telegram import build_dispatcher, make_bot
 from engage.clock import SimulatedClock
 from storage.db import Database
 from storage.models import InboundMessage, OutboundMessage

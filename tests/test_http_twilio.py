@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation
 from bot.http import Server
-from bot.sms import SmsChannel
 from engage.clock import SimulatedClock
 from scheduler.doses import plan_doses
 from storage.db import Database

@@ -11,11 +11,11 @@ from itertools import count
 import pytest
 from sqlalchemy import select
 
-from bot.channels import Choice
+from bot.channels.twilio import render
 from bot.conversation import DOSE_ANSWERS, Conversation, InboundEvent, _language_choice
-from bot.sms import render
 from engage.clock import SimulatedClock
 from messages import catalogue
+from messages.channel import Choice
 from messages.keywords import parse_keyword
 from messages.sms import SMS_CHOICES, latin_keywords, printed_word, set_line, sms_templates
 from scheduler.doses import plan_doses

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import select
 
+from bot.channels.telegram import TelegramChannel, make_bot
+from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
-from bot.sms import SmsChannel
-from bot.telegram import TelegramChannel, make_bot
 from engage.clock import SimulatedClock
 from storage import outbox
 from storage.db import Database

@@ -20,10 +20,10 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
+from bot.channels.telegram import TelegramChannel, make_bot
+from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation
 from bot.http import Server
-from bot.sms import SmsChannel
-from bot.telegram import TelegramChannel, make_bot
 from engage.clock import SimulatedClock, SystemClock
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate

@@ -18,10 +18,10 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import func, select
 
+from bot.channels.telegram import build_dispatcher, make_bot
+from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation
 from bot.http import SECRET_HEADER, SIGNATURE_HEADER, Server, TelegramWebhook
-from bot.sms import SmsChannel
-from bot.telegram import build_dispatcher, make_bot
 from engage.clock import SimulatedClock
 from messages import catalogue
 from storage.db import Database
@@ -190,7 +190,7 @@ async def test_a_malformed_telegram_update_is_a_400_and_stores_nothing(
 async def test_a_poisoned_telegram_update_does_not_stop_the_updates_behind_it(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock,
         fake_telegram: FakeTelegramAPI) -> None:
-    from bot.telegram import TelegramPoller
+    from bot.channels.telegram import TelegramPoller
 
     bot = make_bot(TOKEN, fake_telegram.base_url)
     core = Conversation(sqlite_db, protocol, clock)

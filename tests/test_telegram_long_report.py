@@ -12,8 +12,8 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
+from bot.channels.telegram import TelegramChannel, make_bot
 from bot.conversation import Conversation, InboundEvent
-from bot.telegram import TelegramChannel, make_bot
 from engage.clock import SimulatedClock
 from messages import catalogue
 from storage.db import Database

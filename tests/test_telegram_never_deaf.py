@@ -11,9 +11,9 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
+from bot.channels.telegram import build_dispatcher, make_bot
 from bot.conversation import Conversation
 from bot.http import SECRET_HEADER, Server, TelegramWebhook
-from bot.telegram import build_dispatcher, make_bot
 from engage.clock import SimulatedClock
 from messages import catalogue
 from storage.db import Database
@@ -45,7 +45,7 @@ async def inbound(db: Database) -> dict[str, InboundMessage]:
 async def test_a_502_page_and_an_unparsable_update_do_not_stop_the_messages_behind_them(
         db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot,
         fake_telegram: FakeTelegramAPI, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.telegram")
+    caplog.set_level(logging.WARNING, logger="bot.channels.telegram")
     before = fake_telegram.inject(fake_telegram.message_update(701, "hello"))
     bad = fake_telegram.inject(fake_telegram.unparsable_update(702))
     after = fake_telegram.inject(fake_telegram.message_update(703, "anyone there?"))
@@ -71,7 +71,7 @@ async def test_a_502_page_and_an_unparsable_update_do_not_stop_the_messages_behi
 async def test_getupdates_failing_in_every_way_is_retried_with_a_capped_backoff(
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot,
         fake_telegram: FakeTelegramAPI, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.telegram")
+    caplog.set_level(logging.WARNING, logger="bot.channels.telegram")
     polling = Polling(bot, Conversation(sqlite_db, protocol, clock), clock, fake_telegram,
                       retry_seconds=0.01, max_retry_seconds=0.04)
     sent = []

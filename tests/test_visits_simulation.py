@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from bot.channels import OutgoingMessage, SendResult
 from engage.clock import SimulatedClock
+from messages.channel import OutgoingMessage, SendResult
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate
 from scheduler.tick import run_tick

@@ -34,12 +34,12 @@ async def _channels(settings: Settings, protocol: Protocol) -> AsyncIterator[dic
     closers: list[Any] = []
     try:
         if settings.telegram_token is not None:
-            from bot.telegram import TelegramChannel, make_bot
+            from bot.channels.telegram import TelegramChannel, make_bot
 
             bot = make_bot(settings.telegram_token.get_secret_value(), settings.telegram_api_url)
             closers.append(bot.session.close)
             channels["telegram"] = TelegramChannel(bot)
-        from bot.sms import SmsChannel
+        from bot.channels.twilio import SmsChannel
 
         sms = SmsChannel.from_settings(settings, protocol)
         if sms is not None:

@@ -16,13 +16,13 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.markup import escape
 
-from bot import sms
-from bot.channels import Choice
+from bot.channels import twilio as sms
 from engage.clock import SimulatedClock
 from engage.demo.driver import advance, daily_instants, start_instant
 from engage.demo.scenario import MAX_PATIENTS, SMS, Person, build
 from engage.demo.transcript import local_time
 from engage.demo.world import Delivered, World
+from messages.channel import Choice
 from trial.protocol import Protocol
 
 # The chat starts late in the first morning, after the morning reminders and follow-ups.

@@ -20,11 +20,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bot import sms
-from bot.channels import Choice
+from bot.channels import twilio as sms
 from engage.demo.people import WORDS, Act
 from engage.demo.scenario import SMS, Person, Scenario
 from engage.demo.world import Delivered
+from messages.channel import Choice
 
 CHANNEL = {"telegram": "Telegram", "sms": "SMS"}
 FULL_DAYS = 2  # days on which every message of the featured patients is shown

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bot.channels import OutgoingMessage
+from bot.channels.sandbox import SandboxChannel
 from bot.conversation import Conversation, Handled, InboundEvent
-from bot.sandbox import SandboxChannel
 from engage.clock import SimulatedClock
 from engage.demo.scenario import SMS, TELEGRAM, Person, Scenario
+from messages.channel import OutgoingMessage
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate
 from scheduler.runner import Runner

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiogram import Bot
 
+from bot.channels.telegram import TelegramPoller, build_dispatcher
 from bot.conversation import Conversation
-from bot.telegram import TelegramPoller, build_dispatcher
 from engage.clock import Clock
 from tests.fakes.telegram_api import FakeTelegramAPI
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
-from bot.channels import Channel
-from bot.sms import SmsChannel
+from bot.channels.twilio import SmsChannel
 from engage.clock import Clock
+from messages.channel import Channel
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database

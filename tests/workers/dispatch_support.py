@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from bot.channels import OutgoingMessage, SendError, SendResult
+from messages.channel import OutgoingMessage, SendError, SendResult
 from storage.db import Database
 from storage.models import OutboundMessage, Patient, Site, Staff
 
@@ -33,7 +33,7 @@ class Sent:
 
 @dataclass
 class FakeChannel:
-    """Implements bot.channels.Channel: records sends, raises queued errors for an address."""
+    """Implements messages.channel.Channel: records sends, raises queued errors for an address."""
 
     name: str = "telegram"
     delay: float = 0.0

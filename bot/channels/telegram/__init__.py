@@ -49,16 +49,16 @@ from pydantic import Field, ValidationError
 from sqlalchemy import select
 
 from bot import inbox
-from bot.channels import (
+from bot.conversation import TELEGRAM, Conversation, InboundEvent
+from engage.clock import Clock
+from messages import catalogue
+from messages.channel import (
     Choice,
     OutgoingMessage,
     PermanentSendError,
     SendResult,
     TransientSendError,
 )
-from bot.conversation import TELEGRAM, Conversation, InboundEvent
-from engage.clock import Clock
-from messages import catalogue
 from storage import outbox
 from storage.models import Patient, Staff
 from study import reachability

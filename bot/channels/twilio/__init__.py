@@ -13,17 +13,17 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from bot.channels import (
+from bot.channels.twilio.status import OPTED_OUT, UNREACHABLE
+from engage.config import Settings
+from messages import catalogue
+from messages import sms as sms_text
+from messages.channel import (
     Choice,
     OutgoingMessage,
     PermanentSendError,
     SendResult,
     TransientSendError,
 )
-from bot.sms_status import OPTED_OUT, UNREACHABLE
-from engage.config import Settings
-from messages import catalogue
-from messages import sms as sms_text
 from trial.protocol import Protocol
 
 SMS = "sms"

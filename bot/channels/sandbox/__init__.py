@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable
 
-from bot.channels import OutgoingMessage, SendError, SendResult
+from messages.channel import OutgoingMessage, SendError, SendResult
 
 Listener = Callable[[str, OutgoingMessage], Awaitable[None] | None]
 

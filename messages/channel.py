@@ -1,4 +1,4 @@
-"""The channel interface every adapter (Telegram, SMS, sandbox, a future WeChat) implements."""
+"""The channel contract every adapter (Telegram, SMS, sandbox, a future WeChat) implements."""
 
 from __future__ import annotations
 
