@@ -365,3 +365,16 @@ class AuditEntry(Base):
     new_value: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     inbound_id: Mapped[int | None] = mapped_column(Integer)  # the message that caused it
+
+
+class ProviderToken(Base):
+    """A provider's access token (WeChat, WeCom), shared by every worker: one refresh for all."""
+
+    __tablename__ = "provider_tokens"
+
+    name: Mapped[str] = mapped_column(String(160), primary_key=True)  # e.g. "wechat:{app_id}"
+    value: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None]
+    # A lease: the worker that holds it fetches the token while the others wait for its result.
+    refreshing_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]

@@ -43,6 +43,14 @@ def upgrade() -> None:
     with op.batch_alter_table('link_attempts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_link_attempts_chat_id'), ['chat_id'], unique=False)
 
+    op.create_table('provider_tokens',
+    sa.Column('name', sa.String(length=160), nullable=False),
+    sa.Column('value', sa.Text(), nullable=True),
+    sa.Column('expires_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('refreshing_until', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_provider_tokens'))
+    )
     op.create_table('sites',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -429,6 +437,7 @@ def downgrade() -> None:
     op.drop_table('patients')
     op.drop_table('tick_runs')
     op.drop_table('sites')
+    op.drop_table('provider_tokens')
     with op.batch_alter_table('link_attempts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_link_attempts_chat_id'))
 
