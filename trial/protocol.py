@@ -155,6 +155,10 @@ class Sms(_Strict):
     # Sites (codes) whose SMS route cannot receive replies (e.g. international SMS into
     # mainland China): their patients' SMS never invite a reply and carry no choice line.
     one_way_sites: list[str] = Field(default_factory=list)
+    # Which routine SMS the daily cap keeps first, by template id prefix (the longest matching
+    # prefix wins; `trial.delivery.importance`); any other message ranks `default_importance`.
+    importance: dict[str, int] = Field(default_factory=dict)
+    default_importance: int = 10
 
 
 class VisitTemplate(_Strict):

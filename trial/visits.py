@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
+from trial.delivery import is_quiet as is_quiet  # the one quiet-hours rule, re-exported
 from trial.protocol import QuietHours, Visits, VisitTemplate
 from trial.schedule import local_instant
 
@@ -73,11 +73,6 @@ def notices(visits: Visits, quiet: QuietHours, scheduled: date, tz: str) -> list
         day = scheduled - timedelta(days=days)
         result.append(Notice(days, local_instant(day, at, tz), day_expiry(day, at, quiet, tz)))
     return result
-
-
-def is_quiet(now: datetime, quiet: QuietHours, tz: str) -> bool:
-    """Whether an instant is inside the patient's local quiet hours."""
-    return quiet.contains(now.astimezone(ZoneInfo(tz)).time().replace(tzinfo=None))
 
 
 def window_closed(deadline: date, today: date) -> bool:
