@@ -23,7 +23,7 @@ from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
 from study.senders import UNREGISTERED, mask_sender
 from study.staff_access import DIGEST_ROLES
-from trial import schedule
+from trial import delivery, schedule
 from trial.protocol import Protocol
 
 UPCOMING_DAYS = 7
@@ -227,7 +227,7 @@ async def gather(session: AsyncSession, protocol: Protocol, site: Site, *,
     digest.patients = len(patients)
     digest.opted_out = [p.subject_id for p in patients if p.opted_out]
     digest.unreachable = [p.subject_id for p in patients
-                          if p.status == "active" and not p.opted_out
+                          if delivery.receives_routine(p.status, p.opted_out)
                           and patient_route(p) is None]
     digest.unreadable = await unreadable(session, since=now - timedelta(days=1), until=now)
     digest.flagged = [FlagLine(line.subject_id, line.flags)

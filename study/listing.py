@@ -21,7 +21,7 @@ from study.changes import find_patient
 from study.exports import local
 from study.recipients import patient_route, reachable, staff_route
 from study.senders import mask_sender
-from trial import schedule
+from trial import delivery, schedule
 from trial.dose import OPEN_VALUES
 from trial.protocol import Protocol
 
@@ -122,7 +122,7 @@ async def _next_dose(session: AsyncSession, protocol: Protocol, p: Patient,
     if row is not None:
         return {"local_date": row.local_date.isoformat(), "due_at": row.due_at,
                 "due_at_local": local(row.due_at, p.tz), "state": row.state}
-    if not schedule.is_active(p.status, p.opted_out):
+    if not delivery.receives_routine(p.status, p.opted_out):
         return None
     day = max(schedule.local_date(now, p.tz), p.baseline)
     for offset in (0, 1):
