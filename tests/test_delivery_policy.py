@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from trial import delivery
-from trial.delivery import CANCEL, HOLD, SEND, Recipient, Verdict
+from trial.delivery import CANCEL, HOLD, SEND, RecipientState, Verdict
 from trial.protocol import Protocol, QuietHours, load_protocol
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -35,7 +35,7 @@ class Route:
 
 
 SMS = Route("sms", "+8613800138000")
-ACTIVE = Recipient(status="active", tz=SHANGHAI)
+ACTIVE = RecipientState(status="active", tz=SHANGHAI)
 
 
 @pytest.mark.parametrize(("status", "opted_out", "receives", "refusal"), [
@@ -153,39 +153,39 @@ NIGHT_HOLD = f"quiet hours until {MORNING_END.isoformat()}"
     # a patient's routine message by day: sent
     (Row(), ACTIVE, DAY, Verdict(SEND)),
     # paused, withdrawn, opted out: routine cancelled, safety and replies still go
-    (Row(), Recipient(status="paused", tz=SHANGHAI), DAY, Verdict(CANCEL, "patient paused")),
-    (Row(), Recipient(status="withdrawn", tz=SHANGHAI), DAY,
+    (Row(), RecipientState(status="paused", tz=SHANGHAI), DAY, Verdict(CANCEL, "patient paused")),
+    (Row(), RecipientState(status="withdrawn", tz=SHANGHAI), DAY,
      Verdict(CANCEL, "patient withdrawn")),
-    (Row(), Recipient(status="active", opted_out=True, tz=SHANGHAI), DAY,
+    (Row(), RecipientState(status="active", opted_out=True, tz=SHANGHAI), DAY,
      Verdict(CANCEL, "patient opted out")),
-    (Row(lane="safety"), Recipient(status="paused", tz=SHANGHAI), DAY, Verdict(SEND)),
-    (Row(kind="reply"), Recipient(status="active", opted_out=True, tz=SHANGHAI), NIGHT,
+    (Row(lane="safety"), RecipientState(status="paused", tz=SHANGHAI), DAY, Verdict(SEND)),
+    (Row(kind="reply"), RecipientState(status="active", opted_out=True, tz=SHANGHAI), NIGHT,
      Verdict(SEND)),
     # quiet hours hold routine messages (patients and staff), never safety ones or replies
     (Row(), ACTIVE, NIGHT, Verdict(HOLD, NIGHT_HOLD, until=MORNING_END)),
     (Row(lane="safety"), ACTIVE, NIGHT, Verdict(SEND)),
     (Row(kind="reply"), ACTIVE, NIGHT, Verdict(SEND)),
-    (Row(kind="digest"), Recipient(tz=SHANGHAI), NIGHT,
+    (Row(kind="digest"), RecipientState(tz=SHANGHAI), NIGHT,
      Verdict(HOLD, NIGHT_HOLD, until=MORNING_END)),
-    (Row(kind="group"), Recipient(), NIGHT, Verdict(SEND)),  # nobody known: no zone
+    (Row(kind="group"), RecipientState(), NIGHT, Verdict(SEND)),  # nobody known: no zone
     # a staff member no longer active gets nothing, not even a page
-    (Row(lane="safety", kind="alert"), Recipient(active=False), DAY,
+    (Row(lane="safety", kind="alert"), RecipientState(active=False), DAY,
      Verdict(CANCEL, "staff member no longer active")),
     # the reroute rule, for patients' messages that are not replies
-    (Row(), Recipient(status="active", tz=SHANGHAI, reachable=False, route=SMS), DAY,
+    (Row(), RecipientState(status="active", tz=SHANGHAI, reachable=False, route=SMS), DAY,
      Verdict(SEND, route=SMS, capped=True)),
-    (Row(), Recipient(status="active", tz=SHANGHAI, reachable=False, route=SMS), NIGHT,
+    (Row(), RecipientState(status="active", tz=SHANGHAI, reachable=False, route=SMS), NIGHT,
      Verdict(HOLD, NIGHT_HOLD, until=MORNING_END, route=SMS)),
-    (Row(lane="safety"), Recipient(status="paused", reachable=False, route=SMS), NIGHT,
+    (Row(lane="safety"), RecipientState(status="paused", reachable=False, route=SMS), NIGHT,
      Verdict(SEND, route=SMS)),
-    (Row(), Recipient(status="active", tz=SHANGHAI, reachable=False), DAY,
+    (Row(), RecipientState(status="active", tz=SHANGHAI, reachable=False), DAY,
      Verdict(CANCEL, "patient unreachable by telegram")),
-    (Row(kind="reply"), Recipient(status="active", reachable=False), DAY, Verdict(SEND)),
+    (Row(kind="reply"), RecipientState(status="active", reachable=False), DAY, Verdict(SEND)),
     # the daily SMS cap decides on routine SMS only
     (Row(channel="sms"), ACTIVE, DAY, Verdict(SEND, capped=True)),
-    (Row(channel="sms", kind="digest"), Recipient(), DAY, Verdict(SEND, capped=True)),
+    (Row(channel="sms", kind="digest"), RecipientState(), DAY, Verdict(SEND, capped=True)),
     (Row(channel="sms", lane="safety"), ACTIVE, DAY, Verdict(SEND)),
     (Row(channel="sms", kind="reply"), ACTIVE, DAY, Verdict(SEND)),
 ])
-def test_screen(row: Row, recipient: Recipient, now: datetime, verdict: Verdict) -> None:
+def test_screen(row: Row, recipient: RecipientState, now: datetime, verdict: Verdict) -> None:
     assert delivery.screen(row, recipient, quiet=QUIET, now=now) == verdict

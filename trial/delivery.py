@@ -169,7 +169,7 @@ class Message(typing.Protocol):
 
 
 @dataclass(frozen=True)
-class Recipient:
+class RecipientState:
     """What screening needs to know about a message's recipient.
 
     `status`/`opted_out`: the patient's (None for a staff member or nobody known); `active`: a
@@ -208,7 +208,7 @@ def screened(message: Message) -> bool:
     return message.lane == ROUTINE and message.kind != REPLY
 
 
-def screen(message: Message, recipient: Recipient, *, quiet: QuietHours,
+def screen(message: Message, recipient: RecipientState, *, quiet: QuietHours,
            now: datetime) -> Verdict:
     """The delivery policy for one claimed message as of `now`.
 
