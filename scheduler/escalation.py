@@ -15,16 +15,12 @@ from zoneinfo import ZoneInfo, available_timezones
 from sqlalchemy import ColumnElement, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from messages import catalogue
-from messages.channel import Choice
 from scheduler import runs
 from scheduler.tick import NOW, due_if, due_when
-from storage import outbox
 from storage.db import Database
 from storage.models import Conversation, Patient
-from study import alerts, questionnaire
-from study.recipients import patient_route
-from study.replies import Reply
+from study import alerts, outgoing, questionnaire
+from study.outgoing import Choice, Reply
 from trial.protocol import Protocol, Reminders
 
 Step = Callable[[Database, Protocol, datetime], Awaitable[int]]
@@ -60,37 +56,6 @@ async def sae_reminders(db: Database, protocol: Protocol, now: datetime) -> int:
     return await _in_batches(db, protocol, now, alerts.send_sae_reminders)
 
 
-def _render_choice(choice: Choice, language: str) -> dict[str, str]:
-    label = choice.label
-    if "." in label and " " not in label:
-        label = catalogue.render(label, language)
-    return {"label": label, "action": choice.action, "sms_word": choice.sms_word}
-
-
-def planned_reply(patient: Patient, reply: Reply, *, key: str,
-                  now: datetime) -> outbox.Planned | None:
-    """One catalogue reply to a patient by their current route and language (None: no route)."""
-    route = patient_route(patient, safety=reply.safety)
-    if route is None:
-        return None
-    language = catalogue.reader_language(patient.language)
-    template = catalogue.template(reply.message_id, language)
-    return outbox.Planned(
-        key, route.channel, route.address, reply.message_id, template.version, language,
-        template.render(**reply.params), due_at=now,
-        lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
-        choices=[_render_choice(c, language) for c in reply.choices], patient_id=patient.id)
-
-
-async def send_to_patient(session: AsyncSession, patient: Patient, reply: Reply, *, key: str,
-                          now: datetime) -> bool:
-    """Queue one catalogue reply to a patient by their current route and language."""
-    planned = planned_reply(patient, reply, key=key, now=now)
-    if planned is None:
-        return False
-    return bool(await outbox.enqueue_many(session, [planned], now=now))
-
-
 @due_when(questionnaire.timeout_due(NOW))
 async def close_questionnaires(db: Database, protocol: Protocol, now: datetime) -> int:
     """Close timed-out questionnaires: report what was answered, tell the patient politely."""
@@ -98,8 +63,11 @@ async def close_questionnaires(db: Database, protocol: Protocol, now: datetime) 
         closed = await questionnaire.expire_due(session, protocol, now=now)
         for patient, replies in closed:
             for n, reply in enumerate(replies):
-                await send_to_patient(session, patient, reply, now=now,
-                                      key=f"questionnaire:{patient.id}:{now.isoformat()}:{n}")
+                recipient = outgoing.Recipient.patient(patient, safety=reply.safety)
+                if recipient is not None:
+                    await outgoing.queue(
+                        session, recipient, reply, now=now,
+                        key=f"questionnaire:{patient.id}:{now.isoformat()}:{n}")
     return len(closed)
 
 
@@ -218,11 +186,11 @@ async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int
             day = zones[patient.tz]
             if patient.id in busy or patient.baseline > day:
                 continue
-            planned = planned_reply(patient, offer, key=f"checkin:{patient.id}:{day.isoformat()}",
-                                    now=now)
-            if planned is not None:
-                offers.append(planned)
-        queued = len(await outbox.enqueue_many(session, offers, now=now))
+            recipient = outgoing.Recipient.patient(patient)
+            if recipient is not None:
+                offers.append(outgoing.plan(recipient, offer, now=now,
+                                            key=f"checkin:{patient.id}:{day.isoformat()}"))
+        queued = len(await outgoing.queue_many(session, offers, now=now))
         # Zones with nobody enrolled are not marked: looking again costs one index look-up.
         marks = {checkin_key(p.tz, zones[p.tz]) for p in patients if p.tz not in waiting}
         for key in sorted(marks):
