@@ -20,12 +20,13 @@ from bot.pagination import UNLIMITED_ROWS, paginate
 from messages import catalogue
 from scheduler import runs
 from scheduler.tick import due_if
-from storage import audit, outbox
+from storage import audit
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import Site, Staff, TickRun
-from study import chart, digest
-from study.recipients import staff_route
+from study import chart, digest, outgoing
+from study.outgoing import Choice, Rendered, Reply
+from study.recipients import Route, staff_route
 from trial.protocol import Protocol
 
 SYSTEM = Actor.system("digest")
@@ -76,14 +77,10 @@ async def enqueue_chart(session: AsyncSession, site: Site, staff: Staff, local_d
     if picture is None:
         return False
     png, grid = picture
-    caption_id = "digest.chart_caption"
-    caption = catalogue.render(caption_id, staff.language, site=site.id,
-                               start=grid.days[0].isoformat(), end=grid.days[-1].isoformat())
-    row = await outbox.enqueue(
-        session, key=key, channel="telegram", address=address, template_id=caption_id,
-        template_version=catalogue.template(caption_id, staff.language).version,
-        language=staff.language, body=caption, due_at=now, now=now, image=png,
-        staff_id=staff.id)
+    caption = Reply("digest.chart_caption", {"site": site.id, "start": grid.days[0].isoformat(),
+                                             "end": grid.days[-1].isoformat()})
+    recipient = outgoing.Recipient.staff(staff, Route("telegram", address))
+    row = await outgoing.queue(session, recipient, caption, key=key, now=now, image=png)
     return row is not None
 
 
@@ -108,21 +105,19 @@ async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
     queued = 0
     drawn: dict[str, tuple[bytes, chart.Grid] | None] = {}
     for staff, address in readers:
-        header, lines = digest.render(content, staff.language)
+        recipient = outgoing.Recipient.staff(staff, Route("telegram", address))
+        header, lines = digest.render(content, recipient.reads)
         template_id = "digest.quiet" if content.quiet else "digest.header"
-        version = catalogue.template(template_id, staff.language).version
+        version = catalogue.template(template_id, recipient.reads).version
         listed = [r.report_id for r in (*content.overdue_reports, *content.reports)]
         for page in paginate(header, lines, rows_per_page=UNLIMITED_ROWS):
             # The last page carries "Listed reports reviewed" (the reports up to the newest
             # listed one: a report arriving later is not reviewed by it).
-            choices = [{"label": catalogue.render("digest.button_reviewed", staff.language),
-                        "action": f"alert:reviewed:{max(listed)}", "sms_word": ""}] \
-                if listed and page.number == page.count else []
-            row = await outbox.enqueue(
-                session, key=f"{base}:{staff.id}:{page.number}", channel="telegram",
-                address=address, template_id=template_id, template_version=version,
-                language=staff.language, body=page.text, due_at=now, now=now,
-                staff_id=staff.id, choices=choices)
+            choices = (Choice("digest.button_reviewed", f"alert:reviewed:{max(listed)}"),) \
+                if listed and page.number == page.count else ()
+            row = await outgoing.queue(
+                session, recipient, Rendered(page.text, template_id, version, choices),
+                key=f"{base}:{staff.id}:{page.number}", now=now)
             queued += row is not None
         queued += await enqueue_chart(session, site, staff, local_date, now=now,
                                       key=f"{base}:{staff.id}:chart", drawn=drawn)
