@@ -44,6 +44,7 @@ async def serve(kind: str, url: str, port: int, telegram: str, twilio: str,
                 sms_rate: float) -> None:
     from bot.channels.telegram import TelegramChannel, make_bot
     from bot.channels.twilio import SmsChannel
+    from bot.channels.twilio.inbound import TwilioInbound
     from bot.conversation import Conversation
     from bot.http import Server, build_app
     from scheduler.dispatcher import Dispatcher
@@ -64,9 +65,8 @@ async def serve(kind: str, url: str, port: int, telegram: str, twilio: str,
         dispatcher = Dispatcher(db, protocol, {"telegram": TelegramChannel(bot), "sms": sms},
                                 clock, worker_id="bench", sms_rate=sms_rate)
         conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)
-        app = build_app(Server(db=db, clock=clock, public_url=public_url,
-                               conversation=conversation,
-                               twilio_auth_token=common.AUTH_TOKEN))
+        app = build_app(Server(db=db, routes=TwilioInbound(
+            conversation, db, clock, public_url, common.AUTH_TOKEN).routes()))
         tasks.append(asyncio.create_task(dispatcher.run(stop)))
     else:
         app = baseline_app(db, public_url, bot)

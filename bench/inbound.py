@@ -42,6 +42,7 @@ SYMPTOMS = ("有点头痛", "headache since yesterday, a bit tired", "发烧 38.
 
 def engage_app(db: Database, public_url: str) -> web.Application:
     """The real app: `bot.http.build_app` with the conversation core."""
+    from bot.channels.twilio.inbound import TwilioInbound
     from bot.conversation import Conversation
     from bot.http import Server, build_app
 
@@ -49,8 +50,8 @@ def engage_app(db: Database, public_url: str) -> web.Application:
     # Five minutes after the 08:00 reminders: a TAKEN is on time.
     clock = common.OffsetClock(common.START + timedelta(minutes=5))
     conversation = Conversation(db, protocol, clock)
-    return build_app(Server(db=db, clock=clock, public_url=public_url,
-                            conversation=conversation, twilio_auth_token=common.AUTH_TOKEN))
+    return build_app(Server(db=db, routes=TwilioInbound(
+        conversation, db, clock, public_url, common.AUTH_TOKEN).routes()))
 
 
 async def serve(kind: str, url: str, port: int) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import staff_commands
+from bot.channels.twilio import vocabulary as twilio_words
 from engage.clock import Clock
 from messages import catalogue
 from messages.channel import Choice
@@ -355,7 +356,7 @@ class Conversation:
             return await self._patient_action(session, patient, event.action, inbound_id, now)
         text = event.text.strip()
         opt_out_type = str(event.payload.get("opt_out_type") or "").upper()
-        keyword = optout.OPT_OUT_TYPES.get(opt_out_type) or parse_keyword(text)
+        keyword = twilio_words.OPT_OUT_TYPES.get(opt_out_type) or parse_keyword(text)
         command = _command(text)
         if command is not None:
             name, args = command
@@ -434,7 +435,7 @@ class Conversation:
             replies = await optout.opt_in(session, patient, now=now, source=event.channel)
         else:
             replies = await optout.help_reply(session, patient)
-        if event.channel == SMS and optout.answered_by_twilio(
+        if event.channel == SMS and twilio_words.answered_by_twilio(
                 event.text, event.payload.get("opt_out_type")) and keyword is not Keyword.HELP:
             # Twilio answered its own keywords already (and blocks us after STOP).
             replies = []

@@ -23,9 +23,12 @@ from bot.channels.telegram import (
     build_dispatcher,
     make_bot,
 )
+from bot.channels.telegram.webhook import PATH as TELEGRAM_WEBHOOK_PATH
+from bot.channels.telegram.webhook import TelegramWebhook
 from bot.channels.twilio import SmsChannel
+from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation, InboundEvent
-from bot.http import Server, TelegramWebhook, build_app
+from bot.http import Server, build_app
 from engage.clock import Clock, SystemClock
 from engage.config import Settings
 from engage.supervision import Supervised
@@ -106,7 +109,7 @@ class Runtime:
         if self.settings.telegram_mode == "webhook":
             secret = self.settings.telegram_webhook_secret
             assert secret is not None  # Settings refuses webhook mode without one
-            await self.bot.set_webhook(f"{self.settings.public_url}/telegram/webhook",
+            await self.bot.set_webhook(f"{self.settings.public_url}{TELEGRAM_WEBHOOK_PATH}",
                                        secret_token=secret.get_secret_value(),
                                        allowed_updates=UPDATE_TYPES)
             return TelegramWebhook(self.bot, dispatcher, secret.get_secret_value())
@@ -127,11 +130,8 @@ class Runtime:
     async def _start_http(self, conversation: Conversation,
                           webhook: TelegramWebhook | None) -> None:
         assert self.db is not None
-        token = self.settings.twilio_auth_token
-        server = Server(db=self.db, clock=self.clock, public_url=self.settings.public_url,
-                        conversation=conversation,
-                        twilio_auth_token=token.get_secret_value() if token else None,
-                        telegram=webhook, parts=self.parts)
+        server = Server(db=self.db, parts=self.parts,
+                        routes=self.inbound_routes(conversation, webhook))
         self.http = web.AppRunner(build_app(server), access_log=None,
                                   shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
         await self.http.setup()
@@ -139,6 +139,19 @@ class Runtime:
         await site.start()
         addresses = self.http.addresses
         self.port = int(addresses[0][1]) if addresses else self.settings.http_port
+
+    def inbound_routes(self, conversation: Conversation,
+                       webhook: TelegramWebhook | None) -> list[web.RouteDef]:
+        """The routes of each configured channel adapter, for the HTTP server to mount."""
+        assert self.db is not None
+        routes: list[web.RouteDef] = []
+        token = self.settings.twilio_auth_token
+        if token is not None:
+            routes += TwilioInbound(conversation, self.db, self.clock, self.settings.public_url,
+                                    token.get_secret_value()).routes()
+        if webhook is not None:
+            routes += webhook.routes()
+        return routes
 
     def parts(self) -> dict[str, bool]:
         """Whether each background part is working (for /healthz; the database is pinged

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -76,4 +76,24 @@ class Channel(Protocol):
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one message; raise TransientSendError or PermanentSendError on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeliveryFate:
+    """What a provider's delivery status means, in no provider's words (`ReadsStatus`)."""
+
+    failed: bool = False  # the message did not arrive
+    unreachable: bool = False  # and the recipient cannot be reached on this channel any more
+    opted_out: bool = False  # the recipient said STOP at the provider
+    reason: str = ""  # for the audit trail, e.g. "twilio error 30005"
+
+
+@runtime_checkable
+class ReadsStatus(Protocol):
+    """A channel whose provider reports delivery statuses later (Twilio's status callbacks):
+    the dispatcher asks it what a status kept while its message was in flight means."""
+
+    def read_status(self, status: str, detail: str) -> DeliveryFate:
+        """The fate a status word and its stored detail (e.g. "ErrorCode 30005") stand for."""
         ...

@@ -34,7 +34,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channels.twilio import status as sms_status
 from engage.clock import Clock
 from engage.config import Settings
 from messages import sms as sms_text
@@ -50,7 +49,7 @@ from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import OutboundMessage, Patient, Site, Staff
-from study import alerts, optout
+from study import alerts, delivery_status, optout
 from study.recipients import patient_route, reachable
 from trial.protocol import Protocol, QuietHours
 
@@ -440,7 +439,8 @@ class Dispatcher:
                 if len(done) < len(batch):
                     log.warning("%d sends finished after their lease was taken over",
                                 len(batch) - len(done))
-                follow_ups.append(await sms_status.apply_early(session, done, now=now))
+                follow_ups.append(await delivery_status.apply_early(
+                    session, done, now=now, channels=self.channels))
                 return True
 
             try:
@@ -497,7 +497,8 @@ class Dispatcher:
         if not await outbox.fail(session, message_id=row.id, token=token, now=now,
                                  status=outbox.UNKNOWN, error=f"maybe sent: {exc}"):
             return False
-        follow_ups.append(await sms_status.apply_early(session, [row.id], now=now))
+        follow_ups.append(await delivery_status.apply_early(
+            session, [row.id], now=now, channels=self.channels))
         return True
 
     async def _permanent(self, row: OutboundMessage, token: str,

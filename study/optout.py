@@ -8,26 +8,12 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from messages.keywords import Keyword, normalize
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import OutboundMessage, Patient, Site
 from study import alerts
 from study.recipients import patient_route
 from study.replies import Reply
-
-# Twilio's own keywords: on these Twilio replies (and, after a STOP word, blocks us) itself.
-TWILIO_STOP = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke",
-                         "optout"})
-TWILIO_START = frozenset({"start", "yes", "unstop"})
-TWILIO_HELP = frozenset({"help", "info"})
-OPT_OUT_TYPES = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}
-
-
-def answered_by_twilio(text: str, opt_out_type: str | None) -> bool:
-    """Twilio already replied to this SMS itself (its keywords, or Advanced Opt-Out)."""
-    word = normalize(text)
-    return bool(opt_out_type) or word in TWILIO_STOP | TWILIO_START | TWILIO_HELP
 
 
 async def opt_out(session: AsyncSession, patient: Patient, *, channel: str, now: datetime,

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from bot.channels.telegram import TelegramChannel, make_bot
 from bot.channels.twilio import SmsChannel
+from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
@@ -47,8 +48,8 @@ async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
 
 
 def server(db: Database, protocol: Protocol, clock: SimulatedClock) -> Server:
-    return Server(db=db, clock=clock, public_url=PUBLIC_URL,
-                  conversation=Conversation(db, protocol, clock), twilio_auth_token=AUTH_TOKEN)
+    return Server(db=db, routes=TwilioInbound(Conversation(db, protocol, clock), db, clock,
+                                              PUBLIC_URL, AUTH_TOKEN).routes())
 
 
 async def _patient(db: Database, now: datetime, *, telegram: bool = False) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from bot.channels.telegram import TelegramChannel, TelegramPoller, build_dispatcher, make_bot
 from bot.channels.twilio import SmsChannel
+from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
@@ -116,8 +117,9 @@ async def running(db: Database, protocol: Protocol, clock: SimulatedClock,
     poller = asyncio.create_task(TelegramPoller(
         bot, build_dispatcher(conversation, clock), timeout=1, retry_seconds=0.05
     ).run(poller_stop))
-    server = Server(db=db, clock=clock, public_url=PUBLIC_URL, conversation=conversation,
-                    twilio_auth_token=AUTH_TOKEN, parts=lambda: {"scheduler": runner.running})
+    server = Server(db=db, parts=lambda: {"scheduler": runner.running},
+                    routes=TwilioInbound(conversation, db, clock, PUBLIC_URL,
+                                         AUTH_TOKEN).routes())
     try:
         async with http_client(server) as client:
             yield Running(runner, poller_stop, poller, client)

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from bot.channels.telegram import TelegramChannel, TelegramPoller, build_dispatcher, make_bot
 from bot.channels.twilio import SmsChannel
+from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
@@ -93,8 +94,8 @@ async def stack(db: Database, protocol: Protocol, clock: SimulatedClock,
     sending = asyncio.create_task(dispatcher.run(stop))
     polling = asyncio.create_task(TelegramPoller(
         bot, build_dispatcher(conversation, clock), timeout=1, retry_seconds=0.05).run(stop))
-    server = Server(db=db, clock=clock, public_url=PUBLIC_URL, conversation=conversation,
-                    twilio_auth_token=AUTH_TOKEN)
+    server = Server(db=db, routes=TwilioInbound(conversation, db, clock, PUBLIC_URL,
+                                                AUTH_TOKEN).routes())
     try:
         # The patient links Telegram with the one-time code, through the poller.
         await fake_telegram.wait_confirmed(fake_telegram.inject(

@@ -22,7 +22,7 @@ from storage.db import Database
 from storage.models import Alert, AlertEvent, AuditEntry, OutboundMessage, SymptomReport
 from study import enrolment, oncall
 from tests.fakes.people import ACTOR, add_site, add_staff, enrol
-from tests.fakes.webhooks import PUBLIC_URL, http_client
+from tests.fakes.webhooks import http_client
 from trial.protocol import Protocol
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -124,8 +124,7 @@ async def test_a_site_with_nobody_reachable_tells_the_patient_the_site_phone_and
     admin = await _study_staff(db, now, "admin", 301)
     await enrol(db, protocol, now, phone=PATIENT_PHONE, language="zh")
     conversation = Conversation(db, protocol, clock)
-    server = Server(db=db, clock=clock, public_url=PUBLIC_URL, conversation=conversation,
-                    parts=lambda: {"scheduler": True})
+    server = Server(db=db, parts=lambda: {"scheduler": True})
     async with http_client(server) as client:
         assert (await client.get("/healthz")).status == 200
         caplog.set_level(logging.ERROR)

@@ -11,13 +11,14 @@ from aiogram import Bot
 from sqlalchemy import func, select
 
 from bot.channels.telegram import build_dispatcher, make_bot
+from bot.channels.telegram.webhook import SECRET_HEADER, TelegramWebhook
 from bot.conversation import Conversation
-from bot.http import SECRET_HEADER, Server, TelegramWebhook
+from bot.http import Server
 from engage.clock import SimulatedClock
 from storage.db import Database
 from storage.models import InboundMessage, OutboundMessage
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.fakes.webhooks import PUBLIC_URL, http_client
+from tests.fakes.webhooks import http_client
 from trial.protocol import Protocol
 
 SECRET = "webhook-secret_123"
@@ -35,8 +36,8 @@ async def bot() -> AsyncIterator[Bot]:
 
 def server(db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot) -> Server:
     core = Conversation(db, protocol, clock)
-    return Server(db=db, clock=clock, public_url=PUBLIC_URL, conversation=core,
-                  telegram=TelegramWebhook(bot, build_dispatcher(core, clock), SECRET))
+    return Server(db=db, routes=TelegramWebhook(bot, build_dispatcher(core, clock),
+                                                SECRET).routes())
 
 
 async def counts(db: Database) -> tuple[int, int]:
@@ -88,7 +89,7 @@ async def test_a_failure_before_commit_is_a_500_so_telegram_retries(
 async def test_healthz_names_the_failing_part(
         sqlite_db: Database, clock: SimulatedClock, tmp_path: Path) -> None:
     parts = {"scheduler": True, "dispatcher": True, "telegram": True}
-    alive = Server(db=sqlite_db, clock=clock, public_url=PUBLIC_URL, parts=lambda: parts)
+    alive = Server(db=sqlite_db, parts=lambda: parts)
     async with http_client(alive) as client:
         response = await client.get("/healthz")
         assert response.status == 200
@@ -101,7 +102,7 @@ async def test_healthz_names_the_failing_part(
         assert (await response.json())["failing"] == ["dispatcher"]
     down = Database(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
     try:
-        async with http_client(Server(db=down, clock=clock, public_url=PUBLIC_URL)) as client:
+        async with http_client(Server(db=down)) as client:
             response = await client.get("/healthz")
             assert response.status == 503
             assert (await response.json())["failing"] == ["database"]
@@ -111,6 +112,6 @@ async def test_healthz_names_the_failing_part(
 
 async def test_without_twilio_settings_there_is_no_sms_route(
         sqlite_db: Database, clock: SimulatedClock) -> None:
-    async with http_client(Server(db=sqlite_db, clock=clock, public_url=PUBLIC_URL)) as client:
+    async with http_client(Server(db=sqlite_db)) as client:
         assert (await client.post("/twilio/sms", data={"Body": "x"})).status == 404
         assert (await client.post("/telegram/webhook", json={})).status == 404

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.channels.twilio import SmsChannel
+from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
@@ -25,8 +26,8 @@ PHONE = "+8613800000001"
 
 
 def server(db: Database, protocol: Protocol, clock: SimulatedClock) -> Server:
-    return Server(db=db, clock=clock, public_url=PUBLIC_URL,
-                  conversation=Conversation(db, protocol, clock), twilio_auth_token=AUTH_TOKEN)
+    return Server(db=db, routes=TwilioInbound(Conversation(db, protocol, clock), db, clock,
+                                              PUBLIC_URL, AUTH_TOKEN).routes())
 
 
 def inbound(body: str, sid: str = "SM" + "a" * 32, **extra: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from bot.channels.twilio import SmsChannel
+from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
@@ -28,8 +29,8 @@ _sids = iter(range(10_000))
 
 
 async def _text(db: Database, protocol: Protocol, clock: SimulatedClock, body: str) -> None:
-    server = Server(db=db, clock=clock, public_url=PUBLIC_URL,
-                    conversation=Conversation(db, protocol, clock), twilio_auth_token=AUTH_TOKEN)
+    server = Server(db=db, routes=TwilioInbound(Conversation(db, protocol, clock), db, clock,
+                                                PUBLIC_URL, AUTH_TOKEN).routes())
     params = {"MessageSid": f"SM{next(_sids):032d}", "AccountSid": ACCOUNT, "From": PHONE,
               "To": "+15005550006", "Body": body, "NumMedia": "0"}
     async with http_client(server) as client:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from bot.channels.telegram import TelegramChannel, make_bot
 from bot.channels.twilio import SmsChannel
+from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock, SystemClock
@@ -150,8 +151,8 @@ async def test_a_twilio_timeout_after_the_send_leaves_the_row_unknown_and_never_
         await sms.close()
 
     # Twilio's status callback, matched by the outbox id in its URL, settles the row.
-    server = Server(db=db, clock=clock, public_url=PUBLIC_URL,
-                    conversation=Conversation(db, protocol, clock), twilio_auth_token=AUTH_TOKEN)
+    server = Server(db=db, routes=TwilioInbound(Conversation(db, protocol, clock), db, clock,
+                                                PUBLIC_URL, AUTH_TOKEN).routes())
     path = request.params["StatusCallback"].removeprefix(PUBLIC_URL)
     async with http_client(server) as client:
         for status in ("sent", "delivered"):

@@ -19,9 +19,11 @@ from aiogram import Bot
 from sqlalchemy import func, select
 
 from bot.channels.telegram import build_dispatcher, make_bot
+from bot.channels.telegram.webhook import SECRET_HEADER, TelegramWebhook
 from bot.channels.twilio import SmsChannel
+from bot.channels.twilio.inbound import SIGNATURE_HEADER, TwilioInbound
 from bot.conversation import Conversation
-from bot.http import SECRET_HEADER, SIGNATURE_HEADER, Server, TelegramWebhook
+from bot.http import Server
 from engage.clock import SimulatedClock
 from messages import catalogue
 from storage.db import Database
@@ -53,8 +55,8 @@ def _server(db: Database, protocol: Protocol, clock: SimulatedClock,
             bot: Bot | None = None) -> Server:
     core = Conversation(db, protocol, clock)
     webhook = TelegramWebhook(bot, build_dispatcher(core, clock), SECRET) if bot else None
-    return Server(db=db, clock=clock, public_url=PUBLIC_URL, conversation=core,
-                  twilio_auth_token=AUTH_TOKEN, telegram=webhook)
+    routes = TwilioInbound(core, db, clock, PUBLIC_URL, AUTH_TOKEN).routes()
+    return Server(db=db, routes=routes + (webhook.routes() if webhook else []))
 
 
 def _form(body: str | None, *, sender: str | None = PHONE,

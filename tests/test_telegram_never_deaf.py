@@ -12,8 +12,9 @@ from aiogram import Bot
 from sqlalchemy import select
 
 from bot.channels.telegram import build_dispatcher, make_bot
+from bot.channels.telegram.webhook import SECRET_HEADER, TelegramWebhook
 from bot.conversation import Conversation
-from bot.http import SECRET_HEADER, Server, TelegramWebhook
+from bot.http import Server
 from engage.clock import SimulatedClock
 from messages import catalogue
 from storage.db import Database
@@ -23,7 +24,7 @@ from tests.fakes.people import add_site
 from tests.fakes.polling import Polling
 from tests.fakes.servers import TOKEN
 from tests.fakes.telegram_api import Failure, FakeTelegramAPI
-from tests.fakes.webhooks import PUBLIC_URL, http_client
+from tests.fakes.webhooks import http_client
 from trial.protocol import Protocol
 
 SECRET = "never-deaf-secret"
@@ -98,8 +99,8 @@ async def test_the_webhook_stores_an_unparsable_update_raw_and_answers_200(
         db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot,
         fake_telegram: FakeTelegramAPI) -> None:
     core = Conversation(db, protocol, clock)
-    server = Server(db=db, clock=clock, public_url=PUBLIC_URL, conversation=core,
-                    telegram=TelegramWebhook(bot, build_dispatcher(core, clock), SECRET))
+    server = Server(db=db, routes=TelegramWebhook(bot, build_dispatcher(core, clock),
+                                                  SECRET).routes())
     bad = fake_telegram.unparsable_update(705)
     bad["update_id"] = 9001
     after = fake_telegram.message_update(706, "hello", update_id=9002)

@@ -13,12 +13,13 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from bot.channels.twilio.status import OPTED_OUT, UNREACHABLE
+from bot.channels.twilio.vocabulary import OPTED_OUT, TOO_MANY, UNREACHABLE, error_code, fate
 from engage.config import Settings
 from messages import catalogue
 from messages import sms as sms_text
 from messages.channel import (
     Choice,
+    DeliveryFate,
     OutgoingMessage,
     PermanentSendError,
     SendResult,
@@ -27,7 +28,6 @@ from messages.channel import (
 from trial.protocol import Protocol
 
 SMS = "sms"
-TOO_MANY = 20429
 
 # Whether the request of the send running in this task has been written to the wire: a timeout
 # after that may mean Twilio accepted the message.
@@ -89,6 +89,10 @@ class SmsChannel:
     async def close(self) -> None:
         """Close the HTTP session."""
         await self.http.close()
+
+    def read_status(self, status: str, detail: str) -> DeliveryFate:
+        """What a status callback kept while its message was in flight means."""
+        return fate(status, error_code(detail))
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one SMS; Twilio's SID becomes the provider id for status callbacks."""
