@@ -38,7 +38,9 @@ from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database, insert_new
 from storage.models import InboundMessage, Patient, Staff
-from study import linking, optout, reachability, staff_access, unregistered
+from study import contacts, linking, optout, reachability, staff_access, unregistered
+from study.enrolment import CODE_ALPHABET, CODE_LENGTH
+from study.recipients import contact_point
 from study.replies import Reply
 from trial import intents
 from trial.protocol import LANGUAGES, Protocol
@@ -54,6 +56,8 @@ DOSE_ANSWERS = {Keyword.TAKEN: "taken", Keyword.SKIP: "skip", Keyword.SNOOZE: "s
                 Keyword.MISSED: "missed"}
 # A stranger's text that triaged as urgent: answered every time, with the safety reply.
 URGENT_STRANGER = "unregistered_urgent"
+# A contact-point channel's event carrying a link code (WeChat: a QR code's scene).
+LINK = "link:"
 # Triage reasons a "not taken today" message gives by itself: no symptom to report.
 _DOSE_ONLY_REASONS = frozenset({"missed_dose", "unclassified_symptom"})
 
@@ -111,6 +115,19 @@ class _Sender:
     patient: Patient | None
     staff: Staff | None
     language: str
+
+
+def _contact_channel(channel: str) -> bool:
+    """A channel whose addresses are contact points (WeChat, WeCom), not a column."""
+    return channel not in (TELEGRAM, SMS)
+
+
+def _code_like(text: str) -> str | None:
+    """A message that is nothing but a link code (typed on a contact-point channel)."""
+    word = text.strip().upper()
+    if len(word) == CODE_LENGTH and all(c in CODE_ALPHABET for c in word):
+        return word
+    return None
 
 
 def _command(text: str) -> tuple[str, str] | None:
@@ -263,6 +280,14 @@ class Conversation:
                     return _Sender(None, staff, staff.language)
             return _Sender(patient, None, patient.language if patient else
                            _guess_language(event))
+        if _contact_channel(event.channel):
+            point = await contacts.find(session, event.channel, event.sender)
+            person = await contacts.owner(session, point) if point is not None else None
+            if isinstance(person, Staff) and person.active:
+                return _Sender(None, person, person.language)
+            if isinstance(person, Patient):
+                return _Sender(person, None, person.language)
+            return _Sender(None, None, _guess_language(event))
         if not event.sender.lstrip("-").isdigit():
             return _Sender(None, None, _guess_language(event))
         user_id = int(event.sender)
@@ -280,7 +305,10 @@ class Conversation:
             # Telegram membership (blocked, unblocked): a change of reachability, no reply.
             replies: list[Reply] = []
             outcome = await reachability.chat_member(session, sender.patient, event.action,
-                                                     now=now)
+                                                     now=now, channel=event.channel)
+            if sender.patient is None and sender.staff is None \
+                    and event.action == reachability.UNBLOCKED:
+                replies = [Reply("chat.link_send_code")]  # a stranger followed us: welcome
         elif sender.staff is not None:
             outcome, replies = await self._staff(session, sender.staff, event, now)
         elif sender.patient is not None:
@@ -308,11 +336,11 @@ class Conversation:
             count = await self._enqueue(session, inbound_id, event, sender, replies, now)
         elif event.channel == SMS and sender.patient is None and sender.staff is None:
             count = await self._answer_stranger_once(session, event, sender, now)
-        elif event.channel == TELEGRAM and outcome == "unknown" and replies:
+        elif event.channel != SMS and outcome in ("unknown", "member_unknown") and replies:
             # A flood of stranger messages costs one reply a day, not one each.
             count = int(await self._enqueue_one(
-                session, f"unknown:telegram:{event.sender}:{now.date().isoformat()}", event,
-                sender, replies[0], now))
+                session, f"unknown:{event.channel}:{event.sender}:{now.date().isoformat()}",
+                event, sender, replies[0], now))
         else:
             count = await self._enqueue(session, inbound_id, event, sender, replies, now)
         return outcome, count
@@ -325,6 +353,14 @@ class Conversation:
             return await self._link(session, event, command[1], now)
         if event.channel == TELEGRAM:
             return "unknown", [Reply("chat.link_needed")]
+        if _contact_channel(event.channel):
+            # A QR code's scene (the adapter's `link:CODE`), or the code typed.
+            if event.action is not None and event.action.startswith(LINK):
+                return await self._link(session, event, event.action[len(LINK):], now)
+            code = _code_like(event.text) if event.action is None else None
+            if code is not None:
+                return await self._link(session, event, code, now)
+            return "unknown", [Reply("chat.link_send_code")]
         return "unknown", [Reply("common.unknown_sender")]
 
     async def _urgent_stranger(self, session: AsyncSession, event: InboundEvent,
@@ -340,8 +376,12 @@ class Conversation:
 
     async def _link(self, session: AsyncSession, event: InboundEvent, code: str,
                     now: datetime) -> tuple[str, list[Reply]]:
-        result = await linking.link_chat(session, self.protocol, chat_id=int(event.sender),
-                                         code=code, now=now)
+        if _contact_channel(event.channel):
+            result = await linking.link_address(session, self.protocol, channel=event.channel,
+                                                address=event.sender, code=code, now=now)
+        else:
+            result = await linking.link_chat(session, self.protocol,
+                                             chat_id=int(event.sender), code=code, now=now)
         message = {linking.LinkOutcome.LINKED: "chat.link_ok",
                    linking.LinkOutcome.ALREADY: "chat.link_already",
                    linking.LinkOutcome.REFUSED: "chat.link_failed",
@@ -352,6 +392,8 @@ class Conversation:
                        inbound_id: int, now: datetime) -> tuple[str, list[Reply]]:
         if event.channel == TELEGRAM:
             await reachability.heard_from(session, patient, now=now)
+        elif (point := contact_point(patient, event.channel)) is not None:
+            await reachability.contact_heard_from(session, patient, point, now=now)
         if event.action:
             return await self._patient_action(session, patient, event.action, inbound_id, now)
         text = event.text.strip()
@@ -411,9 +453,11 @@ class Conversation:
                               inbound_id: int, now: datetime) -> tuple[str, list[Reply]]:
         kind, _, rest = action.partition(":")
         if kind == "dose":
+            # `dose:taken` without an id (a channel's menu): today's dose, as the keyword is.
             answer, _, dose_id = rest.partition(":")
-            if answer in DOSE_ANSWERS.values() and dose_id.isdigit():
-                return await self._dose(session, patient, answer, int(dose_id), now)
+            if answer in DOSE_ANSWERS.values() and (dose_id.isdigit() or not dose_id):
+                return await self._dose(session, patient, answer,
+                                        int(dose_id) if dose_id else None, now)
         elif kind == "q":
             questionnaire = _questionnaire()
             if questionnaire is not None:
@@ -423,6 +467,10 @@ class Conversation:
             return await self._start_questionnaire(session, patient, now)
         elif kind == "lang" and rest in LANGUAGES:
             return await self._set_language(session, patient, rest, now)
+        elif action == "help":
+            return str(Keyword.HELP), await optout.help_reply(session, patient)
+        elif action.startswith(LINK):  # a linked patient scanned a code (again)
+            return f"link_{linking.LinkOutcome.ALREADY}", [Reply("chat.link_already")]
         log.info("patient %s pressed an unknown action %r", patient.subject_id, action)
         return "unknown_action", await optout.help_reply(session, patient)
 

@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from storage.types import UTCDateTime
 
@@ -62,6 +62,12 @@ class Staff(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     telegram_reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
+    # Addresses on channels without a column of their own (WeCom): loaded with the row, so
+    # routing (study.recipients) stays a plain function of the row.
+    contact_points: Mapped[list[ContactPoint]] = relationship(
+        primaryjoin="and_(foreign(ContactPoint.owner_id) == Staff.id, "
+                    "ContactPoint.owner_kind == 'staff')",
+        viewonly=True, lazy="selectin", order_by="ContactPoint.id")
 
 
 class Patient(Base):
@@ -91,6 +97,31 @@ class Patient(Base):
     # When the dose planner must next look at this patient (None: nothing left to plan).
     plan_next_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime]
+    # Addresses on channels without a column of their own (WeChat): loaded with the row, so
+    # routing (study.recipients) stays a plain function of the row.
+    contact_points: Mapped[list[ContactPoint]] = relationship(
+        primaryjoin="and_(foreign(ContactPoint.owner_id) == Patient.id, "
+                    "ContactPoint.owner_kind == 'patient')",
+        viewonly=True, lazy="selectin", order_by="ContactPoint.id")
+
+
+class ContactPoint(Base):
+    """A patient's or staff member's address on a channel without a column of its own (a WeChat
+    openid, a WeCom userid): one per owner and channel, one owner per address."""
+
+    __tablename__ = "contact_points"
+    __table_args__ = (UniqueConstraint("channel", "address"),
+                      UniqueConstraint("owner_kind", "owner_id", "channel"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_kind: Mapped[str] = mapped_column(String(8))  # patient|staff
+    owner_id: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(128))
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The owner's last message on this channel (WeChat: free-form replies only within 48 h).
+    last_inbound_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
 
 
 class LinkCode(Base):
@@ -113,7 +144,9 @@ class LinkAttempt(Base):
     __tablename__ = "link_attempts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    chat_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # Telegram
+    # Any other channel: "{channel}:{address}" (a WeChat openid is not a number).
+    address: Mapped[str | None] = mapped_column(String(160), index=True)
     at: Mapped[datetime]
 
 

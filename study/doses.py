@@ -39,6 +39,7 @@ from storage.audit import Actor
 from storage.db import insert_new
 from storage.models import DoseRecord, Patient, Visit
 from storage.types import UTCDateTime
+from study import contacts
 from study.recipients import Route, patient_route
 from study.replies import Reply
 from trial import dose as rules
@@ -366,6 +367,8 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
     result = (await session.execute(_DUE_DOSES, {"advance_now": now, "advance_limit": limit})
               ).all()
     rows = _loaded_rows(result, _DOSE_COLUMNS, _ROUTE_COLUMNS)
+    # Their other channels' addresses (WeChat), one statement for the batch.
+    await contacts.attach(session, [p for _, p in rows])
     # Only a reminder reads the hold (later messages reuse the row's `hold_for_visit`).
     holds = await _visit_holds(session, protocol, [
         (p.id, d.local_date) for d, p in rows

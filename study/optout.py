@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import OutboundMessage, Patient, Site
-from study import alerts
-from study.recipients import patient_route
+from study import alerts, reachability
+from study.recipients import contact_point, patient_route
 from study.replies import Reply
 
 
@@ -69,6 +69,10 @@ async def channel_unreachable(session: AsyncSession, patient: Patient, channel: 
             message_id="delivery.opted_out",
             params={"subject": patient.subject_id, "channel": channel}, now=now, actor=actor)
         return True
+    if channel not in ("telegram", "sms"):
+        point = contact_point(patient, channel)  # WeChat: 43004, the user unfollowed
+        return point is not None and await reachability.contact_left(
+            session, patient, point, now=now, reason=reason, actor=actor)
     field = "telegram_reachable" if channel == "telegram" else "sms_reachable"
     if not getattr(patient, field):
         return False
@@ -93,7 +97,7 @@ async def message_undeliverable(session: AsyncSession, row: OutboundMessage, *, 
                if row.patient_id is not None else None)
     if patient is None:
         return False
-    queued = mark and row.channel in ("telegram", "sms") and await channel_unreachable(
+    queued = mark and await channel_unreachable(
         session, patient, row.channel, now=now, reason=reason, opted_out=opted_out)
     if row.lane != outbox.SAFETY:
         return queued

@@ -1,20 +1,29 @@
-"""Where a message to a patient or staff member goes: which channel, which address."""
+"""Where a message to a patient or staff member goes: which channel, which address.
+
+Telegram and SMS addresses are columns of the person's row; every other channel (WeChat for
+patients, WeCom for staff) is a `ContactPoint` loaded with the row, so routing stays a plain
+function of the row and knows no channel by name beyond those two."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.models import Patient, Staff
+from storage.models import ContactPoint, Patient, Staff
+
+# Channels whose address is a column of the row; any other channel's is a contact point.
+COLUMN_CHANNELS = ("telegram", "sms", "sandbox")
 
 
 @dataclass(frozen=True)
 class Route:
-    channel: str  # telegram|sms|sandbox
+    channel: str  # telegram|sms|sandbox, or a contact point's channel (wechat, wecom)
     address: str
 
 
 def patient_route(patient: Patient, *, safety: bool = False) -> Route | None:
-    """Telegram when linked and reachable, else SMS; None when the patient cannot be messaged.
+    """Telegram when linked and reachable, else a reachable contact point (WeChat), else SMS;
+    None when the patient cannot be messaged.
 
     Opted-out, paused and withdrawn patients get nothing routine; a safety message still goes
     (a reply to the patient's own report must reach them) by any reachable channel.
@@ -23,9 +32,23 @@ def patient_route(patient: Patient, *, safety: bool = False) -> Route | None:
         return None
     if reachable(patient, "telegram"):
         return Route("telegram", str(patient.telegram_id))
+    for point in contact_points(patient):
+        if point.reachable:
+            return Route(point.channel, point.address)
     if reachable(patient, "sms"):
         return Route("sms", str(patient.phone))
     return None
+
+
+def contact_points(owner: Patient | Staff) -> Sequence[ContactPoint]:
+    """The owner's contact points as loaded with the row (a row created in this session and
+    never loaded has none: nobody bound one to it but `study.contacts.bind`, which adds it)."""
+    return vars(owner).get("contact_points") or ()
+
+
+def contact_point(owner: Patient | Staff, channel: str) -> ContactPoint | None:
+    """The owner's address on a contact-point channel, reachable or not."""
+    return next((p for p in contact_points(owner) if p.channel == channel), None)
 
 
 def reachable(patient: Patient, channel: str) -> bool:
@@ -35,14 +58,20 @@ def reachable(patient: Patient, channel: str) -> bool:
         return patient.telegram_id is not None and patient.telegram_reachable
     if channel == "sms":
         return bool(patient.phone) and patient.sms_reachable and not patient.opted_out
-    return True
+    if channel in COLUMN_CHANNELS:
+        return True
+    point = contact_point(patient, channel)
+    return point is not None and point.reachable
 
 
 def staff_route(staff: Staff) -> list[Route]:
-    """Every channel a staff member is paged on (Telegram first, SMS where configured)."""
+    """Every channel a staff member is paged on (Telegram first, then their reachable contact
+    points such as WeCom, SMS where configured)."""
     routes = []
     if staff.telegram_id is not None and staff.telegram_reachable:
         routes.append(Route("telegram", str(staff.telegram_id)))
+    routes.extend(Route(p.channel, p.address) for p in contact_points(staff)
+                  if p.reachable)
     if staff.phone:
         routes.append(Route("sms", staff.phone))
     return routes

@@ -34,13 +34,28 @@ def upgrade() -> None:
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_audit_log_at'), ['at'], unique=False)
 
+    op.create_table('contact_points',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('owner_kind', sa.String(length=8), nullable=False),
+    sa.Column('owner_id', sa.Integer(), nullable=False),
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('address', sa.String(length=128), nullable=False),
+    sa.Column('reachable', sa.Boolean(), nullable=False),
+    sa.Column('last_inbound_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_contact_points')),
+    sa.UniqueConstraint('channel', 'address', name=op.f('uq_contact_points_channel')),
+    sa.UniqueConstraint('owner_kind', 'owner_id', 'channel', name=op.f('uq_contact_points_owner_kind'))
+    )
     op.create_table('link_attempts',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('chat_id', sa.BigInteger(), nullable=False),
+    sa.Column('chat_id', sa.BigInteger(), nullable=True),
+    sa.Column('address', sa.String(length=160), nullable=True),
     sa.Column('at', storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_link_attempts'))
     )
     with op.batch_alter_table('link_attempts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_link_attempts_address'), ['address'], unique=False)
         batch_op.create_index(batch_op.f('ix_link_attempts_chat_id'), ['chat_id'], unique=False)
 
     op.create_table('provider_tokens',
@@ -440,8 +455,10 @@ def downgrade() -> None:
     op.drop_table('provider_tokens')
     with op.batch_alter_table('link_attempts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_link_attempts_chat_id'))
+        batch_op.drop_index(batch_op.f('ix_link_attempts_address'))
 
     op.drop_table('link_attempts')
+    op.drop_table('contact_points')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_log_at'))
 
