@@ -28,9 +28,9 @@ from messages.channel import Choice
 from scheduler.dispatcher import Dispatcher
 from scheduler.doses import plan_doses
 from scheduler.ratelimit import ChannelRate
-from storage import outbox
 from storage.db import Database
 from storage.models import OutboundMessage
+from study import outgoing
 from trial.protocol import Protocol, load_protocol
 
 CONCURRENCY = 50  # the Dispatcher's default routine-lane bound on sends in flight
@@ -116,11 +116,11 @@ async def limited(directory: Path, protocol: Protocol, total: int) -> bool:
         await planned(db, protocol, total - repeated * extra)
         async with db.write() as session:
             for patient, n in itertools.product(range(1, repeated + 1), range(extra)):
-                await outbox.enqueue(
-                    session, key=f"notice:bench:{patient}:{n}", channel="telegram",
-                    address=str(common.Seeded.chat(patient)), template_id="visit.notice",
-                    template_version="1", language="en", body=f"Notice {n}",
-                    due_at=common.START, now=common.START, patient_id=patient)
+                await outgoing.queue(
+                    session, outgoing.Recipient("telegram", str(common.Seeded.chat(patient)),
+                                                "en", patient_id=patient),
+                    outgoing.Rendered(f"Notice {n}", "visit.notice", "1"),
+                    key=f"notice:bench:{patient}:{n}", now=common.START)
         bot = make_bot(common.TOKEN, fakes.telegram)
         await bot.get_me()
         # The production limits: the Dispatcher's defaults (30/s per bot, 1/s per chat).

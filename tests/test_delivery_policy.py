@@ -121,8 +121,8 @@ def test_daily_cap_keeps_the_most_important(used: int, in_flight: int, accepted:
                                             others: list[delivery.CapRank],
                                             dropped: str | None) -> None:
     mine = (-60, DAY, 5)
-    assert delivery.over_cap(6, used=used, in_flight=in_flight, accepted=accepted, mine=mine,
-                             others=others) == dropped
+    left = delivery.cap_left(6, used=used, in_flight=in_flight, accepted=accepted)
+    assert delivery.over_cap(6, left, mine=mine, others=others) == dropped
 
 
 def test_cap_rank_orders_by_importance_then_due_then_row(protocol: Protocol) -> None:

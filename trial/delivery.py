@@ -111,20 +111,24 @@ def cap_rank(sms: Sms, template_id: str, due_at: datetime, message_id: int) -> C
     return (-importance(sms, template_id), due_at, message_id)
 
 
-def over_cap(cap: int, *, used: int, in_flight: int, accepted: int, mine: CapRank,
-             others: Iterable[CapRank]) -> str | None:
+def cap_left(cap: int, *, used: int, in_flight: int, accepted: int) -> int:
+    """How many more routine SMS a number may get today: the cap less those that went today
+    (or may have: `used`), those other claims are sending (`in_flight`) and those this claim
+    already let through (`accepted`)."""
+    return cap - used - in_flight - accepted
+
+
+def over_cap(cap: int, left: int, *, mine: CapRank, others: Iterable[CapRank]) -> str | None:
     """Why a routine SMS must be dropped for the daily cap, or None if it fits.
 
-    `used`: routine SMS to the number that went today (or may have); `in_flight`: those other
-    claims are sending; `accepted`: those this claim already let through; `others`: the ranks
-    of the routine SMS still queued for today to the number (not accepted yet), which compete
-    for what is left with this one (`mine`).
+    `left`: `cap_left` for its number; `others`: the ranks of the routine SMS still queued for
+    today to the number (not accepted yet), which compete with this one (`mine`) for what is
+    left, the more important first (not needed when nothing is left).
     """
-    budget = cap - used - in_flight - accepted
-    if budget <= 0:
+    if left <= 0:
         return f"daily SMS cap of {cap} reached"
     ahead = sum(1 for other in others if other < mine)
-    if ahead >= budget:
+    if ahead >= left:
         return f"daily SMS cap of {cap}: {ahead} more important SMS due today"
     return None
 
