@@ -32,7 +32,7 @@ from bot import staff_commands
 from bot.channels.twilio import vocabulary as twilio_words
 from engage.clock import Clock
 from messages import catalogue
-from messages.channel import Choice
+from messages.channel import Choice, Media
 from messages.keywords import Keyword, language_name, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor
@@ -85,6 +85,9 @@ class InboundEvent:
     action: str | None
     received_at: datetime
     payload: dict[str, Any] = field(default_factory=dict)
+    # What came besides text (a photo, a voice note, an MMS's pictures), filled by the channel
+    # adapter; the text is then the caption.
+    media: tuple[Media, ...] = ()
 
     def storable(self) -> InboundEvent:
         """The event with lone UTF-16 surrogates replaced (U+FFFD): valid JSON can carry them,
@@ -92,7 +95,24 @@ class InboundEvent:
         return replace(self, external_id=_storable(self.external_id),
                        sender=_storable(self.sender), text=_storable(self.text),
                        action=None if self.action is None else _storable(self.action),
-                       payload=_storable(self.payload))
+                       payload=_storable(self.payload),
+                       media=tuple(m for m in (Media.from_dict(_storable(m.as_dict()))
+                                               for m in self.media) if m is not None))
+
+    def stored_payload(self) -> dict[str, Any]:
+        """The inbound row's payload: the adapter's, the pressed action, the media references."""
+        media = {"media": [m.as_dict() for m in self.media]} if self.media else {}
+        return {**self.payload, **media, "action": self.action}
+
+    @classmethod
+    def from_row(cls, row: InboundMessage) -> InboundEvent:
+        """A stored message as the event it was."""
+        payload = dict(row.payload)
+        action = payload.pop("action", None)
+        media = tuple(m for m in map(Media.from_dict, payload.pop("media", None) or [])
+                      if m is not None)
+        return cls(row.channel, row.external_id, row.sender, row.text, action, row.received_at,
+                   payload, media)
 
     @property
     def address(self) -> str:
@@ -212,18 +232,14 @@ class Conversation:
                 InboundMessage.received_at < now - older_than).order_by(InboundMessage.id)
                 .limit(100))).scalars())
         for row in rows:
-            payload = dict(row.payload)
-            action = payload.pop("action", None)
-            await (handle or self.handle)(InboundEvent(
-                row.channel, row.external_id, row.sender, row.text, action, row.received_at,
-                payload))
+            await (handle or self.handle)(InboundEvent.from_row(row))
         return len(rows)
 
     # -- storing and claiming ----------------------------------------------------------------
     async def _store(self, event: InboundEvent) -> int:
         values = {"channel": event.channel, "external_id": event.external_id[:64],
                   "sender": event.sender[:64], "text": event.text,
-                  "payload": {**event.payload, "action": event.action},
+                  "payload": event.stored_payload(),
                   "received_at": event.received_at}
         async with self.db.write() as session:
             new_id = (await session.execute(
@@ -244,7 +260,7 @@ class Conversation:
                     insert_new(session, InboundMessage, unique=["channel", "external_id"])
                     .values(channel=event.channel, external_id=event.external_id[:64],
                             sender=event.sender[:64], text=event.text,
-                            payload={**event.payload, "action": event.action},
+                            payload=event.stored_payload(),
                             received_at=event.received_at))
 
     @staticmethod
@@ -396,6 +412,13 @@ class Conversation:
             await reachability.contact_heard_from(session, patient, point, now=now)
         if event.action:
             return await self._patient_action(session, patient, event.action, inbound_id, now)
+        if event.media and not event.payload.get("edited"):
+            # A photo, a voice note...: its reference stored, a routine report for staff, the
+            # caption triaged as text (an edit says nothing new about the file: text only).
+            from study import media
+
+            return await media.receive(session, self.protocol, patient, event.media,
+                                       event.text, now=now, inbound_id=inbound_id)
         text = event.text.strip()
         opt_out_type = str(event.payload.get("opt_out_type") or "").upper()
         keyword = twilio_words.OPT_OUT_TYPES.get(opt_out_type) or parse_keyword(text)
@@ -555,12 +578,13 @@ class Conversation:
                            sender: _Sender, reply: Reply, now: datetime) -> bool:
         template = catalogue.template(reply.message_id, sender.language)
         body = template.render(**reply.params)
+        image = reply.attachment.attachment() if reply.attachment is not None else None
         new_id = await outbox.enqueue(
             session, key=key, channel=event.channel, address=event.address,
             template_id=reply.message_id, template_version=template.version,
             language=sender.language, body=body, due_at=now,
             now=now, lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
-            choices=[_render_choice(c, sender.language) for c in reply.choices],
+            choices=[_render_choice(c, sender.language) for c in reply.choices], image=image,
             patient_id=sender.patient.id if sender.patient else None,
             staff_id=sender.staff.id if sender.staff else None)
         return new_id is not None

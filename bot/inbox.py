@@ -96,8 +96,8 @@ async def mark_failed(db: Database, event: InboundEvent, *, now: datetime) -> in
                 await _tell_admins(session, event.channel, row.id, now)
             return row.id
     return await store_raw(db, channel=event.channel, external_id=event.external_id,
-                           raw={"text": event.text, "action": event.action,
-                                **event.payload}, outcome=FAILED, now=now,
+                           raw={"text": event.text, **event.stored_payload()},
+                           outcome=FAILED, now=now,
                            sender=event.sender)
 
 

@@ -40,6 +40,7 @@ FEATURE_MODULES: list[str] = [
     "bot.staff_visits",
     "bot.staff_queries",
     "bot.staff_alerts",
+    "bot.staff_media",
 ]
 
 

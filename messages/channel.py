@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,62 @@ class Choice:
     sms_word: str = ""  # the word an SMS recipient types for it, e.g. "TAKEN"
 
 
+# What a person can send besides text, in one vocabulary for every channel (an MMS picture is a
+# photo, its audio a voice note); `location` carries "latitude,longitude" as its reference.
+MEDIA_KINDS = ("photo", "voice", "video", "video_note", "audio", "document", "animation",
+               "sticker", "location")
+
+
+@dataclass(frozen=True)
+class Media:
+    """A file or a location someone sent, named by the provider's own reference (a Telegram
+    file_id, a Twilio media URL), never its content: nothing is downloaded. The caption is the
+    message's text."""
+
+    kind: str  # one of MEDIA_KINDS
+    reference: str
+    mime: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)  # file_unique_id, duration, name...
+
+    @property
+    def is_link(self) -> bool:
+        """A reference anyone with access can open (a Twilio media URL), not a provider's file
+        id that only its own channel can resend."""
+        return self.reference.startswith(("https://", "http://"))
+
+    def as_dict(self) -> dict[str, Any]:
+        """As stored in an inbound row's payload and a report's `parsed` (JSON)."""
+        return {"kind": self.kind, "reference": self.reference, "mime": self.mime,
+                **({"detail": self.detail} if self.detail else {})}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Media | None:
+        """The stored form read back (None when it is not one)."""
+        if not isinstance(value, dict) or not value.get("reference"):
+            return None
+        detail = value.get("detail")
+        return cls(str(value.get("kind") or "document"), str(value["reference"]),
+                   str(value.get("mime") or ""), dict(detail) if isinstance(detail, dict) else {})
+
+    def attachment(self) -> bytes:
+        """The reference as an outgoing message's `image`: the channel resends the file by it
+        (Telegram by file_id); the outbox never holds the content."""
+        return MEDIA_MARK + json.dumps(self.as_dict(), ensure_ascii=False).encode()
+
+
+MEDIA_MARK = b"engage-media:"
+
+
+def attached_media(image: bytes | None) -> Media | None:
+    """The media reference an outgoing message's `image` carries (None: a PNG, or nothing)."""
+    if image is None or not image.startswith(MEDIA_MARK):
+        return None
+    try:
+        return Media.from_dict(json.loads(image[len(MEDIA_MARK):]))
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     """What the dispatcher hands to a channel; `message_id` is the outbox row id."""
@@ -23,6 +80,7 @@ class OutgoingMessage:
     address: str  # Telegram chat id or E.164 phone number
     text: str
     choices: tuple[Choice, ...] = ()
+    # A PNG (the digest's chart), or a media reference to resend (`attached_media`).
     image: bytes | None = None
     validity_seconds: int | None = None  # SMS: fail rather than arrive late
     language: str = ""  # the outbox row's language (SMS renders "回复：1 已服…" in it)

@@ -36,6 +36,8 @@ SAMPLES: dict[str, str | dict[str, str]] = {
     "hours": "12",
     "snooze_minutes": "30",
     "snoozes": "2",
+    # media (study/media.py): the kinds a patient sent
+    "kinds": {"zh": "照片、语音", "en": "video message, voice note"},
     # dates and visits
     "date": {"zh": "10月12日（周三）", "en": "Wed 12 Oct"},
     "day": {"zh": "10月12日", "en": "12 Oct"},

@@ -314,12 +314,25 @@ def reasons_text(reasons: list[Any], language: str) -> str:
     return "; ".join(parts) or "-"
 
 
+def media_word(kind: object, language: str) -> str:
+    """A media kind in words ("photo", "照片"); an unknown kind is a file."""
+    try:
+        return catalogue.render(f"media.kind_{kind}", language)
+    except catalogue.MissingMessageError:
+        return catalogue.render("media.kind_document", language)
+
+
 def alert_params(alert: Alert, context: dict[str, Any], language: str) -> dict[str, object]:
     """Placeholders of every staff-facing alert text."""
     report: SymptomReport | None = context["report"]
     text = catalogue.shortened(report.raw_text if report else alert.summary, QUOTE_LIMIT)
     if context.get("edited"):  # the patient edited a message they had sent: say so
         text = catalogue.render("alert.edited_note", language) + " " + text
+    media = (report.parsed or {}).get("media") if report is not None else None
+    if media:  # a photo, a voice note...: say which, and how to see it
+        note = catalogue.render("alert.media_note", language, id=alert.id, kinds=", ".join(
+            media_word(m.get("kind") if isinstance(m, dict) else "", language) for m in media))
+        text = f"{note} {text}".strip()
     return {
         "id": alert.id, "subject": subject_of(alert, context["subject"], language),
         "tier": catalogue.render(f"alert.tier_{alert.tier}", language),
@@ -462,9 +475,11 @@ async def describe(session: AsyncSession, alert: Alert, language: str) -> dict[s
 
 
 async def open_routine_alert(session: AsyncSession, *, site_id: str, patient: Patient | None,
-                             kind: str, summary: str, now: datetime, actor: Actor) -> Alert:
+                             kind: str, summary: str, now: datetime, actor: Actor,
+                             report: SymptomReport | None = None) -> Alert:
     """Open a routine alert: never paged, it waits in the site's digest until resolved."""
     alert = Alert(site_id=site_id, patient_id=patient.id if patient else None, kind=kind,
+                  report_id=report.id if report else None,
                   tier=Tier.ROUTINE.value, status=OPEN, summary=summary[:1000], opened_at=now,
                   received_at=now, level=0, pages=0, next_escalation_at=None)
     await audit.create(session, alert, at=now, actor=actor, reason=f"{kind} routine")

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
 from storage.models import Alert, InboundMessage, Patient, Site, Staff, SymptomReport, Visit
-from study.alerts import UNRESOLVED
+from study.alerts import UNRESOLVED, media_word
 from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
 from study.senders import UNREGISTERED, mask_sender
@@ -51,6 +51,7 @@ class ReportLine:
     subject_id: str
     received_at: datetime
     text: str
+    media: tuple[str, ...] = ()  # the kinds of file the patient sent with it (study.media)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,9 @@ async def _new_routine_reports(session: AsyncSession, site_id: str) -> list[Repo
         .where(Patient.site_id == site_id, SymptomReport.tier == "routine",
                SymptomReport.reviewed_at.is_(None))  # listed until a staff member reviews it
         .order_by(SymptomReport.received_at, SymptomReport.id))).all()
-    return [ReportLine(r.id, subject, r.received_at, _short(r.raw_text)) for r, subject in rows]
+    return [ReportLine(r.id, subject, r.received_at, _short(r.raw_text), tuple(
+        str(m.get("kind")) for m in (r.parsed or {}).get("media") or [] if isinstance(m, dict)))
+        for r, subject in rows]
 
 
 def _short(text: str) -> str:
@@ -335,10 +338,16 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
                            **params))
             lines.extend(rows)
 
+    def report_text(r: ReportLine) -> str:
+        if not r.media:
+            return r.text
+        kinds = ", ".join(dict.fromkeys(media_word(k, language) for k in r.media))
+        return t("digest.report_media", language, kinds=kinds, text=r.text).strip()
+
     # First: routine reports nobody has reviewed for more than two working days.
     section("digest.section_reports_overdue", [
         t("digest.report_row", language, id=r.report_id, subject=r.subject_id,
-          received=local_time(r.received_at, digest.tz), text=r.text)
+          received=local_time(r.received_at, digest.tz), text=report_text(r))
         for r in digest.overdue_reports])
     section("digest.section_alerts", [
         t("digest.alert_row", language, id=a.alert_id,
@@ -346,7 +355,8 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
                    if a.kind == UNREGISTERED else a.subject_id),
           tier=word("tier", a.tier, language), status=word("status", a.status, language),
           age=age(a.received_at, digest.now, language),
-          summary=a.summary or word("kind", a.kind, language))
+          summary=a.summary or (t("digest.media_alert", language, id=a.alert_id)
+                                if a.kind == "media" else word("kind", a.kind, language)))
         for a in digest.alerts])
     section("digest.section_sae", [
         t("digest.sae_row", language, id=s.alert_id, subject=s.subject_id,
@@ -355,7 +365,8 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
         for s in digest.sae_clocks])
     section("digest.section_reports", [
         t("digest.report_row", language, id=r.report_id, subject=r.subject_id,
-          received=local_time(r.received_at, digest.tz), text=r.text) for r in digest.reports])
+          received=local_time(r.received_at, digest.tz), text=report_text(r))
+        for r in digest.reports])
     section("digest.section_flags", [
         t("digest.flag_row", language, subject=f.subject_id,
           flags=", ".join(word("flag", x, language) for x in f.flags)) for f in digest.flagged])

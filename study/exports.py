@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from messages.channel import attached_media
 from storage.models import (
     Alert,
     DoseRecord,
@@ -122,8 +123,15 @@ async def alert_rows(session: AsyncSession) -> AsyncIterator[Row]:
 MESSAGE_COLUMNS = (
     "direction", "message_id", "subject_id", "staff_id", "site", "channel", "at_utc",
     "at_local", "template_id", "template_version", "language", "lane", "status", "attempts",
-    "sent_at_utc", "handled_at_utc", "error", "text", "has_image", "key",
+    "sent_at_utc", "handled_at_utc", "error", "text", "has_image", "key", "media",
 )
+
+
+def media_text(payload: Any) -> str:
+    """The media references an inbound row keeps (`kind reference`, `; ` between)."""
+    found = payload.get("media") if isinstance(payload, dict) else None
+    return "; ".join(f"{m.get('kind')} {m.get('reference')}" for m in found or []
+                     if isinstance(m, dict))
 
 
 async def message_rows(session: AsyncSession) -> AsyncIterator[Row]:
@@ -140,7 +148,9 @@ async def message_rows(session: AsyncSession) -> AsyncIterator[Row]:
         yield ("out", m.id, subject, m.staff_id, patient_site or staff_site, m.channel,
                m.created_at, local(m.created_at, patient_tz or staff_tz), m.template_id,
                m.template_version, m.language, m.lane, m.status, m.attempts, m.sent_at, None,
-               m.last_error, m.body, m.image is not None, m.dedupe_key)
+               m.last_error, m.body, m.image is not None, m.dedupe_key,
+               f"{forwarded.kind} {forwarded.reference}"
+               if (forwarded := attached_media(m.image)) is not None else "")
     inbound = await session.stream(
         select(InboundMessage, Patient.subject_id, Patient.tz, Patient.site_id, Staff.site_id,
                Site.tz)
@@ -152,4 +162,5 @@ async def message_rows(session: AsyncSession) -> AsyncIterator[Row]:
     async for i, subject, patient_tz, patient_site, staff_site, staff_tz in inbound:
         yield ("in", i.id, subject, i.staff_id, patient_site or staff_site, i.channel,
                i.received_at, local(i.received_at, patient_tz or staff_tz), "", "", "", "",
-               i.outcome or "", "", None, i.handled_at, "", i.text, False, "")
+               i.outcome or "", "", None, i.handled_at, "", i.text, False, "",
+               media_text(i.payload))

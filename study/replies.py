@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from messages.channel import Choice
+from messages.channel import Choice, Media
 
 
 @dataclass(frozen=True)
@@ -15,3 +15,4 @@ class Reply:
     params: dict[str, object] = field(default_factory=dict)
     choices: tuple[Choice, ...] = ()
     safety: bool = False  # goes in the safety lane: never held, never capped, sent at once
+    attachment: Media | None = None  # a file resent by its reference (`/media N`)

@@ -58,7 +58,7 @@ async def record_report(session: AsyncSession, protocol: Protocol, patient: Pati
     return report
 
 
-async def _reply(session: AsyncSession, report: SymptomReport) -> Reply:
+async def reply_to(session: AsyncSession, report: SymptomReport) -> Reply:
     """The tier's script, unless the alert reached nobody at the site: then the patient is told
     to call the site's phone (when it has one) or 120, never that the team was alerted."""
     tier = Tier(report.tier)
@@ -85,7 +85,7 @@ async def receive_report(session: AsyncSession, protocol: Protocol, patient: Pat
         return [Reply("report.empty")]
     report = await record_report(session, protocol, patient, text, now=now,
                                  inbound_id=inbound_id, source=source)
-    replies = [await _reply(session, report)]
+    replies = [await reply_to(session, report)]
     if asks_about_allocation(text, protocol.triage):
         # Logged for the site; the answer is the same for everyone and reveals nothing.
         audit.record(session, at=now, actor=Actor.patient(patient.subject_id),

@@ -40,6 +40,9 @@ BAD_GATEWAY_PAGE = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<b
                     "\r\n</body>\r\n</html>\r\n")
 
 
+# Bot API methods that send a file by file_id, URL or upload: method suffix -> its field.
+FILE_METHODS = {"Voice": "voice", "Video": "video", "VideoNote": "video_note", "Audio": "audio",
+                "Document": "document", "Animation": "animation", "Sticker": "sticker"}
 JSON_FIELDS = {"reply_markup", "allowed_updates", "entities", "caption_entities"}
 
 
@@ -54,6 +57,8 @@ class FakeTelegramAPI:
         self.confirmed_offset = 0
         self.webhook: dict[str, Any] | None = None
         self.failures: dict[str, Failure] = {}
+        # Chats whose next sends are taken, then answered only after a delay (seconds, times).
+        self.hangs: dict[str, list[float]] = {}
         # getUpdates answers: "html" (a proxy's 502 page), a Failure, or None (updates).
         self.updates_failure: str | Failure | None = None
         self.updates_failure_times: int | None = None  # None: until cleared
@@ -80,6 +85,11 @@ class FakeTelegramAPI:
     def fail_chat(self, chat_id: int | str, failure: Failure) -> None:
         """Make sends to a chat fail (e.g. 403 blocked, 429 flood, 502)."""
         self.failures[str(chat_id)] = failure
+
+    def hang_chat(self, chat_id: int | str, delay: float, times: int = 1) -> None:
+        """The next `times` sends to a chat are delivered, but answered only after `delay`
+        seconds (a client timeout after Telegram took the message)."""
+        self.hangs[str(chat_id)] = [delay] * times
 
     def inject(self, update: dict[str, Any]) -> int:
         """Queue an update (without update_id it gets the next one); return its update_id."""
@@ -118,6 +128,47 @@ class FakeTelegramAPI:
         message = update.pop("message")
         message["edit_date"] = edit_date or int(time.time()) + 1
         return {"edited_message": message}
+
+    def media_update(self, user_id: int, kind: str, *, caption: str | None = None,
+                     file_id: str | None = None, language_code: str = "zh-hans"
+                     ) -> dict[str, Any]:
+        """A private-chat message with a photo, voice note, video, document, sticker, audio,
+        video note or location (as Telegram sends them: a photo in several sizes)."""
+        update = self.message_update(user_id, "", language_code=language_code)
+        message = update["message"]
+        del message["text"]
+        file_id = file_id or f"{kind}-file-{message['message_id']}"
+        unique = "u" + file_id[-20:]
+        if kind == "photo":
+            message["photo"] = [
+                {"file_id": file_id + "-small", "file_unique_id": unique + "s", "width": 90,
+                 "height": 67, "file_size": 1200},
+                {"file_id": file_id, "file_unique_id": unique, "width": 1280, "height": 960,
+                 "file_size": 98000}]
+        elif kind == "location":
+            message["location"] = {"latitude": 39.9087, "longitude": 116.3975}
+        elif kind == "sticker":
+            message["sticker"] = {"file_id": file_id, "file_unique_id": unique, "type": "regular",
+                                  "width": 512, "height": 512, "is_animated": False,
+                                  "is_video": False, "emoji": "\U0001f44d"}
+        else:
+            file: dict[str, Any] = {"file_id": file_id, "file_unique_id": unique,
+                                    "file_size": 40000}
+            if kind in ("voice", "audio", "video", "video_note"):
+                file["duration"] = 7
+            if kind == "voice":
+                file["mime_type"] = "audio/ogg"
+            if kind in ("video", "video_note"):
+                file.update(width=640, height=480, length=640)
+            if kind == "video":
+                file["mime_type"] = "video/mp4"
+            if kind in ("document", "audio"):
+                file.update(file_name="result.pdf" if kind == "document" else "song.mp3",
+                            mime_type="application/pdf" if kind == "document" else "audio/mpeg")
+            message[kind] = file
+        if caption is not None:
+            message["caption"] = caption
+        return update
 
     def group_update(self, chat_id: int, user_id: int, text: str, *,
                      chat_type: str = "supergroup") -> dict[str, Any]:
@@ -209,7 +260,10 @@ class FakeTelegramAPI:
                    "answerCallbackQuery": self._answer_callback_query,
                    "editMessageReplyMarkup": self._edit_message_reply_markup,
                    "setWebhook": self._set_webhook, "deleteWebhook": self._delete_webhook,
-                   "close": self._close_bot}.get(method)
+                   "close": self._close_bot, "sendLocation": self._send_location,
+                   "copyMessage": self._copy_message,
+                   **{f"send{name}": self._send_file(field)
+                      for name, field in FILE_METHODS.items()}}.get(method)
         if handler is None:
             return self._error(404, "Not Found: method not found")
         result = await handler(params, files)
@@ -289,7 +343,11 @@ class FakeTelegramAPI:
         extra: dict[str, Any] = {"text": params.get("text", "")}
         if "reply_markup" in params:
             extra["reply_markup"] = params["reply_markup"]
-        return self._message(chat_id, **extra)
+        message = self._message(chat_id, **extra)
+        hangs = self.hangs.get(chat_id)
+        if hangs:
+            await asyncio.sleep(hangs.pop(0))
+        return message
 
     async def _send_photo(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         chat_id = str(params["chat_id"])
@@ -298,6 +356,39 @@ class FakeTelegramAPI:
             return failure
         photo = [{"file_id": "ph1", "file_unique_id": "u1", "width": 10, "height": 10}]
         return self._message(chat_id, photo=photo, caption=params.get("caption"))
+
+    def _send_file(self, field: str) -> Any:
+        """sendVoice, sendDocument...: the file as Telegram would answer (a new file_id is not
+        made up: the one sent comes back)."""
+        async def send(params: dict[str, Any], files: dict[str, bytes]) -> Any:
+            chat_id = str(params["chat_id"])
+            failure = self._failure_for(chat_id)
+            if failure is not None:
+                return failure
+            file_id = str(params.get(field) or f"uploaded-{field}")
+            sent: dict[str, Any] = {"file_id": file_id, "file_unique_id": "u-" + file_id[:20]}
+            if field in ("voice", "video", "video_note", "audio", "animation"):
+                sent["duration"] = 1
+            if field in ("video", "video_note", "animation", "sticker"):
+                sent.update(width=10, height=10, length=10)
+            if field == "sticker":
+                sent.update(type="regular", is_animated=False, is_video=False)
+            return self._message(chat_id, **{field: sent}, caption=params.get("caption"))
+        return send
+
+    async def _send_location(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        chat_id = str(params["chat_id"])
+        failure = self._failure_for(chat_id)
+        if failure is not None:
+            return failure
+        return self._message(chat_id, location={"latitude": float(params["latitude"]),
+                                                "longitude": float(params["longitude"])})
+
+    async def _copy_message(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        failure = self._failure_for(str(params["chat_id"]))
+        if failure is not None:
+            return failure
+        return {"message_id": next(self._next_message)}
 
     async def _answer_callback_query(self, params: dict[str, Any], files: dict[str, bytes]
                                      ) -> Any:

@@ -43,6 +43,7 @@ from aiogram.types import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    Message,
     Update,
 )
 from pydantic import Field, ValidationError
@@ -54,10 +55,12 @@ from engage.clock import Clock
 from messages import catalogue
 from messages.channel import (
     Choice,
+    Media,
     OutgoingMessage,
     PermanentSendError,
     SendResult,
     TransientSendError,
+    attached_media,
 )
 from storage import outbox
 from storage.models import Patient, Staff
@@ -171,7 +174,10 @@ class TelegramChannel:
         except ValueError as exc:
             raise PermanentSendError(f"cannot address Telegram message: {exc}") from None
         try:
-            if message.image is not None:
+            media = attached_media(message.image)
+            if media is not None:
+                sent = await self._resend(chat_id, media, message.text, markup)
+            elif message.image is not None:
                 photo = BufferedInputFile(message.image, filename="chart.png")
                 fits = len(message.text) <= CAPTION_LIMIT
                 sent = await self.bot.send_photo(chat_id, photo,
@@ -201,6 +207,31 @@ class TelegramChannel:
             raise TransientSendError(f"telegram error: {exc.message}") from None
         return SendResult(provider_id=f"{chat_id}:{sent.message_id}", status="sent")
 
+    async def _resend(self, chat_id: int, media: Media, text: str,
+                      markup: InlineKeyboardMarkup | None) -> Message:
+        """A file a patient sent, sent again by its file_id (Telegram keeps it; nothing is
+        downloaded), the text as its caption where the kind takes one and it fits."""
+        file_id = media.reference
+        if media.kind == "location":
+            latitude, _, longitude = file_id.partition(",")
+            await self.bot.send_message(chat_id, fitted(text), reply_markup=markup)
+            return await self.bot.send_location(chat_id, float(latitude), float(longitude))
+        senders: dict[str, Callable[..., Awaitable[Message]]] = {
+            "photo": self.bot.send_photo, "voice": self.bot.send_voice,
+            "video": self.bot.send_video, "audio": self.bot.send_audio,
+            "animation": self.bot.send_animation, "document": self.bot.send_document}
+        send = senders.get(media.kind)
+        if send is not None and len(text) <= CAPTION_LIMIT:
+            return await send(chat_id, file_id, caption=text, reply_markup=markup)
+        await self.bot.send_message(chat_id, fitted(text), reply_markup=markup)
+        if send is not None:
+            return await send(chat_id, file_id)
+        if media.kind == "video_note":
+            return await self.bot.send_video_note(chat_id, file_id)
+        if media.kind == "sticker":
+            return await self.bot.send_sticker(chat_id, file_id)
+        return await self.bot.send_document(chat_id, file_id)
+
 
 # -- receiving -----------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -211,6 +242,33 @@ class Incoming:
     event: InboundEvent | None
     group: bool = False  # from a group chat: kept, answered once a day, never a report
     callback: CallbackQuery | None = None
+
+
+def media_of(message: Message) -> tuple[Media, ...]:
+    """What a message carries besides text, as references (file_id; a place's coordinates)."""
+    def item(kind: str, file: Any, **detail: Any) -> Media:
+        values = {"file_unique_id": getattr(file, "file_unique_id", None),
+                  "file_size": getattr(file, "file_size", None),
+                  "duration": getattr(file, "duration", None),
+                  "file_name": getattr(file, "file_name", None), **detail}
+        return Media(kind, str(file.file_id), str(getattr(file, "mime_type", None) or ""),
+                     {k: v for k, v in values.items() if v is not None})
+
+    if message.photo:
+        largest = max(message.photo, key=lambda p: p.width * p.height)
+        return (item("photo", largest, width=largest.width, height=largest.height),)
+    if message.animation:  # Telegram sets `document` too: the animation is what was sent
+        return (item("animation", message.animation),)
+    for kind in ("voice", "video", "video_note", "audio", "document"):
+        file = getattr(message, kind)
+        if file is not None:
+            return (item(kind, file),)
+    if message.sticker:
+        return (item("sticker", message.sticker, emoji=message.sticker.emoji),)
+    place = message.location or (message.venue.location if message.venue else None)
+    if place is not None:
+        return (Media("location", f"{place.latitude},{place.longitude}"),)
+    return ()
 
 
 def _timestamp(value: Any) -> int:
@@ -237,7 +295,7 @@ def incoming(update: Update, now: datetime) -> Incoming:
             payload["chat_type"] = chat.type
         event = InboundEvent(channel=TELEGRAM, external_id=external_id, sender=str(user.id),
                              text=message.text or message.caption or "", action=None,
-                             received_at=now, payload=payload)
+                             received_at=now, payload=payload, media=media_of(message))
         return Incoming(str(chat.id), event, group=chat.type in GROUP_CHATS)
     query = update.callback_query
     if query is not None:

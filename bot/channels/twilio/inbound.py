@@ -10,7 +10,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bot.channels.twilio import vocabulary
+from bot.channels.twilio import mms, vocabulary
 from bot.conversation import SMS, Conversation, InboundEvent
 from engage.clock import Clock
 from storage.db import Database
@@ -62,7 +62,8 @@ class TwilioInbound:
             channel=SMS, external_id=sid, sender=sender, text=form.get("Body", ""), action=None,
             received_at=self.clock.now(),
             payload={"to": form.get("To", ""), "opt_out_type": form.get("OptOutType", ""),
-                     "num_media": form.get("NumMedia", "0")}))
+                     "num_media": form.get("NumMedia", "0")},
+            media=mms.media_of(form)))
         # Replies go through the outbox (rate limits, retries, audit), never inline in TwiML.
         return web.Response(text=str(MessagingResponse()), content_type="application/xml")
 
