@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 from typing import Literal
 
@@ -36,7 +37,8 @@ GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 STAFF_DOMAINS = frozenset({"staff", "digest", "alert"})
 DEFAULT_SEGMENTS = 1
 # `#. segments: 2` for both languages, `#. segments: 2 en` for one (comments of both files count).
-_SEGMENTS_COMMENT = re.compile(r"^\s*segments:\s*(\d+)(?:\s+([a-z]{2}))?\s*$")
+# `#. segments: 2 one_way` for the message as said on a one-way route (`one_way_text`).
+_SEGMENTS_COMMENT = re.compile(r"^\s*segments:\s*(\d+)(?:\s+([a-z]{2}|one_way))?\s*$")
 _STAFF_COMMENT = re.compile(r"^\s*audience:\s*staff\s*$")
 _CHOICES_COMMENT = re.compile(r"^\s*choices:\s*([a-z_]+)\s*$")
 
@@ -100,9 +102,99 @@ def set_line(name: str, language: str) -> str:
 
 def compose(text: str, line: str, signature: str) -> str:
     """The whole SMS: the text, its choice line, then the site's signature at the very end (as
-    Chinese carriers require)."""
+    Chinese carriers require).
+
+    To a site whose route cannot receive replies (a `Signature` with `one_way`): no choice line
+    and no invitation to reply (`one_way_text`), the site's phone and 120 instead.
+    """
+    if isinstance(signature, Signature) and signature.one_way:
+        text = one_way_text(text, signature.language)
+        joiner = "" if signature.language == "zh" else " "
+        text = f"{text}{joiner}{signature.one_way}" if text else signature.one_way
+        line = ""
     body = f"{text}\n{line}" if line else text
     return sign(body, signature)
+
+
+# --- one-way routes ------------------------------------------------------------------------
+# Where a site's SMS route cannot receive replies (`sms.one_way_sites`, e.g. international SMS
+# into mainland China), every SMS to its patients is rendered here, whatever queued it: a
+# message `X` with a one-way wording `X_one_way` in the catalogue is said that way, any other
+# sentence that still asks for a reply is left out, and the catalogue's `chat.sms_no_reply` line
+# (the site's phone and 120) is added. The SMS check renders every template so.
+ONE_WAY_SUFFIX = "_one_way"
+# A sentence with one of these asks for an answer: a one-way SMS leaves it out (it never
+# contains 回复 or "reply").
+REPLY_WORDS = re.compile(r"回复|发消息|告诉我们|写下|reply|\bsend\b|\bwrite to us\b|\btell us\b|"
+                         r"\btext us\b", re.IGNORECASE)
+_SENTENCE = re.compile(r".*?(?:[。！？]+|[.!?]+(?=\s|$)|\n|$)[ \t]*")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+class Signature(str):
+    """The name a site's patient SMS are signed with (`signature_for`); for a site on a one-way
+    route also `one_way`, the line that replaces every invitation to reply, in `language`."""
+
+    one_way: str
+    language: str
+
+    def __new__(cls, name: str, *, one_way: str = "", language: str = "") -> Signature:
+        value = super().__new__(cls, name)
+        value.one_way = one_way
+        value.language = language
+        return value
+
+
+def one_way_line(phone: str, language: str) -> str:
+    """`如有疑问或不适请致电{phone}，紧急请拨120。` (without a phone, the 120 line alone)."""
+    from messages import catalogue
+
+    if phone.strip():
+        return catalogue.render("chat.sms_no_reply", language, phone=phone.strip())
+    return catalogue.render("chat.sms_no_reply_no_phone", language)
+
+
+@cache
+def _one_way_wordings(language: str) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """(pattern of a rendered message, its one-way template) for every message with one."""
+    from messages import catalogue
+
+    ids = set(catalogue.message_ids(language))
+    found = []
+    for variant in ids:
+        if not variant.endswith(ONE_WAY_SUFFIX) or variant.removesuffix(ONE_WAY_SUFFIX) not in ids:
+            continue
+        base = catalogue.template(variant.removesuffix(ONE_WAY_SUFFIX), language).text
+        found.append((len(base), _rendered_pattern(base),
+                      catalogue.template(variant, language).text))
+    found.sort(key=lambda item: -item[0])  # the longest first: a message inside another
+    return tuple((pattern, text) for _, pattern, text in found)
+
+
+def _rendered_pattern(text: str) -> re.Pattern[str]:
+    """A pattern matching the text rendered with any values, capturing each placeholder."""
+    parts, seen, at = [], set(), 0
+    for match in _PLACEHOLDER.finditer(text):
+        parts.append(re.escape(text[at:match.start()]))
+        name = match.group(1)
+        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>.+?)")
+        seen.add(name)
+        at = match.end()
+    parts.append(re.escape(text[at:]))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _said_so(wording: str, match: re.Match[str]) -> str:
+    return wording.format(**match.groupdict())
+
+
+def one_way_text(text: str, language: str) -> str:
+    """A message as said where no reply can come back: the catalogue's one-way wording of each
+    message that has one, and no sentence that asks for a reply."""
+    for pattern, wording in _one_way_wordings(language):
+        text = pattern.sub(partial(_said_so, wording), text)
+    kept = [s for s in _SENTENCE.findall(text) if s and not REPLY_WORDS.search(s)]
+    return "".join(kept).strip()
 
 
 @dataclass(frozen=True)
@@ -179,19 +271,25 @@ def forbidden_words_in(text: str, words: Iterable[str]) -> list[str]:
 
 
 def signature_for(protocol: Protocol, site_id: str, site_name: str, language: str) -> str:
-    """The name an SMS is signed with: the protocol's `sites.<code>.sms_name`, else the site's.
+    """The name an SMS is signed with: the protocol's `sites.<code>.sms_name`, else the site's;
+    a `Signature` carrying the one-way line for a site in `sms.one_way_sites`.
 
     A registered name that contains a forbidden word (a department such as 风湿免疫科) is not
     used: the message goes unsigned rather than reveal it, and a warning asks for an sms_name.
     """
     site = protocol.sites.get(site_id)
     if site is not None:
-        return site.sms_name.get(language).strip()
-    name = site_name.strip()
-    if forbidden_words_in(name, protocol.sms.forbidden_words):
-        log.warning("site %s: its name contains a forbidden word; set sites.%s.sms_name in the "
-                    "protocol file (SMS go unsigned until then)", site_id, site_id)
-        return ""
+        name = site.sms_name.get(language).strip()
+    else:
+        name = site_name.strip()
+        if forbidden_words_in(name, protocol.sms.forbidden_words):
+            log.warning("site %s: its name contains a forbidden word; set sites.%s.sms_name in "
+                        "the protocol file (SMS go unsigned until then)", site_id, site_id)
+            name = ""
+    if site_id in protocol.sms.one_way_sites:
+        # No reply can come back on this site's route: every SMS gives its phone and 120.
+        phone = site.phone if site is not None else ""
+        return Signature(name, one_way=one_way_line(phone, language), language=language)
     return name
 
 
@@ -205,6 +303,7 @@ class SmsTemplate:
     budget: int | None  # segments allowed; None for staff-facing messages
     where: str
     choices: str = ""  # the SMS_CHOICES set it is sent with (`#. choices: dose`), if any
+    one_way_budget: int | None = None  # segments allowed on a one-way route
 
 
 def sms_templates(locale_dir: Path = LOCALE_DIR) -> tuple[list[SmsTemplate], list[Problem]]:
@@ -225,10 +324,11 @@ def sms_templates(locale_dir: Path = LOCALE_DIR) -> tuple[list[SmsTemplate], lis
                     continue  # reported by the catalogue check
                 budget, trouble = _budget(message_id, comments[message_id],
                                           language_of[locale])
+                one_way, _ = _budget(message_id, comments[message_id], "one_way")
                 choices, more = _choices(comments[message_id])
                 problems += [Problem(where, message_id, t) for t in (*trouble, *more)]
                 result.append(SmsTemplate(message_id, language_of[locale], message.string,
-                                          budget, where, choices))
+                                          budget, where, choices, one_way))
     return result, problems
 
 
@@ -242,7 +342,8 @@ def is_staff_facing(message_id: str, comments: Iterable[str] = ()) -> bool:
 def _budget(message_id: str, comments: list[str],
             language: str = "") -> tuple[int | None, list[str]]:
     """Segments allowed: none for staff; else 1 unless a `#. segments: N` comment (or
-    `#. segments: N <language>` for this language) says more."""
+    `#. segments: N <language>` for this language, `#. segments: N one_way` for the one-way
+    wording when `language` is "one_way") says more."""
     if is_staff_facing(message_id, comments):
         return None, []
     budget, trouble = DEFAULT_SEGMENTS, []
@@ -292,6 +393,10 @@ def check_sms(protocol: Protocol, locale_dir: Path = LOCALE_DIR) -> list[Problem
     for language, signature in signatures.items():
         for word in forbidden_words_in(signature, words):
             problems.append(Problem("protocol sites", "", f"{language} signature has {word!r}"))
+    one_way = {language: one_way_signature(protocol, language, signature)
+               for language, signature in signatures.items()}
+    problems += _check_one_way_wordings(templates)
+    problems += _check_one_way_sites(protocol)
     for item in templates:
         labels: list[str | None] = [label.get(item.language)
                                     for label in protocol.dose.label.values()]
@@ -299,8 +404,59 @@ def check_sms(protocol: Protocol, locale_dir: Path = LOCALE_DIR) -> list[Problem
         for label in labels or [None]:
             values = {"label": label, "dose_label": label} if label else {}
             found.update(_check_template(item, signatures[item.language], words, values))
+            if protocol.sms.one_way_sites:  # as said to them, with their phones
+                found.update(_check_template(item, one_way[item.language], words, values))
         problems += found
     return sorted(problems)
+
+
+# Parts of other messages, never sent alone: not measured as one-way messages of their own.
+ONE_WAY_PARTS = frozenset({"chat.sms_choices", "chat.sms_choice_separator", "chat.sms_no_reply",
+                           "chat.sms_no_reply_no_phone",
+                           *(label for choices in SMS_CHOICES.values() for _, label in choices)})
+# A visit notice is its head and its instructions joined (study.visits): measured whole by the
+# simulation (tests/test_sms_one_way.py), not part by part.
+ONE_WAY_PART_DOMAINS = ("visit.",)
+
+
+def one_way_signature(protocol: Protocol, language: str, name: str) -> Signature:
+    """The longest one-way signature the protocol can produce: its one-way sites' phones (or a
+    sample phone when it has none), signed with `name`."""
+    phones = [site.phone for code, site in protocol.sites.items()
+              if code in protocol.sms.one_way_sites] or [sample("phone", language) or ""]
+    line = max((one_way_line(phone, language) for phone in phones),
+               key=lambda text: _cost(text))
+    return Signature(name, one_way=line, language=language)
+
+
+def _check_one_way_wordings(templates: Sequence[SmsTemplate]) -> list[Problem]:
+    """A one-way wording (`X_one_way`) needs its message `X` and no placeholder `X` lacks."""
+    by_key = {(t.message_id, t.language): t for t in templates}
+    problems = []
+    for item in templates:
+        if not item.message_id.endswith(ONE_WAY_SUFFIX):
+            continue
+        base = by_key.get((item.message_id.removesuffix(ONE_WAY_SUFFIX), item.language))
+        if base is None:
+            problems.append(Problem(item.where, item.message_id,
+                                    "a one-way wording of no message"))
+            continue
+        try:
+            extra = placeholders(item.text) - placeholders(base.text)
+        except PlaceholderError:
+            continue  # reported by the catalogue check
+        if extra:
+            problems.append(Problem(item.where, item.message_id, "placeholders its message "
+                                    f"does not have: {', '.join(sorted(extra))}"))
+    return problems
+
+
+def _check_one_way_sites(protocol: Protocol) -> list[Problem]:
+    """Each one-way site needs `[sites.<code>]` with the phone its SMS give."""
+    return [Problem("protocol sms.one_way_sites", code,
+                    f"no phone for its one-way SMS: set sites.{code}.phone")
+            for code in protocol.sms.one_way_sites
+            if code not in protocol.sites or not protocol.sites[code].phone.strip()]
 
 
 # Chinese texts that may show Latin letters to type: Telegram's own /start command with a link
@@ -346,13 +502,27 @@ def _check_template(item: SmsTemplate, signature: str, words: list[str],
             and item.message_id not in LATIN_ALLOWED:
         found += [problem(f"asks a Chinese reader to type the Latin word {word!r}: {rendered!r}")
                   for word in latin_keywords(f"{rendered}\n{line}")]
-    if item.budget is not None:
+    budget = item.budget
+    if isinstance(signature, Signature) and signature.one_way:
+        if budget is None or item.message_id in ONE_WAY_PARTS \
+                or item.message_id.startswith(ONE_WAY_PART_DOMAINS) \
+                or "button_" in item.message_id or item.message_id.endswith(ONE_WAY_SUFFIX):
+            return []  # staff are not on one-way routes; a wording is checked as its message
+        budget = max(budget, item.one_way_budget or 0)
+        said = one_way_text(rendered, item.language)
+        if rendered.strip() and not said:
+            found.append(problem(f"says nothing on a one-way route (every sentence asks for "
+                                 f"a reply): add {item.message_id}{ONE_WAY_SUFFIX}"))
+        found += [problem(f"asks for a reply on a one-way route: {w!r}")
+                  for w in REPLY_WORDS.findall(compose(rendered, line, signature))]
+    if budget is not None:
         signed = compose(rendered, line, signature)
         length = measure(signed)
-        if length.segments > item.budget:
+        if length.segments > budget:
             detail = f"{length.segments} segments ({length.encoding}, {length.units} units)"
             odd = sorted({ch for ch in signed if not is_gsm7(ch)})
             if item.language == "en" and odd:
                 detail += f"; not GSM-7: {''.join(odd)!r}"
-            found.append(problem(f"over budget of {item.budget}: {detail} signed: {signed!r}"))
+            where = " one-way" if isinstance(signature, Signature) and signature.one_way else ""
+            found.append(problem(f"over{where} budget of {budget}: {detail} signed: {signed!r}"))
     return found

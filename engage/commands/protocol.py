@@ -107,5 +107,9 @@ def describe(protocol: Protocol) -> str:
                     "done" if any(v.hold_dose for v in protocol.visits.table) and usual
                     else "off"))
     if protocol.sms.one_way_sites:
-        lines.append(f"one-way SMS (no replies) at: {', '.join(protocol.sms.one_way_sites)}")
+        sites = [f"{code} (phone {protocol.sites[code].phone or 'missing'})"
+                 if code in protocol.sites else f"{code} (phone missing)"
+                 for code in protocol.sms.one_way_sites]
+        lines.append(f"one-way SMS (no replies; no choice line, the site's phone and 120 "
+                     f"instead) at: {', '.join(sites)}")
     return "\n".join(lines)
