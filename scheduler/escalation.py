@@ -21,6 +21,7 @@ from storage.db import Database
 from storage.models import Conversation, Patient
 from study import alerts, outgoing, questionnaire
 from study.outgoing import Choice, Reply
+from study.recipients import receives_routine_sql
 from trial.protocol import Protocol, Reminders
 
 Step = Callable[[Database, Protocol, datetime], Awaitable[int]]
@@ -147,8 +148,8 @@ async def _open_zones(session: AsyncSession, protocol: Protocol,
 
 
 def _offerable(zones: dict[str, date]) -> ColumnElement[bool]:
-    return and_(Patient.tz.in_(list(zones)), Patient.status == "active",
-                Patient.opted_out.is_(False), Patient.baseline <= max(zones.values()))
+    return and_(Patient.tz.in_(list(zones)), *receives_routine_sql(),
+                Patient.baseline <= max(zones.values()))
 
 
 async def _checkins_due(session: AsyncSession, protocol: Protocol, now: datetime) -> bool:

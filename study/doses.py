@@ -40,10 +40,10 @@ from storage.db import insert_new
 from storage.models import DoseRecord, Patient, Visit
 from storage.types import UTCDateTime
 from study import contacts
-from study.recipients import Route, patient_route
+from study.recipients import Route, patient_route, receives_routine_sql
 from study.replies import Reply
+from trial import delivery, schedule
 from trial import dose as rules
-from trial import schedule
 from trial import visits as visit_rules
 from trial.adherence import Counts, Flags, days_between, summarize
 from trial.dose import Answer, Dose, DoseState
@@ -228,7 +228,7 @@ def _patients_due(now: datetime | ColumnElement[datetime],
 
     Two conditions, each one range of ix_patients_planning (an OR of them is not: SQLite would
     walk every active patient)."""
-    active = (Patient.status == schedule.ACTIVE, Patient.opted_out.is_(False))
+    active = receives_routine_sql()
     return (and_(*active, Patient.plan_next_at <= now),
             and_(*active, Patient.plan_next_at.is_(None), Patient.planned_through.is_(None)))
 
@@ -297,7 +297,8 @@ def plan_patient(protocol: Protocol, patient: Patient,
         if times.due_at - PLAN_AHEAD > now:
             break
         # A day first planned after its follow-up time could not be reminded in time.
-        if now < times.follow_up_at and schedule.is_active(patient.status, patient.opted_out):
+        if now < times.follow_up_at and delivery.receives_routine(patient.status,
+                                                                  patient.opted_out):
             due.append((patient, times))
         patient.planned_through = day
         day += timedelta(days=1)
@@ -369,10 +370,11 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
     rows = _loaded_rows(result, _DOSE_COLUMNS, _ROUTE_COLUMNS)
     # Their other channels' addresses (WeChat), one statement for the batch.
     await contacts.attach(session, [p for _, p in rows])
-    # Only a reminder reads the hold (later messages reuse the row's `hold_for_visit`).
+    # A reminder (first or after a snooze) reads the hold as the visit stands now: a visit
+    # recorded done, or moved to another day, since the first reminder holds nothing more.
     holds = await _visit_holds(session, protocol, [
         (p.id, d.local_date) for d, p in rows
-        if d.state == DoseState.SCHEDULED.value])
+        if d.state == DoseState.SCHEDULED.value or d.snoozed_until is not None])
     changed = 0
     outgoing: list[outbox.Planned] = []
     writes = DoseWrites(session)
@@ -417,7 +419,7 @@ def advance_dose(writes: DoseWrites, protocol: Protocol, row: DoseRecord, patien
     if now >= dose.cutoff_at:
         return int(writes.store(row, rules.close(dose, now), now=now, actor=PLANNER,
                          reason="cut-off without an answer"))
-    active = schedule.is_active(patient.status, patient.opted_out)
+    active = delivery.receives_routine(patient.status, patient.opted_out)
     route = patient_route(patient) if active else None
     if dose.state is DoseState.SCHEDULED:
         if not active:
@@ -441,8 +443,7 @@ def advance_dose(writes: DoseWrites, protocol: Protocol, row: DoseRecord, patien
         return int(writes.store(row, rules.follow_up(dose, now), now=now, actor=PLANNER))
     if dose.snoozed_until is not None and now >= dose.snoozed_until:
         if route is not None:
-            message_id = ("dose.reminder_hold_for_visit" if row.hold_for_visit
-                          else "dose.reminder")
+            message_id = "dose.reminder_hold_for_visit" if hold else "dose.reminder"
             outgoing.append(_message(protocol, patient, row, route, message_id,
                                      f"snooze:{row.id}:{dose.snoozes}",
                                      due_at=dose.snoozed_until))

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import ColumnElement
+
 from storage.models import ContactPoint, Patient, Staff
+from trial import delivery
 
 # Channels whose address is a column of the row; any other channel's is a contact point.
 COLUMN_CHANNELS = ("telegram", "sms", "sandbox")
@@ -21,6 +24,12 @@ class Route:
     address: str
 
 
+def receives_routine_sql() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """SQL: `trial.delivery.receives_routine` of a patient row (status and opted-out, the
+    leading columns of ix_patients_planning and ix_patients_by_baseline)."""
+    return Patient.status == delivery.ROUTINE_STATUS, Patient.opted_out.is_(False)
+
+
 def patient_route(patient: Patient, *, safety: bool = False) -> Route | None:
     """Telegram when linked and reachable, else a reachable contact point (WeChat), else SMS;
     None when the patient cannot be messaged.
@@ -28,7 +37,7 @@ def patient_route(patient: Patient, *, safety: bool = False) -> Route | None:
     Opted-out, paused and withdrawn patients get nothing routine; a safety message still goes
     (a reply to the patient's own report must reach them) by any reachable channel.
     """
-    if not safety and (patient.opted_out or patient.status != "active"):
+    if not safety and not delivery.receives_routine(patient.status, patient.opted_out):
         return None
     if reachable(patient, "telegram"):
         return Route("telegram", str(patient.telegram_id))

@@ -25,7 +25,7 @@ from storage.models import (
     Visit,
 )
 from study import alerts
-from study.recipients import patient_route
+from study.recipients import patient_route, receives_routine_sql
 from trial import phases, schedule
 from trial import visits as rules
 from trial.protocol import Protocol, VisitTemplate
@@ -250,7 +250,7 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
             visit.next_notice_at = None
             continue
         route = patient_route(patient)
-        sendable = (route is not None and patient.status == "active" and not patient.opted_out
+        sendable = (route is not None  # a routine route: the patient receives routine messages
                     and not rules.is_quiet(now, protocol.quiet_hours, patient.tz))
         following: datetime | None = None
         for notice in _open_notices(protocol, visit.name, visit.scheduled_date, patient.tz,
@@ -332,8 +332,7 @@ def _phase_candidates(offset: timedelta, now: datetime) -> list[ColumnElement[bo
     utc_today = now.astimezone(UTC).date()
     low = utc_today - offset - PHASE_NOTICE_GRACE - timedelta(days=1)
     high = utc_today - offset + timedelta(days=1)
-    return [Patient.baseline.between(low, high), Patient.status == "active",
-            Patient.opted_out.is_(False)]
+    return [Patient.baseline.between(low, high), *receives_routine_sql()]
 
 
 def phase_notices_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:

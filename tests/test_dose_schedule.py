@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trial import schedule
+from trial import delivery, schedule
 from trial.protocol import Protocol
 
 NY = "America/New_York"
@@ -75,10 +75,10 @@ def test_phase_by_study_week(protocol: Protocol) -> None:
 
 
 def test_only_active_patients_get_doses() -> None:
-    assert schedule.is_active("active", False)
-    assert not schedule.is_active("active", True)
-    assert not schedule.is_active("paused", False)
-    assert not schedule.is_active("withdrawn", False)
+    assert delivery.receives_routine("active", False)
+    assert not delivery.receives_routine("active", True)
+    assert not delivery.receives_routine("paused", False)
+    assert not delivery.receives_routine("withdrawn", False)
 
 
 def test_dose_times_follow_the_protocol(protocol: Protocol) -> None:

@@ -14,8 +14,6 @@ from zoneinfo import ZoneInfo
 
 from trial.protocol import Phase, Protocol, Reminders
 
-ACTIVE = "active"
-
 
 def parse_dose_time(value: str) -> time:
     """A local dose time from `HH:MM`."""
@@ -67,11 +65,6 @@ def end_of_doses(protocol: Protocol, baseline: date) -> date:
 def in_dosing_period(protocol: Protocol, baseline: date, day: date) -> bool:
     """Whether a local date is a study dosing day (baseline included, end of study excluded)."""
     return baseline <= day < end_of_doses(protocol, baseline)
-
-
-def is_active(status: str, opted_out: bool) -> bool:
-    """Whether a patient gets doses planned: not paused, withdrawn or opted out."""
-    return status == ACTIVE and not opted_out
 
 
 def phase_of(protocol: Protocol, baseline: date, day: date) -> Phase:
