@@ -7,6 +7,7 @@ test: lint typecheck pytest
 
 lint:
 	$(PY) -m ruff check .
+	$(PY) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
 typecheck:
 	$(PY) -m mypy

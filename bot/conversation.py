@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import staff_commands
 from bot.channels.twilio import vocabulary as twilio_words
-from engage.clock import Clock
 from messages import catalogue
 from messages.channel import Choice, Media
 from messages.keywords import Keyword, language_name, normalize, parse_keyword, parse_language
@@ -43,6 +42,7 @@ from study.enrolment import CODE_ALPHABET, CODE_LENGTH
 from study.recipients import contact_point
 from study.replies import Reply
 from trial import intents
+from trial.clock import Clock
 from trial.protocol import LANGUAGES, Protocol
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.pagination import (
+from bot.staff_commands import register_action, register_command
+from messages import catalogue
+from messages.channel import Choice
+from messages.pagination import (
     ROWS_PER_PAGE,
     UNLIMITED_ROWS,
     page_action,
@@ -22,9 +25,6 @@ from bot.pagination import (
     parse_page_payload,
     pick,
 )
-from bot.staff_commands import register_action, register_command
-from messages import catalogue
-from messages.channel import Choice
 from storage.models import DoseRecord, Patient, Site, Staff, Visit
 from study import digest, staff_access
 from study.doses import patient_adherence

@@ -31,10 +31,11 @@ from bot.conversation import Conversation, InboundEvent
 from bot.http import Server, build_app
 from engage.clock import Clock, SystemClock
 from engage.config import Settings
-from engage.supervision import Supervised
 from messages.channel import Channel
-from scheduler.dispatcher import Dispatcher, configured_rates
+from scheduler.dispatcher import Dispatcher
+from scheduler.ratelimit import ChannelRate
 from scheduler.runner import Runner
+from scheduler.supervision import Supervised
 from storage.db import Database
 from storage.migrate import upgrade
 from trial.protocol import Protocol, load_protocol
@@ -44,6 +45,26 @@ log = logging.getLogger(__name__)
 PENDING_SWEEP_SECONDS = 60.0
 PENDING_BATCH = 100  # rows Conversation.handle_pending takes at a time
 SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+def sms_channel(settings: Settings, protocol: Protocol) -> SmsChannel | None:
+    """The SMS channel the configuration asks for, or None when Twilio is not set up."""
+    if not (settings.twilio_account_sid and settings.twilio_auth_token):
+        return None
+    return SmsChannel(account_sid=settings.twilio_account_sid,
+                      auth_token=settings.twilio_auth_token.get_secret_value(),
+                      api_url=settings.twilio_api_url,
+                      status_callback=f"{settings.public_url}/twilio/status",
+                      sender=settings.twilio_from,
+                      messaging_service_sid=settings.twilio_messaging_service_sid,
+                      validity_seconds=protocol.sms.validity_period_seconds)
+
+
+def configured_rates(settings: Settings, *, telegram_chat_rate: float = 0.95
+                     ) -> dict[str, ChannelRate]:
+    """The channels' pacing from the settings (ENGAGE_SMS_RATE, ENGAGE_TELEGRAM_RATE)."""
+    return {"telegram": ChannelRate(settings.telegram_rate, telegram_chat_rate),
+            "sms": ChannelRate(settings.sms_rate)}
 
 
 @dataclass
@@ -82,7 +103,7 @@ class Runtime:
                 self.bot = make_bot(settings.telegram_token.get_secret_value(),
                                     settings.telegram_api_url)
                 self.channels["telegram"] = TelegramChannel(self.bot)
-            self.sms = SmsChannel.from_settings(settings, self.protocol)
+            self.sms = sms_channel(settings, self.protocol)
             if self.sms is not None:
                 self.channels["sms"] = self.sms
             dispatcher = Dispatcher(self.db, self.protocol, self.channels, self.clock,

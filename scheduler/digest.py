@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Executable, exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.pagination import UNLIMITED_ROWS, paginate
 from messages import catalogue
+from messages.pagination import UNLIMITED_ROWS, paginate
 from scheduler import runs
 from scheduler.tick import due_if
 from storage import audit

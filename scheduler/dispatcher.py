@@ -34,8 +34,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engage.clock import Clock
-from engage.config import Settings
 from messages import sms as sms_text
 from messages.channel import (
     Channel,
@@ -51,6 +49,7 @@ from storage.db import Database
 from storage.models import OutboundMessage, Patient, Site, Staff
 from study import alerts, delivery_status, optout
 from study.recipients import patient_route, reachable
+from trial.clock import Clock
 from trial.protocol import Protocol, QuietHours
 
 log = logging.getLogger(__name__)
@@ -108,13 +107,6 @@ def local_day(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
     start = datetime.combine(day, clock_time(0), tzinfo=tz).astimezone(UTC)
     end = datetime.combine(day + timedelta(days=1), clock_time(0), tzinfo=tz).astimezone(UTC)
     return start, end
-
-
-def configured_rates(settings: Settings, *, telegram_chat_rate: float = 0.95
-                     ) -> dict[str, ChannelRate]:
-    """The channels' pacing from the settings (ENGAGE_SMS_RATE, ENGAGE_TELEGRAM_RATE)."""
-    return {"telegram": ChannelRate(settings.telegram_rate, telegram_chat_rate),
-            "sms": ChannelRate(settings.sms_rate)}
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from engage.clock import Clock, SystemClock
-from engage.supervision import Supervised
 from scheduler.dispatcher import Dispatcher
+from scheduler.supervision import Supervised
 from scheduler.tick import TickReport, run_tick
 from storage.db import Database
+from trial.clock import Clock, SystemClock
 from trial.protocol import Protocol
 
 log = logging.getLogger(__name__)

@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 from sqlalchemy import func, select
 
-from bot.channels.twilio import SmsChannel
 from engage.clock import SystemClock
 from engage.config import load_settings
+from engage.runtime import configured_rates, sms_channel
 from messages.channel import TransientSendError
-from scheduler.dispatcher import Dispatcher, configured_rates
+from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import Bucket, ChannelRate
 from storage import outbox
 from storage.db import Database
@@ -164,7 +164,7 @@ async def test_engage_sms_rate_paces_replies_through_twilio(
     monkeypatch.setenv("ENGAGE_TWILIO_API_URL", fake_twilio.base_url)
     settings = load_settings(_env_file=None)
     assert (settings.sms_rate, settings.telegram_rate) == (20.0, 29.0)
-    sms = SmsChannel.from_settings(settings, protocol)
+    sms = sms_channel(settings, protocol)
     assert sms is not None
     clock = SystemClock()
     await insert_rows(sqlite_db, [row(f"reply:{n}:0", address=f"+86138{n:08d}", channel="sms",

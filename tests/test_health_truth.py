@@ -14,7 +14,7 @@ import pytest
 
 from engage.config import Settings
 from engage.runtime import Runtime
-from engage.supervision import Supervised
+from scheduler.supervision import Supervised
 from tests.fakes.servers import TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.pagination import TELEGRAM_LIMIT, page_action, paginate, parse_page_payload, pick
+from messages.pagination import TELEGRAM_LIMIT, page_action, paginate, parse_page_payload, pick
 
 
 def test_rows_are_never_cut_and_every_row_is_on_exactly_one_page() -> None:

@@ -7,10 +7,10 @@ from datetime import date, timedelta
 from sqlalchemy import select
 
 import bot.staff_queries  # noqa: F401 (registers the commands)
-from bot.pagination import TELEGRAM_LIMIT
 from bot.staff_commands import COMMANDS, find_action
 from messages import catalogue
 from messages.channel import Choice
+from messages.pagination import TELEGRAM_LIMIT
 from storage.db import Database
 from storage.models import AuditEntry, OutboundMessage, Patient, Staff
 from study.doses import patient_adherence

@@ -39,9 +39,9 @@ async def _channels(settings: Settings, protocol: Protocol) -> AsyncIterator[dic
             bot = make_bot(settings.telegram_token.get_secret_value(), settings.telegram_api_url)
             closers.append(bot.session.close)
             channels["telegram"] = TelegramChannel(bot)
-        from bot.channels.twilio import SmsChannel
+        from engage.runtime import sms_channel
 
-        sms = SmsChannel.from_settings(settings, protocol)
+        sms = sms_channel(settings, protocol)
         if sms is not None:
             closers.append(sms.close)
             channels["sms"] = sms

@@ -9,8 +9,8 @@ from aiogram import Bot
 
 from bot.channels.telegram import TelegramPoller, build_dispatcher
 from bot.conversation import Conversation
-from engage.clock import Clock
 from tests.fakes.telegram_api import FakeTelegramAPI
+from trial.clock import Clock
 
 
 class Polling:

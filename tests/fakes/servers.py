@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from bot.channels.twilio import SmsChannel
-from engage.clock import Clock
 from messages.channel import Channel
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate
@@ -15,6 +14,7 @@ from storage.db import Database
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.fakes.webhooks import PUBLIC_URL
+from trial.clock import Clock
 from trial.protocol import Protocol
 
 TOKEN = "42:TEST-TOKEN-secret"

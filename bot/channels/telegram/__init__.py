@@ -51,7 +51,6 @@ from sqlalchemy import select
 
 from bot import inbox
 from bot.conversation import TELEGRAM, Conversation, InboundEvent
-from engage.clock import Clock
 from messages import catalogue
 from messages.channel import (
     Choice,
@@ -65,6 +64,7 @@ from messages.channel import (
 from storage import outbox
 from storage.models import Patient, Staff
 from study import reachability
+from trial.clock import Clock
 
 log = logging.getLogger(__name__)
 

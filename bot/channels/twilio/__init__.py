@@ -14,7 +14,6 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from bot.channels.twilio.vocabulary import OPTED_OUT, TOO_MANY, UNREACHABLE, error_code, fate
-from engage.config import Settings
 from messages import catalogue
 from messages import sms as sms_text
 from messages.channel import (
@@ -25,7 +24,6 @@ from messages.channel import (
     SendResult,
     TransientSendError,
 )
-from trial.protocol import Protocol
 
 SMS = "sms"
 
@@ -72,19 +70,6 @@ class SmsChannel:
         self.status_callback = status_callback
         self.validity_seconds = validity_seconds
         self.timeout = timeout
-
-    @classmethod
-    def from_settings(cls, settings: Settings, protocol: Protocol) -> SmsChannel | None:
-        """The SMS channel the configuration asks for, or None when Twilio is not set up."""
-        if not (settings.twilio_account_sid and settings.twilio_auth_token):
-            return None
-        return cls(account_sid=settings.twilio_account_sid,
-                   auth_token=settings.twilio_auth_token.get_secret_value(),
-                   api_url=settings.twilio_api_url,
-                   status_callback=f"{settings.public_url}/twilio/status",
-                   sender=settings.twilio_from,
-                   messaging_service_sid=settings.twilio_messaging_service_sid,
-                   validity_seconds=protocol.sms.validity_period_seconds)
 
     async def close(self) -> None:
         """Close the HTTP session."""

@@ -12,9 +12,9 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from bot.channels.twilio import mms, vocabulary
 from bot.conversation import SMS, Conversation, InboundEvent
-from engage.clock import Clock
 from storage.db import Database
 from study import delivery_status
+from trial.clock import Clock
 
 log = logging.getLogger(__name__)
 
