@@ -576,6 +576,12 @@ class Conversation:
 
     async def _enqueue_one(self, session: AsyncSession, key: str, event: InboundEvent,
                            sender: _Sender, reply: Reply, now: datetime) -> bool:
+        if reply.attachment is not None and reply.attachment.channel != event.channel:
+            # A file id means something only to the channel it came from: say where it is.
+            origin = reply.attachment.channel
+            with contextlib.suppress(catalogue.MissingMessageError):
+                origin = catalogue.render(f"delivery.channel_{origin}", sender.language)
+            reply = Reply("media.staff_elsewhere", {**reply.params, "channel": origin})
         template = catalogue.template(reply.message_id, sender.language)
         body = template.render(**reply.params)
         image = reply.attachment.attachment() if reply.attachment is not None else None

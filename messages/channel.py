@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -33,6 +32,7 @@ class Media:
     reference: str
     mime: str = ""
     detail: dict[str, Any] = field(default_factory=dict)  # file_unique_id, duration, name...
+    channel: str = ""  # where it came from: only that channel can resend a file id
 
     @property
     def is_link(self) -> bool:
@@ -43,7 +43,8 @@ class Media:
     def as_dict(self) -> dict[str, Any]:
         """As stored in an inbound row's payload and a report's `parsed` (JSON)."""
         return {"kind": self.kind, "reference": self.reference, "mime": self.mime,
-                **({"detail": self.detail} if self.detail else {})}
+                **({"detail": self.detail} if self.detail else {}),
+                **({"channel": self.channel} if self.channel else {})}
 
     @classmethod
     def from_dict(cls, value: Any) -> Media | None:
@@ -52,7 +53,8 @@ class Media:
             return None
         detail = value.get("detail")
         return cls(str(value.get("kind") or "document"), str(value["reference"]),
-                   str(value.get("mime") or ""), dict(detail) if isinstance(detail, dict) else {})
+                   str(value.get("mime") or ""), dict(detail) if isinstance(detail, dict) else {},
+                   str(value.get("channel") or ""))
 
     def attachment(self) -> bytes:
         """The reference as an outgoing message's `image`: the channel resends the file by it
@@ -155,18 +157,4 @@ class ReadsStatus(Protocol):
 
     def read_status(self, status: str, detail: str) -> DeliveryFate:
         """The fate a status word and its stored detail (e.g. "ErrorCode 30005") stand for."""
-        ...
-
-
-@runtime_checkable
-class ConfirmsSends(Protocol):
-    """A channel whose provider can be asked whether a message of unknown fate went out (Twilio's
-    message list). The dispatcher asks before it sends such a safety message again; a channel
-    that cannot be asked (Telegram) gets it again at once: for safety, a duplicate is better
-    than a loss."""
-
-    async def was_sent(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
-        """The provider's record of this message (same recipient and text) accepted at or
-        after `since`; None if it has none (it failed, or never arrived there). Raise
-        TransientSendError when the provider cannot be asked."""
         ...

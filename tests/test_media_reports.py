@@ -178,7 +178,8 @@ async def test_a_voice_note_opens_a_routine_report_and_media_sends_the_voice(
     row = await last_inbound(db, str(PATIENT))
     assert row.payload["media"][0] == {
         "kind": "voice", "reference": "AwACvoice-1", "mime": "audio/ogg",
-        "detail": {"file_unique_id": "uAwACvoice-1", "file_size": 40000, "duration": 7}}
+        "detail": {"file_unique_id": "uAwACvoice-1", "file_size": 40000, "duration": 7},
+        "channel": "telegram"}
     (alert,) = await alerts_of(db)
     assert (alert.kind, alert.tier) == ("media", "routine")
     answer = texts(fake_telegram, PATIENT)[-1]
@@ -246,7 +247,8 @@ async def test_an_mms_picture_is_a_routine_report_and_media_sends_its_link(
         response = await post_signed(client, "/twilio/sms", form, AUTH_TOKEN)
         assert response.status == 200
     row = await last_inbound(db, PHONE)
-    assert row.payload["media"] == [{"kind": "photo", "reference": url, "mime": "image/jpeg"}]
+    assert row.payload["media"] == [{"kind": "photo", "reference": url, "mime": "image/jpeg",
+                                     "channel": "sms"}]
     async with db.read() as session:
         reply = (await session.execute(select(OutboundMessage).where(
             OutboundMessage.dedupe_key == f"reply:{row.id}:0"))).scalar_one()

@@ -16,5 +16,4 @@ COMMAND_MODULES = [
     "engage.commands.report",
     "engage.commands.demo",
     "engage.commands.triage",
-    "engage.commands.outbox",
 ]

@@ -252,7 +252,7 @@ def media_of(message: Message) -> tuple[Media, ...]:
                   "duration": getattr(file, "duration", None),
                   "file_name": getattr(file, "file_name", None), **detail}
         return Media(kind, str(file.file_id), str(getattr(file, "mime_type", None) or ""),
-                     {k: v for k, v in values.items() if v is not None})
+                     {k: v for k, v in values.items() if v is not None}, TELEGRAM)
 
     if message.photo:
         largest = max(message.photo, key=lambda p: p.width * p.height)
@@ -267,7 +267,7 @@ def media_of(message: Message) -> tuple[Media, ...]:
         return (item("sticker", message.sticker, emoji=message.sticker.emoji),)
     place = message.location or (message.venue.location if message.venue else None)
     if place is not None:
-        return (Media("location", f"{place.latitude},{place.longitude}"),)
+        return (Media("location", f"{place.latitude},{place.longitude}", channel=TELEGRAM),)
     return ()
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from messages.channel import Media
 
+SMS = "sms"
 MAX_MEDIA = 10  # Twilio delivers at most 10 media per message
 MAX_URL = 1000
 
@@ -25,5 +26,5 @@ def media_of(form: Mapping[str, str]) -> tuple[Media, ...]:
         if not url.startswith("https://") or len(url) > MAX_URL:
             continue
         content_type = form.get(f"MediaContentType{n}", "")[:100]
-        found.append(Media(_kind(content_type), url, content_type))
+        found.append(Media(_kind(content_type), url, content_type, channel=SMS))
     return tuple(found)
