@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import OutboundMessage, Patient, Site
-from study import alerts, reachability
+from study import alerts, outgoing, reachability
 from study.recipients import contact_point, patient_route
 from study.replies import Reply
 
@@ -104,13 +104,8 @@ async def message_undeliverable(session: AsyncSession, row: OutboundMessage, *, 
     route = patient_route(patient, safety=True)
     again = None
     if route is not None and route.channel != row.channel:
-        again = await outbox.enqueue(
-            session, key=f"{row.dedupe_key}:via:{route.channel}"[:160], channel=route.channel,
-            address=route.address, template_id=row.template_id,
-            template_version=row.template_version, language=row.language, body=row.body,
-            choices=row.choices, image=row.image, due_at=now, now=now, lane=outbox.SAFETY,
-            patient_id=patient.id, dose_id=row.dose_id, alert_id=row.alert_id,
-            visit_id=row.visit_id)
+        again = await outgoing.queue_copy(
+            session, row, route, key=f"{row.dedupe_key}:via:{route.channel}"[:160], now=now)
     if not queued:  # nobody was told by the channel's marking: a safety message failed
         await alerts.notify_site(
             session, site_id=patient.site_id, patient=patient, kind="delivery_failed",
