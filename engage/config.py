@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,16 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_messaging_service_sid: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
+    # WeChat Official Account (服务号) for patients (see README, going live): on when the app
+    # id, app secret and server token are set; the EncodingAESKey switches to safe (AES) mode.
+    wechat_app_id: str | None = None
+    wechat_app_secret: SecretStr | None = None
+    wechat_token: SecretStr | None = None
+    wechat_aes_key: SecretStr | None = None
+    wechat_api_url: str = "https://api.weixin.qq.com"
+    # TOML: the template message (id and fields) of each catalogue message (see
+    # bot/channels/wechat/templates.py); without it only free-form replies can go.
+    wechat_templates: Path | None = None
     public_url: str = "http://127.0.0.1:8080"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -75,8 +86,44 @@ class Settings(BaseSettings):
                 raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return secret
 
+    @field_validator("wechat_api_url")
+    @classmethod
+    def _wechat_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+    @field_validator("wechat_aes_key")
+    @classmethod
+    def _wechat_aes_key(cls, key: SecretStr | None) -> SecretStr | None:
+        # The EncodingAESKey: 43 characters of base64, 32 bytes once '=' is added.
+        if key is not None:
+            value = key.get_secret_value()
+            try:
+                ok = len(value) == 43 and len(base64.b64decode(value + "=", validate=True)) == 32
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("must be the account's 43-character EncodingAESKey")
+        return key
+
+    @field_validator("wechat_templates")
+    @classmethod
+    def _templates_exist(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"no template file at {path}")
+        return path
+
     @model_validator(mode="after")
     def _complete_channels(self) -> Settings:
+        wechat = {"wechat_app_id": self.wechat_app_id,
+                  "wechat_app_secret": self.wechat_app_secret,
+                  "wechat_token": self.wechat_token}
+        if any(v is not None for v in wechat.values()):
+            missing = [k for k, v in wechat.items() if v is None]
+            if missing:
+                raise ValueError(f"{missing[0]}: required with the other ENGAGE_WECHAT_ settings "
+                                 "(app id, app secret, token)")
         if self.telegram_mode == "webhook" and self.telegram_webhook_secret is None:
             raise ValueError("telegram_webhook_secret: required when ENGAGE_TELEGRAM_MODE=webhook")
         if self.twilio_account_sid and not self.twilio_auth_token:
@@ -92,6 +139,11 @@ class Settings(BaseSettings):
     def telegram_enabled(self) -> bool:
         """Telegram runs only with a token."""
         return self.telegram_token is not None
+
+    @property
+    def wechat_enabled(self) -> bool:
+        """WeChat runs only with the account's app id, app secret and server token."""
+        return None not in (self.wechat_app_id, self.wechat_app_secret, self.wechat_token)
 
     @property
     def sms_enabled(self) -> bool:

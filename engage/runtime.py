@@ -27,6 +27,7 @@ from bot.channels.telegram.webhook import PATH as TELEGRAM_WEBHOOK_PATH
 from bot.channels.telegram.webhook import TelegramWebhook
 from bot.channels.twilio import SmsChannel
 from bot.channels.twilio.inbound import TwilioInbound
+from bot.channels.wechat import app as wechat_app
 from bot.conversation import Conversation, InboundEvent
 from bot.http import Server, build_app
 from engage.clock import Clock, SystemClock
@@ -83,6 +84,7 @@ class Runtime:
     channels: dict[str, Channel] = field(default_factory=dict)
     bot: Bot | None = None
     sms: SmsChannel | None = None
+    wechat: wechat_app.WeChat | None = None
     runner: Runner | None = None
     poller: TelegramPoller | None = None
     http: web.AppRunner | None = None
@@ -106,6 +108,9 @@ class Runtime:
             self.sms = sms_channel(settings, self.protocol)
             if self.sms is not None:
                 self.channels["sms"] = self.sms
+            self.wechat = wechat_app.from_settings(settings, self.db, self.clock)
+            if self.wechat is not None:
+                self.channels["wechat"] = self.wechat.channel
             dispatcher = Dispatcher(self.db, self.protocol, self.channels, self.clock,
                                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
                                     rates=configured_rates(settings))
@@ -172,6 +177,8 @@ class Runtime:
                                     token.get_secret_value()).routes()
         if webhook is not None:
             routes += webhook.routes()
+        if self.wechat is not None:
+            routes += self.wechat.routes(conversation)
         return routes
 
     def parts(self) -> dict[str, bool]:
@@ -228,6 +235,9 @@ class Runtime:
         if self.sms is not None:
             await self.sms.close()
             self.sms = None
+        if self.wechat is not None:
+            await self.wechat.close()
+            self.wechat = None
         if self.db is not None:
             await self.db.dispose()
             self.db = None

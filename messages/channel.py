@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -157,4 +158,18 @@ class ReadsStatus(Protocol):
 
     def read_status(self, status: str, detail: str) -> DeliveryFate:
         """The fate a status word and its stored detail (e.g. "ErrorCode 30005") stand for."""
+        ...
+
+
+@runtime_checkable
+class ConfirmsSends(Protocol):
+    """A channel whose provider can be asked whether a message of unknown fate went out (Twilio's
+    message list). The dispatcher asks before it sends such a safety message again; a channel
+    that cannot be asked (Telegram) gets it again at once: for safety, a duplicate is better
+    than a loss."""
+
+    async def was_sent(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
+        """The provider's record of this message (same recipient and text) accepted at or
+        after `since`; None if it has none (it failed, or never arrived there). Raise
+        TransientSendError when the provider cannot be asked."""
         ...

@@ -10,11 +10,17 @@ routine SMS. Safety messages are never held, capped or cancelled for a pause.
 
 Failures: a transient error is retried with exponential backoff and full jitter (a provider's
 `retry_after` exactly, for that chat and the whole channel) and given up after `max_attempts`.
-A send that may have reached the provider (a timeout after the request was written) is never
-sent again blindly: the row becomes `unknown` until a status callback (`record_status`) or an
-operator (`storage.outbox.requeue_unknown`) decides. A permanent error fails the row at once; if
-the recipient is unreachable or opted out, the flag is set (audited), the site's coordinators
-get an alert and a message, and a safety message to a patient goes again by SMS.
+A send that may have reached the provider (a timeout after the request was written) becomes
+`unknown`. A routine one is never sent again blindly: a status callback (`record_status`) or an
+operator (`engage outbox requeue ID`) decides. A safety one must not be lost: after
+`unknown_check` seconds the provider is asked whether it has it (a channel that can say:
+`messages.channel.ConfirmsSends`) and it is sent again when the provider has none or cannot be
+asked; when its fate is still unknown after `unknown_attempts` attempts, the coordinators are
+told (a routine alert, in the digest) and it waits for an operator.
+
+A permanent error fails the row at once; if the recipient is unreachable or opted out, the flag
+is set (audited), the site's coordinators get an alert and a message, and a safety message to a
+patient goes again by SMS.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from messages import sms as sms_text
 from messages.channel import (
     Channel,
     Choice,
+    ConfirmsSends,
     OutgoingMessage,
     PermanentSendError,
     TransientSendError,
@@ -125,6 +132,7 @@ class Dispatcher:
                  telegram_chat_rate: float = 0.95, sms_rate: float = 1.0,
                  rates: Mapping[str, ChannelRate] | None = None, max_rate_wait: float = 5.0,
                  send_timeout: float | None = None, poll_interval: float = 1.0,
+                 unknown_check: float = 10.0, unknown_attempts: int = 3,
                  record_wait: float = 0.005, record_batch: int = 25,
                  rng: random.Random | None = None, monotonic: Monotonic = time.monotonic,
                  sleep: Sleep = asyncio.sleep) -> None:
@@ -142,6 +150,10 @@ class Dispatcher:
         # A send must end well inside its lease, or another worker could take the row over.
         self.send_timeout = send_timeout or lease.total_seconds() / 3
         self.poll_interval = poll_interval
+        # A safety message of unknown fate: looked at again after `unknown_check` seconds,
+        # while it has had fewer than `unknown_attempts` attempts (the first send included).
+        self.unknown_check = unknown_check
+        self.unknown_attempts = unknown_attempts
         self.rng = rng or random.Random()
         if rates is None:
             rates = {"telegram": ChannelRate(telegram_rate, telegram_chat_rate),
@@ -150,6 +162,8 @@ class Dispatcher:
         self._sequence = itertools.count(1)
         # The site signature of each patient SMS screened and not yet handed to its channel.
         self._signatures: dict[int, str] = {}
+        # Claimed safety rows of unknown fate, to be confirmed with the provider before a resend.
+        self._resolving: set[int] = set()
         self._wakes = {lane: asyncio.Event() for lane in LANES}
         self._stop: asyncio.Event | None = None
         # Successful sends are recorded in batches: one commit for many rows, not one each.
@@ -236,12 +250,16 @@ class Dispatcher:
         token = f"{self.worker_id}:{lane[0]}{next(self._sequence)}"
         async with self.db.write() as session:
             now = self.clock.now()
+            safety = lane == outbox.SAFETY
             rows = await outbox.claim(session, lane=lane, channels=self.channels, now=now,
-                                      limit=limit,
-                                      first=SAFETY_FIRST if lane == outbox.SAFETY else ())
+                                      limit=limit, first=SAFETY_FIRST if safety else (),
+                                      unknown_below=self.unknown_attempts if safety else None)
             if not rows:
                 return 0, [], token
+            unknown = {row.id: row.channel for row in rows if row.status == outbox.UNKNOWN}
             ready = await self._screen(session, rows, now, token)
+            # Ask the channel it went by (a row rerouted to another channel just goes there).
+            self._resolving.update(row.id for row in ready if unknown.get(row.id) == row.channel)
             outbox.lease(ready, token=token, now=now, until=now + self.lease)
         return len(rows), ready, token
 
@@ -354,6 +372,17 @@ class Dispatcher:
                            stop: asyncio.Event | None) -> None:
         urgent = lane == outbox.SAFETY
         signature = self._signatures.pop(row.id, "")
+        message = OutgoingMessage(
+            message_id=row.id, address=row.address,
+            text=row.body, signature=signature,
+            choices=tuple(Choice(**choice) for choice in row.choices), image=row.image,
+            language=row.language,
+            validity_seconds=(self.protocol.sms.validity_period_seconds
+                              if row.channel == "sms" else None))
+        if row.id in self._resolving:
+            self._resolving.discard(row.id)
+            if await self._confirmed(row, token, message):
+                return
         wait = self.limits.delay(row.channel, row.address, urgent=urgent)
         # Safety rows too: a patient's SMS reply waiting for the 1/s SMS slot must not hold one
         # of the lane's slots while a coordinator's Telegram page waits behind it.
@@ -369,13 +398,6 @@ class Dispatcher:
         if left < self.send_timeout:
             await self._release(row, token, 0.0, "lease too short to send safely")
             return
-        message = OutgoingMessage(
-            message_id=row.id, address=row.address,
-            text=row.body, signature=signature,
-            choices=tuple(Choice(**choice) for choice in row.choices), image=row.image,
-            language=row.language,
-            validity_seconds=(self.protocol.sms.validity_period_seconds
-                              if row.channel == "sms" else None))
         try:
             result = await asyncio.wait_for(self.channels[row.channel].send(message),
                                             timeout=self.send_timeout)
@@ -391,6 +413,56 @@ class Dispatcher:
             await self._transient(row, token, TransientSendError(f"{type(exc).__name__}: {exc}"))
         else:
             await self._recorded(row.id, token, result.provider_id, result.status)
+
+    async def _confirmed(self, row: OutboundMessage, token: str,
+                         message: OutgoingMessage) -> bool:
+        """A safety row of unknown fate, claimed again: ask its channel's provider whether it
+        has the message. True if the provider has it (recorded as sent), or could not be asked
+        and looks are left (the row waits for the next); False: send it again now (the provider
+        has none, the channel cannot be asked, or this was the last look)."""
+        channel = self.channels[row.channel]
+        if not isinstance(channel, ConfirmsSends):
+            await self._note(row, f"{row.channel} cannot be asked: sent again")
+            return False
+        try:
+            found = await asyncio.wait_for(channel.was_sent(message, row.created_at),
+                                           timeout=self.send_timeout)
+        except Exception as exc:  # the provider cannot be asked now
+            reason = "no answer" if isinstance(exc, TimeoutError) else str(exc)
+            if row.attempts >= self.unknown_attempts:
+                log.warning("message %s: %s cannot confirm it (%s); sent again", row.id,
+                            row.channel, reason)
+                await self._note(row, f"not confirmed ({reason}): sent again")
+                return False
+            now = self.clock.now()
+            await self._write(lambda s: outbox.fail(
+                s, message_id=row.id, token=token, now=now, status=outbox.UNKNOWN,
+                error=f"not confirmed: {reason}",
+                due_at=now + timedelta(seconds=self.unknown_check)))
+            return True
+        if found is not None and not await self._known_elsewhere(found.provider_id, row.id):
+            log.info("message %s: %s confirms it was sent (%s)", row.id, row.channel,
+                     found.provider_id)
+            await self._recorded(row.id, token, found.provider_id, found.status)
+            return True
+        log.warning("message %s: %s has no record of it; sent again", row.id, row.channel)
+        await self._note(row, f"{row.channel} has no record of it: sent again")
+        return False
+
+    async def _known_elsewhere(self, provider_id: str, message_id: int) -> bool:
+        """Whether another outbox row has this provider id (an earlier message with the
+        same text to the same recipient): then it is not this one."""
+        async with self.db.read() as session:
+            return (await session.execute(select(OutboundMessage.id).where(
+                OutboundMessage.provider_id == provider_id,
+                OutboundMessage.id != message_id).limit(1))).first() is not None
+
+    async def _note(self, row: OutboundMessage, detail: str) -> None:
+        async def work(session: AsyncSession) -> bool:
+            outbox.note(session, row.id, outbox.RECHECK, self.clock.now(), detail)
+            return True
+
+        await self._write(work)
 
     async def _recorded(self, message_id: int, token: str, provider_id: str,
                         status: str) -> None:
@@ -458,8 +530,8 @@ class Dispatcher:
                          exc: TransientSendError) -> None:
         now = self.clock.now()
         if exc.maybe_sent:
-            log.warning("message %s may have reached %s (%s): left as unknown, not resent",
-                        row.id, row.channel, exc)
+            log.warning("message %s may have reached %s (%s): left as unknown", row.id,
+                        row.channel, exc)
             follow_ups: list[bool] = []
             await self._write(lambda s: self._unknown(s, row, token, now, exc, follow_ups))
             if any(follow_ups):
@@ -485,12 +557,45 @@ class Dispatcher:
 
     async def _unknown(self, session: AsyncSession, row: OutboundMessage, token: str,
                        now: datetime, exc: TransientSendError, follow_ups: list[bool]) -> bool:
-        """Leave a maybe-sent row `unknown`; a status callback that came meanwhile settles it."""
+        """Leave a maybe-sent row `unknown`; a status callback that came meanwhile settles it.
+
+        A safety row is looked at again in `unknown_check` seconds while it has had fewer than
+        `unknown_attempts` attempts; after the last, the coordinators are told.
+        """
+        safety = row.lane == outbox.SAFETY
+        again = safety and row.attempts < self.unknown_attempts
+        due = now + timedelta(seconds=self.unknown_check) if again else None
         if not await outbox.fail(session, message_id=row.id, token=token, now=now,
-                                 status=outbox.UNKNOWN, error=f"maybe sent: {exc}"):
+                                 status=outbox.UNKNOWN, error=f"maybe sent: {exc}",
+                                 due_at=due):
             return False
         follow_ups.append(await delivery_status.apply_early(
             session, [row.id], now=now, channels=self.channels))
+        if safety and not again:
+            follow_ups.append(await self._unconfirmed(session, row, now, str(exc)))
+        return True
+
+    async def _unconfirmed(self, session: AsyncSession, row: OutboundMessage, now: datetime,
+                           reason: str) -> bool:
+        """A safety message whose fate is still unknown after its last attempt: tell the
+        patient's coordinators at once (a routine alert, in the digest). A page to staff is
+        left to the alert's escalation; a stranger's reply to their open alert's pages."""
+        status = (await session.execute(select(OutboundMessage.status).where(
+            OutboundMessage.id == row.id))).scalar_one()
+        if status != outbox.UNKNOWN:  # a status callback settled it meanwhile
+            return False
+        log.error("safety message %s to %s could not be confirmed after %d attempts (%s)",
+                  row.id, row.channel, row.attempts, reason)
+        patient = await session.get(Patient, row.patient_id) if row.patient_id else None
+        if patient is None:
+            return False
+        await alerts.notify_site(
+            session, site_id=patient.site_id, patient=patient, kind="delivery_failed",
+            summary=f"{patient.subject_id}: safety message {row.id} by {row.channel} not "
+                    f"confirmed as sent after {row.attempts} attempts: {reason}",
+            message_id="delivery.unconfirmed", now=now, actor=SYSTEM, lane=outbox.SAFETY,
+            params={"subject": patient.subject_id, "channel": row.channel,
+                    "message": row.id, "reason": reason})
         return True
 
     async def _permanent(self, row: OutboundMessage, token: str,

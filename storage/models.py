@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from storage.types import UTCDateTime
+from trial.delivery import kind_of
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -306,6 +307,10 @@ class InboundMessage(Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
 
 
+def _kind_of_key(context: Any) -> str:
+    return kind_of(context.get_current_parameters()["dedupe_key"])
+
+
 class OutboundMessage(Base):
     """The outbox: every message out, planned with a unique key, claimed with a lease."""
 
@@ -325,6 +330,9 @@ class OutboundMessage(Base):
     choices: Mapped[list[Any]]
     image: Mapped[bytes | None]
     lane: Mapped[str] = mapped_column(String(8), default="routine")  # safety|routine
+    # What the message is (reply, dose, alert, visit, digest...): the delivery policy reads
+    # it (`trial.delivery.screen`), never the key. Unless given, the dedupe key's first part.
+    kind: Mapped[str] = mapped_column(String(16), default=_kind_of_key)
     due_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

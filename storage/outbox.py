@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, case, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import insert_new
@@ -130,6 +141,8 @@ CANCELLED = "cancelled"  # not sent on purpose (recipient paused, withdrawn, opt
 DROPPED = "dropped"  # not sent: the daily SMS cap kept a more important message
 # Event of a status callback that came while its message was in flight (kept for later).
 EARLY_CALLBACK = "early callback"
+# Event of a row of unknown fate claimed again (to be confirmed with the provider or resent).
+RECHECK = "recheck"
 
 # Forward-only order of delivery statuses; terminal ones never change again.
 _RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, "accepted": 1, "scheduled": 1, SENT: 2,
@@ -161,17 +174,25 @@ async def cancel_queued(session: AsyncSession, where: ColumnElement[bool], *, no
 
 
 async def claim(session: AsyncSession, *, lane: str, channels: Iterable[str], now: datetime,
-                limit: int, first: Sequence[str] = ()) -> list[OutboundMessage]:
+                limit: int, first: Sequence[str] = (),
+                unknown_below: int | None = None) -> list[OutboundMessage]:
     """Lock up to `limit` rows of a lane that are due, or whose lease expired (oldest first;
     rows whose template id starts with one of `first` before the others, e.g. the replies that
     say call 120 and alert pages in the safety lane).
+
+    `unknown_below`: rows of unknown fate are claimed too once due, while they have had fewer
+    attempts than this (the safety lane: they are confirmed with the provider or sent again).
 
     PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claims never wait for nor take each
     other's rows. SQLite: the write transaction is `BEGIN IMMEDIATE`, so claims are serialised.
     The caller screens the rows and then calls `lease` in the same transaction.
     """
-    due = or_(and_(OutboundMessage.status == QUEUED, OutboundMessage.due_at <= now),
-              and_(OutboundMessage.status == SENDING, OutboundMessage.lease_until < now))
+    ways = [and_(OutboundMessage.status == QUEUED, OutboundMessage.due_at <= now),
+            and_(OutboundMessage.status == SENDING, OutboundMessage.lease_until < now)]
+    if unknown_below is not None:
+        ways.append(and_(OutboundMessage.status == UNKNOWN, OutboundMessage.due_at <= now,
+                         OutboundMessage.attempts < unknown_below))
+    due = or_(*ways)
     order: list[Any] = [OutboundMessage.due_at, OutboundMessage.id]
     if first:
         order.insert(0, case((or_(*(OutboundMessage.template_id.startswith(prefix)
@@ -186,6 +207,8 @@ async def claim(session: AsyncSession, *, lane: str, channels: Iterable[str], no
     for row in rows:
         if row.status == SENDING:
             note(session, row.id, "reclaimed", now, f"lease of {row.leased_by} expired")
+        elif row.status == UNKNOWN:
+            note(session, row.id, RECHECK, now, "fate unknown: confirm or send again")
     return rows
 
 
@@ -257,11 +280,13 @@ async def complete_many(session: AsyncSession, sends: Sequence[tuple[int, str, s
 
 
 async def fail(session: AsyncSession, *, message_id: int, token: str, now: datetime,
-               error: str, status: str = FAILED) -> bool:
+               error: str, status: str = FAILED, due_at: datetime | None = None) -> bool:
     """Give up on a message (`failed`), or leave it for a status callback or operator
-    (`unknown`); False if the lease was lost."""
+    (`unknown`; `due_at`: when a safety row of unknown fate is looked at again); False if the
+    lease was lost."""
+    extra: dict[str, Any] = {} if due_at is None else {"due_at": due_at}
     return await _finish(session, message_id=message_id, token=token, now=now, event=status,
-                         detail=error, status=status, last_error=error)
+                         detail=error, status=status, last_error=error, **extra)
 
 
 async def retry(session: AsyncSession, *, message_id: int, token: str, now: datetime,
@@ -378,3 +403,23 @@ async def requeue_unknown(session: AsyncSession, *, message_id: int, now: dateti
         return False
     note(session, message_id, "requeued", now, reason)
     return True
+
+
+@dataclass(frozen=True)
+class UnknownFate:
+    """A message whose send may or may not have reached the provider, as operators see it."""
+
+    row: OutboundMessage
+    attempted_at: datetime | None  # when its last send was left unknown
+
+
+async def of_unknown_fate(session: AsyncSession) -> list[UnknownFate]:
+    """Every message in state `unknown`, oldest first, with the time its fate became unknown."""
+    last = (select(DeliveryEvent.message_id, func.max(DeliveryEvent.at).label("at"))
+            .where(DeliveryEvent.status == UNKNOWN).group_by(DeliveryEvent.message_id)
+            .subquery())
+    found = (await session.execute(
+        select(OutboundMessage, last.c.at)
+        .outerjoin(last, last.c.message_id == OutboundMessage.id)
+        .where(OutboundMessage.status == UNKNOWN).order_by(OutboundMessage.id))).all()
+    return [UnknownFate(row, at) for row, at in found]

@@ -501,8 +501,10 @@ async def site_contacts(session: AsyncSession, site_id: str) -> list[Staff]:
 
 async def notify_site(session: AsyncSession, *, site_id: str, patient: Patient | None,
                       kind: str, summary: str, message_id: str, params: dict[str, object],
-                      now: datetime, actor: Actor, exclude_staff: int | None = None) -> Alert:
-    """Open a routine alert and tell the site's coordinators once, by their first channel.
+                      now: datetime, actor: Actor, exclude_staff: int | None = None,
+                      lane: str = ROUTINE) -> Alert:
+    """Open a routine alert and tell the site's coordinators once, by their first channel
+    (`lane` SAFETY: not held by quiet hours, e.g. a safety message that may not have arrived).
 
     A `channel` parameter (telegram, sms) is shown in the reader's language.
     """
@@ -521,7 +523,7 @@ async def notify_site(session: AsyncSession, *, site_id: str, patient: Patient |
         await _queue_staff(session, alert, member, route,
                            key=f"notice:{kind}:{alert.id}:{member.id}:{route.channel}",
                            message_id=message_id, language=language, params=values, now=now,
-                           lane=ROUTINE)
+                           lane=lane)
     return alert
 
 

@@ -92,7 +92,7 @@ async def contact_left(session: AsyncSession, patient: Patient, point: ContactPo
     await alerts.notify_site(
         session, site_id=patient.site_id, patient=patient, kind="unreachable",
         summary=f"{patient.subject_id} left {point.channel}",
-        message_id="delivery.channel_left",
+        message_id="delivery.unfollowed",
         params={"subject": patient.subject_id, "channel": point.channel},
         now=now, actor=actor)
     return True

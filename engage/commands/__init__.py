@@ -16,4 +16,5 @@ COMMAND_MODULES = [
     "engage.commands.report",
     "engage.commands.demo",
     "engage.commands.triage",
+    "engage.commands.outbox",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +27,11 @@ from messages.channel import (
 )
 
 SMS = "sms"
+# Asking whether a message of unknown fate was sent: how far our clock may be off Twilio's,
+# how many of the number's newest messages are looked at, and the statuses that mean it failed.
+CLOCK_SKEW = timedelta(minutes=2)
+LIST_LIMIT = 50
+FAILED_STATUSES = frozenset({"failed", "undelivered", "canceled"})
 
 # Whether the request of the send running in this task has been written to the wire: a timeout
 # after that may mean Twilio accepted the message.
@@ -81,8 +87,7 @@ class SmsChannel:
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one SMS; Twilio's SID becomes the provider id for status callbacks."""
-        language = message.language or catalogue.language_of(message.text)
-        body = render(message.text, message.choices, language, message.signature)
+        body = _body(message)
         # The outbox id rides in the callback URL: a send that timed out before Twilio's SID
         # came back can still be matched to its status callbacks.
         callback = f"{self.status_callback}?message_id={message.message_id}"
@@ -112,6 +117,37 @@ class SmsChannel:
         finally:
             _written.reset(token)
         return SendResult(provider_id=str(sent.sid), status=str(sent.status or "queued"))
+
+    async def was_sent(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
+        """Twilio's message list for the number since `since` (less a margin for clock skew):
+        the newest message with this text that did not fail, or None. Raises
+        TransientSendError when Twilio cannot be asked."""
+        body = _body(message)
+        after = since - CLOCK_SKEW
+        try:
+            async with asyncio.timeout(self.timeout):
+                listed = await self.client.messages.list_async(
+                    to=message.address, date_sent_after=after, limit=LIST_LIMIT)
+        except TwilioRestException as exc:
+            raise TransientSendError(f"twilio message list {exc.status} {exc.code}: "
+                                     f"{exc.msg}") from None
+        except TimeoutError:
+            raise TransientSendError("twilio message list: timeout") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientSendError(f"twilio message list: {type(exc).__name__}") from None
+        for found in listed:  # newest first
+            created = found.date_created
+            if (found.body or "").strip() != body.strip() or (created and created < after):
+                continue
+            status = str(found.status or "sent")
+            if status not in FAILED_STATUSES:
+                return SendResult(provider_id=str(found.sid), status=status)
+        return None
+
+
+def _body(message: OutgoingMessage) -> str:
+    language = message.language or catalogue.language_of(message.text)
+    return render(message.text, message.choices, language, message.signature)
 
 
 def _rest_error(exc: TwilioRestException) -> Exception:

@@ -342,6 +342,7 @@ def upgrade() -> None:
     sa.Column('choices', sa.JSON(), nullable=False),
     sa.Column('image', sa.LargeBinary(), nullable=True),
     sa.Column('lane', sa.String(length=8), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('due_at', storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
