@@ -196,9 +196,9 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
     assert [m.due_at for m in messages if m.patient_id == b.id and m.dedupe_key.startswith(
         f"visit:{next(v.id for v in stored.values() if v.patient_id == b.id and v.name == 'W4')}:")
     ] == [datetime(2026, 3, 7, 14, tzinfo=UTC), datetime(2026, 3, 9, 13, tzinfo=UTC)]
-    for name, rows in (a_notices | {f"b{k}": v for k, v in b_notices.items()}).items():
+    for name, sent_notices in (a_notices | {f"b{k}": v for k, v in b_notices.items()}).items():
         if name not in ("W16", "bW16"):
-            assert [r[0][-2:] for r in rows] == ["d3", "d1"], name
+            assert [r[0][-2:] for r in sent_notices] == ["d3", "d1"], name
 
     # The missed window reached the coordinator as one routine alert; the late visit keeps its
     # real date and is flagged, as is the visit moved outside its window.
