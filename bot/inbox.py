@@ -19,9 +19,9 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from bot.conversation import Conversation, Handled, InboundEvent
 from messages import catalogue
-from storage import outbox
 from storage.db import Database, insert_new
 from storage.models import InboundMessage, Staff
+from study import outgoing
 from study.recipients import staff_route
 
 log = logging.getLogger(__name__)
@@ -108,16 +108,11 @@ async def _tell_admins(session: Any, channel: str, inbound_id: int, now: datetim
         routes = staff_route(admin)
         if not routes:
             continue
-        language = catalogue.reader_language(admin.language)
-        message_id = "delivery.inbound_failed"
-        template = catalogue.template(message_id, language)
-        await outbox.enqueue(
-            session, key=f"inbound_failed:{inbound_id}:{admin.id}", channel=routes[0].channel,
-            address=routes[0].address, template_id=message_id,
-            template_version=template.version, language=language,
-            body=template.render(inbound=inbound_id, tries=TRIES,
-                                 channel=_channel_name(channel, language)),
-            due_at=now, now=now, staff_id=admin.id)
+        recipient = outgoing.Recipient.staff(admin, routes[0])
+        await outgoing.queue(session, recipient, outgoing.Reply("delivery.inbound_failed", {
+            "inbound": inbound_id, "tries": TRIES,
+            "channel": _channel_name(channel, recipient.reads)}),
+            key=f"inbound_failed:{inbound_id}:{admin.id}", now=now)
 
 
 def _channel_name(channel: str, language: str) -> str:

@@ -61,9 +61,8 @@ from messages.channel import (
     TransientSendError,
     attached_media,
 )
-from storage import outbox
 from storage.models import Patient, Staff
-from study import reachability
+from study import outgoing, reachability
 from trial.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -405,15 +404,11 @@ class TelegramInbox:
 
     async def _answer_group(self, event: InboundEvent) -> None:
         now = self.clock.now()
-        language = _language(event)
-        template = catalogue.template("chat.group_private", language)
         chat_id = str(event.payload.get("chat_id"))
         async with self.conversation.db.write() as session:
-            await outbox.enqueue(
-                session, key=f"group:{chat_id}:{now.date().isoformat()}", channel=TELEGRAM,
-                address=chat_id, template_id="chat.group_private",
-                template_version=template.version, language=language, body=template.render(),
-                due_at=now, now=now)
+            await outgoing.queue(session, outgoing.Recipient(TELEGRAM, chat_id, _language(event)),
+                                 outgoing.Reply("chat.group_private"),
+                                 key=f"group:{chat_id}:{now.date().isoformat()}", now=now)
 
 
 def _raw_sender(raw: Any) -> str:
