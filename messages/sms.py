@@ -132,16 +132,20 @@ _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
 class Signature(str):
-    """The name a site's patient SMS are signed with (`signature_for`); for a site on a one-way
-    route also `one_way`, the line that replaces every invitation to reply, in `language`."""
+    """The name a site's patient SMS are signed with (`signature_for`); `first` where the site
+    signs at the start (`【名称】…`); for a site on a one-way route also `one_way`, the line that
+    replaces every invitation to reply, in `language`."""
 
     one_way: str
     language: str
+    first: bool
 
-    def __new__(cls, name: str, *, one_way: str = "", language: str = "") -> Signature:
+    def __new__(cls, name: str, *, one_way: str = "", language: str = "",
+                first: bool = False) -> Signature:
         value = super().__new__(cls, name)
         value.one_way = one_way
         value.language = language
+        value.first = first
         return value
 
 
@@ -238,14 +242,16 @@ def _pack(sizes: Sequence[int], *, single: int, part: int) -> int:
 
 
 def sign(text: str, signature: str) -> str:
-    """The text signed with the site's name: `…【名称】` when Chinese, a last line otherwise."""
+    """The text signed with the site's name: `…【名称】` when Chinese, a last line otherwise;
+    at the start (`【名称】…`, `Name: …`) where the site signs first (`Signature.first`)."""
+    first = isinstance(signature, Signature) and signature.first
     signature = signature.strip().strip("【】[]").strip()
     if not signature:
         return text
     if is_gsm7(signature):
-        return f"{text}\n{signature}"
+        return f"{signature}: {text}" if first else f"{text}\n{signature}"
     # 【】 is how Chinese carriers and readers expect a sender's signature to look.
-    return f"{text}【{signature}】"
+    return f"【{signature}】{text}" if first else f"{text}【{signature}】"
 
 
 def forbidden_words_in(text: str, words: Iterable[str]) -> list[str]:
@@ -272,7 +278,8 @@ def forbidden_words_in(text: str, words: Iterable[str]) -> list[str]:
 
 def signature_for(protocol: Protocol, site_id: str, site_name: str, language: str) -> str:
     """The name an SMS is signed with: the protocol's `sites.<code>.sms_name`, else the site's;
-    a `Signature` carrying the one-way line for a site in `sms.one_way_sites`.
+    a `Signature` carrying the one-way line for a site in `sms.one_way_sites`, and saying so
+    where the site signs at the start (`sites.<code>.sms_name_at = "start"`).
 
     A registered name that contains a forbidden word (a department such as 风湿免疫科) is not
     used: the message goes unsigned rather than reveal it, and a warning asks for an sms_name.
@@ -286,11 +293,13 @@ def signature_for(protocol: Protocol, site_id: str, site_name: str, language: st
             log.warning("site %s: its name contains a forbidden word; set sites.%s.sms_name in "
                         "the protocol file (SMS go unsigned until then)", site_id, site_id)
             name = ""
+    first = site is not None and site.sms_name_at == "start"
     if site_id in protocol.sms.one_way_sites:
         # No reply can come back on this site's route: every SMS gives its phone and 120.
         phone = site.phone if site is not None else ""
-        return Signature(name, one_way=one_way_line(phone, language), language=language)
-    return name
+        return Signature(name, one_way=one_way_line(phone, language), language=language,
+                         first=first)
+    return Signature(name, language=language, first=True) if first else name
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.channels.twilio import render
 from messages.sms import (
     check_sms,
     forbidden_words_in,
@@ -16,6 +17,7 @@ from messages.sms import (
     signature_for,
     sms_templates,
 )
+from study.doses import dose_choices
 from tests.test_messages_catalogue import write_po
 from trial.protocol import Localized, Protocol, SiteText
 
@@ -62,6 +64,24 @@ def test_signature_prefers_the_protocol_sms_name(protocol: Protocol) -> None:
     assert signature_for(configured, "S01", "北京协和医院", "zh") == "协和随访"
     assert signature_for(configured, "S01", "北京协和医院", "en") == "PUMCH Follow-up"
     assert signature_for(configured, "S02", "华西医院", "zh") == "华西医院"
+
+
+def test_the_signature_ends_the_whole_sms_or_starts_it_where_the_site_says(
+        protocol: Protocol) -> None:
+    """Issue 16: after the choice line by default (as Chinese carriers require), at the start
+    in 【】 where the site configures it so; the text the real SMS channel sends."""
+    sites = {"S01": SiteText(sms_name=Localized(zh="协和随访", en="PUMCH")),
+             "S02": SiteText(sms_name=Localized(zh="华西随访", en="West China"),
+                             sms_name_at="start")}
+    configured = protocol.model_copy(update={"sites": sites})
+    choices = tuple(dose_choices(7, "zh"))
+    end = render("该服药了。", choices, "zh", signature_for(configured, "S01", "", "zh"))
+    assert end == "该服药了。\n回复：1 已服，2 未服，3 稍后提醒【协和随访】"
+    start = render("该服药了。", choices, "zh", signature_for(configured, "S02", "", "zh"))
+    assert start == "【华西随访】该服药了。\n回复：1 已服，2 未服，3 稍后提醒"
+    english = render("Time.", (), "en", signature_for(configured, "S02", "", "en"))
+    assert english == "West China: Time."
+    assert check_sms(configured) == []
 
 
 def test_a_site_name_with_a_forbidden_word_is_not_used(protocol: Protocol,

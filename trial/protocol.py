@@ -320,6 +320,9 @@ class SiteText(_Strict):
     # The SMS numbers patients of this site write to (E.164), when each site has its own: an
     # urgent text from an unregistered phone to one of them alerts this site only.
     sms_numbers: list[str] = Field(default_factory=list)
+    # Where the signature goes: at the end, after the choice line (as Chinese carriers require
+    # by default), or at the start in 【】 where the site's carrier registration says so.
+    sms_name_at: Literal["end", "start"] = "end"
     # The phone number patients call, printed in every SMS of a site in `sms.one_way_sites`
     # (where no reply can come back) with "紧急请拨120" / "In an emergency call 120".
     phone: str = ""
