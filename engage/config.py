@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_messaging_service_sid: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
+    # WeCom (企业微信) for staff: a self-built app of the hospital's corp (see README, going
+    # live); on when all five of corp id, agent id, secret, token and AES key are set.
+    wecom_corp_id: str | None = None
+    wecom_agent_id: int | None = Field(default=None, ge=1)
+    wecom_secret: SecretStr | None = None
+    wecom_token: SecretStr | None = None  # the callback's Token
+    wecom_aes_key: SecretStr | None = None  # the callback's EncodingAESKey (43 characters)
+    wecom_api_url: str = "https://qyapi.weixin.qq.com"
     # WeChat Official Account (服务号) for patients (see README, going live): on when the app
     # id, app secret and server token are set; the EncodingAESKey switches to safe (AES) mode.
     wechat_app_id: str | None = None
@@ -60,7 +68,7 @@ class Settings(BaseSettings):
             raise ValueError("must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
         return url
 
-    @field_validator("telegram_api_url", "twilio_api_url", "public_url")
+    @field_validator("telegram_api_url", "twilio_api_url", "wecom_api_url", "public_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
         if not url.startswith(("http://", "https://")):
@@ -85,6 +93,20 @@ class Settings(BaseSettings):
             if not ok:
                 raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return secret
+
+    @field_validator("wecom_aes_key")
+    @classmethod
+    def _encoding_aes_key(cls, key: SecretStr | None) -> SecretStr | None:
+        # WeCom's EncodingAESKey: 43 characters of base64, 32 bytes once '=' is added.
+        if key is not None:
+            value = key.get_secret_value()
+            try:
+                ok = len(value) == 43 and len(base64.b64decode(value + "=", validate=True)) == 32
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("must be the app's 43-character EncodingAESKey")
+        return key
 
     @field_validator("wechat_api_url")
     @classmethod
@@ -124,6 +146,14 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"{missing[0]}: required with the other ENGAGE_WECHAT_ settings "
                                  "(app id, app secret, token)")
+        wecom = {"wecom_corp_id": self.wecom_corp_id, "wecom_agent_id": self.wecom_agent_id,
+                 "wecom_secret": self.wecom_secret, "wecom_token": self.wecom_token,
+                 "wecom_aes_key": self.wecom_aes_key}
+        if any(v is not None for v in wecom.values()):
+            missing = [k for k, v in wecom.items() if v is None]
+            if missing:
+                raise ValueError(f"{missing[0]}: required with the other ENGAGE_WECOM_ settings "
+                                 "(corp id, agent id, secret, token, AES key)")
         if self.telegram_mode == "webhook" and self.telegram_webhook_secret is None:
             raise ValueError("telegram_webhook_secret: required when ENGAGE_TELEGRAM_MODE=webhook")
         if self.twilio_account_sid and not self.twilio_auth_token:
@@ -139,6 +169,12 @@ class Settings(BaseSettings):
     def telegram_enabled(self) -> bool:
         """Telegram runs only with a token."""
         return self.telegram_token is not None
+
+    @property
+    def wecom_enabled(self) -> bool:
+        """WeCom runs only with the app's corp id, agent id, secret, token and AES key."""
+        return None not in (self.wecom_corp_id, self.wecom_agent_id, self.wecom_secret,
+                            self.wecom_token, self.wecom_aes_key)
 
     @property
     def wechat_enabled(self) -> bool:

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 UNRESOLVED = (OPEN, ACKNOWLEDGED)
 PAGING_ROLES = ("coordinator", "investigator", "pi")
+# The one channel whose staff texts are short and carry no report words or buttons; every
+# other (a chat app: Telegram, WeCom) has the whole page and its buttons.
+SMS_CHANNEL = "sms"
 # Characters of a report quoted in a page or an /alerts item: with the rest of the text it stays
 # under Telegram's 4,096 (the whole report is stored, and exported).
 QUOTE_LIMIT = 3000
@@ -350,13 +353,13 @@ async def _queue_staff(session: AsyncSession, alert: Alert, staff: Staff, route:
                       key: str, message_id: str, language: str, params: dict[str, object],
                       now: datetime, lane: str = SAFETY,
                       choices: Sequence[dict[str, str]] = ()) -> None:
-    """Queue one catalogue text about an alert to a staff member by one route (buttons on
-    Telegram only)."""
+    """Queue one catalogue text about an alert to a staff member by one route (buttons in a
+    chat app, Telegram or WeCom; never by SMS)."""
     template = catalogue.template(message_id, language)
     await enqueue(session, key=key, channel=route.channel, address=route.address,
                   template_id=message_id, template_version=template.version, language=language,
                   body=template.render(**params), due_at=now, now=now, lane=lane,
-                  choices=list(choices) if route.channel == "telegram" else [],
+                  choices=[] if route.channel == SMS_CHANNEL else list(choices),
                   staff_id=staff.id, alert_id=alert.id)
 
 
@@ -364,8 +367,9 @@ async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: S
                         route: Route, context: dict[str, Any], *, now: datetime) -> None:
     language = catalogue.reader_language(staff.language)
     sae = "_sae" if alert.sae_deadline_at else ""
-    # Staff SMS names the subject id only: never the report's words, drug, disease or trial.
-    message_id = f"alert.page{sae}" if route.channel == "telegram" else f"alert.page_sms{sae}"
+    # Staff SMS names the subject id only: never the report's words, drug, disease or trial;
+    # a chat app (Telegram, WeCom) has the whole page and its buttons.
+    message_id = f"alert.page_sms{sae}" if route.channel == SMS_CHANNEL else f"alert.page{sae}"
     params = alert_params(alert, context, language)
     if alert.sae_deadline_at is not None:  # the site's time, UTC beside it
         params["deadline_local"] = local_text(alert.sae_deadline_at, context["tz"])
