@@ -434,11 +434,13 @@ class Dispatcher:
                             row.channel, reason)
                 await self._note(row, f"not confirmed ({reason}): sent again")
                 return False
+            # Unknown again until the next look (a status callback kept meanwhile applies).
             now = self.clock.now()
-            await self._write(lambda s: outbox.fail(
-                s, message_id=row.id, token=token, now=now, status=outbox.UNKNOWN,
-                error=f"not confirmed: {reason}",
-                due_at=now + timedelta(seconds=self.unknown_check)))
+            follow_ups: list[bool] = []
+            await self._write(lambda s: self._unknown(s, row, token, now,
+                                                      f"not confirmed: {reason}", follow_ups))
+            if any(follow_ups):
+                self.wake()
             return True
         if found is not None and not await self._known_elsewhere(found.provider_id, row.id):
             log.info("message %s: %s confirms it was sent (%s)", row.id, row.channel,
@@ -533,7 +535,8 @@ class Dispatcher:
             log.warning("message %s may have reached %s (%s): left as unknown", row.id,
                         row.channel, exc)
             follow_ups: list[bool] = []
-            await self._write(lambda s: self._unknown(s, row, token, now, exc, follow_ups))
+            await self._write(lambda s: self._unknown(s, row, token, now, f"maybe sent: {exc}",
+                                                      follow_ups))
             if any(follow_ups):
                 self.wake()
             return
@@ -556,7 +559,7 @@ class Dispatcher:
             s, message_id=row.id, token=token, now=now, error=str(exc), due_at=due))
 
     async def _unknown(self, session: AsyncSession, row: OutboundMessage, token: str,
-                       now: datetime, exc: TransientSendError, follow_ups: list[bool]) -> bool:
+                       now: datetime, error: str, follow_ups: list[bool]) -> bool:
         """Leave a maybe-sent row `unknown`; a status callback that came meanwhile settles it.
 
         A safety row is looked at again in `unknown_check` seconds while it has had fewer than
@@ -566,13 +569,12 @@ class Dispatcher:
         again = safety and row.attempts < self.unknown_attempts
         due = now + timedelta(seconds=self.unknown_check) if again else None
         if not await outbox.fail(session, message_id=row.id, token=token, now=now,
-                                 status=outbox.UNKNOWN, error=f"maybe sent: {exc}",
-                                 due_at=due):
+                                 status=outbox.UNKNOWN, error=error, due_at=due):
             return False
         follow_ups.append(await delivery_status.apply_early(
             session, [row.id], now=now, channels=self.channels))
         if safety and not again:
-            follow_ups.append(await self._unconfirmed(session, row, now, str(exc)))
+            follow_ups.append(await self._unconfirmed(session, row, now, error))
         return True
 
     async def _unconfirmed(self, session: AsyncSession, row: OutboundMessage, now: datetime,

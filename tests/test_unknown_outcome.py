@@ -90,10 +90,15 @@ async def _emergency_by_sms(db: Database, protocol: Protocol, clock: SimulatedCl
     return await _reply_id(db)
 
 
-async def _reply_id(db: Database) -> int:
+async def _reply_ids(db: Database) -> list[int]:
     async with db.read() as session:
-        return (await session.execute(select(OutboundMessage.id).where(
-            OutboundMessage.template_id == "report.reply_emergency"))).scalar_one()
+        return list((await session.execute(select(OutboundMessage.id).where(
+            OutboundMessage.template_id == "report.reply_emergency"))).scalars())
+
+
+async def _reply_id(db: Database) -> int:
+    (reply,) = await _reply_ids(db)
+    return reply
 
 
 async def _row(db: Database, message_id: int) -> OutboundMessage:
@@ -142,10 +147,7 @@ async def test_twilio_took_the_emergency_sms_and_says_so_no_duplicate(
     settled = await _row(db, reply)
     assert (settled.status, settled.provider_id) == ("sent", taken.sid)
     assert len(_to_patient(twilio)) == 1  # Twilio had it: not sent again
-    query = twilio.list_queries[-1]
-    assert query["To"] == PHONE
-    assert query["DateSent>"] <= first.created_at.strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
+    assert [q["To"] for q in twilio.list_queries] == [PHONE]
     assert await _events(db, reply) == ["unknown", "recheck", "sent"]
     assert _notices(fake_telegram) == []
     await asyncio.sleep(LATE)  # the fake's late answer ends before the server stops
@@ -170,6 +172,30 @@ async def test_twilio_has_no_record_so_the_emergency_sms_goes_again_once(
     assert body.startswith(_emergency_text())
     assert await _events(db, reply) == ["unknown", "recheck", "recheck", "sent"]
     assert _notices(fake_telegram) == []
+    await asyncio.sleep(LATE)
+
+
+async def test_yesterdays_identical_emergency_sms_is_not_taken_for_todays(
+        db: Database, protocol: Protocol, clock: SimulatedClock, twilio: FakeTwilioAPI,
+        sms: SmsChannel, bot: Bot) -> None:
+    yesterday = await _emergency_by_sms(db, protocol, clock)
+    dispatcher = _dispatcher(db, protocol, clock, sms, bot)
+    await dispatcher.run_once()
+    assert (await _row(db, yesterday)).status == "sent"
+    clock.advance(timedelta(days=1))
+    await Conversation(db, protocol, clock).handle(InboundEvent(
+        "sms", "SM" + "8" * 32, PHONE, EMERGENCY, None, clock.now(), {}))
+    today = max(await _reply_ids(db))
+    twilio.fail_number(PHONE, SmsFailure(status=500, delay=LATE, times=1))  # never created
+    await dispatcher.run_once()
+    assert (await _row(db, today)).status == "unknown"
+    clock.advance(timedelta(seconds=10))
+    await dispatcher.run_once()
+    # Twilio lists yesterday's message with the very same text: not today's, so sent again.
+    first, second = twilio.sent_to(PHONE)
+    assert first.params["Body"] == second.params["Body"]
+    settled = await _row(db, today)
+    assert (settled.status, settled.provider_id) == ("sent", second.sid)
     await asyncio.sleep(LATE)
 
 

@@ -119,15 +119,18 @@ class SmsChannel:
         return SendResult(provider_id=str(sent.sid), status=str(sent.status or "queued"))
 
     async def was_sent(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
-        """Twilio's message list for the number since `since` (less a margin for clock skew):
-        the newest message with this text that did not fail, or None. Raises
-        TransientSendError when Twilio cannot be asked."""
+        """Twilio's message list for the number: the newest message with this text created
+        since `since` (less a margin for clock skew) that did not fail, or None. Raises
+        TransientSendError when Twilio cannot be asked.
+
+        Not filtered by DateSent at Twilio: a message still queued in a Messaging Service has
+        no date_sent yet, and it is there (sending it again would be a duplicate)."""
         body = _body(message)
         after = since - CLOCK_SKEW
         try:
             async with asyncio.timeout(self.timeout):
-                listed = await self.client.messages.list_async(
-                    to=message.address, date_sent_after=after, limit=LIST_LIMIT)
+                listed = await self.client.messages.list_async(to=message.address,
+                                                               limit=LIST_LIMIT)
         except TwilioRestException as exc:
             raise TransientSendError(f"twilio message list {exc.status} {exc.code}: "
                                      f"{exc.msg}") from None
