@@ -6,19 +6,22 @@ on a changed value (doses not yet reminded, visits not yet done, queued messages
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from messages.sms import forbidden_words_in
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import DoseRecord, LinkCode, OutboundMessage, Patient, Site, Staff
-from study import doses
+from study import contacts, doses
 from study.enrolment import issue_link_code
+from study.recipients import contact_point
 from study.visits import cancel_notices, first_notice_at
 from trial import dose as rules
 from trial import enrolment as check
@@ -257,18 +260,57 @@ async def find_staff(session: AsyncSession, staff_id: str) -> Staff:
     return staff
 
 
-def reachable_staff(telegram_id: int | None, phone: str | None, *, force: bool) -> None:
-    """Refuse a staff member nobody could page (no Telegram id, no phone), unless forced."""
-    if telegram_id is None and not phone and not force:
-        raise EnrolmentError("contact", "a staff member needs a Telegram id or a phone to be "
-                             "paged (add --telegram-id or --phone, or --force)")
+def reachable_staff(telegram_id: int | None, phone: str | None, *, force: bool,
+                    other_routes: bool = False) -> None:
+    """Refuse a staff member nobody could page (no Telegram id, no phone, no address on
+    another channel), unless forced."""
+    if telegram_id is None and not phone and not other_routes and not force:
+        raise EnrolmentError("contact", "a staff member needs a Telegram id, a phone or a "
+                             "chat-app address to be paged (add --telegram-id, --phone or "
+                             "--wecom-userid, or --force)")
+
+
+async def set_addresses(session: AsyncSession, staff: Staff, addresses: Mapping[str, str], *,
+                        now: datetime, actor: Actor, reason: str,
+                        changes: Changes | None = None) -> Changes:
+    """Give a staff member an address on channels without a column of their own (contact
+    points: `{"wecom": userid}`); an empty address removes theirs. An address another person
+    has is refused. Audited."""
+    changes = changes or Changes(str(staff.id))
+    for channel, given in addresses.items():
+        address = given.strip()
+        if len(address) > 64 or any(c.isspace() for c in address):
+            raise EnrolmentError(channel, f"{given!r} is not a {channel} address")
+        mine = contact_point(staff, channel)
+        if not address:
+            if mine is not None:
+                audit.record(session, at=now, actor=actor, action="delete",
+                             entity="contact_points", entity_id=str(mine.id), field="address",
+                             old=mine.address, reason=reason)
+                changes.fields.append((f"{channel}_address", mine.address, None))
+                set_committed_value(staff, "contact_points",
+                                    [p for p in staff.contact_points if p is not mine])
+                await session.delete(mine)
+            continue
+        taken = await contacts.find(session, channel, address)
+        if taken is not None and (taken.owner_kind, taken.owner_id) != (contacts.STAFF,
+                                                                        staff.id):
+            raise EnrolmentError(channel, f"{address} is already registered")
+        if mine is None or mine.address != address or not mine.reachable:
+            await contacts.bind(session, staff, channel=channel, address=address, now=now,
+                                actor=actor, reason=reason)
+            changes.fields.append((f"{channel}_address", mine.address if mine else None,
+                                   address))
+    return changes
 
 
 async def update_staff(session: AsyncSession, staff_id: str, *, reason: str, now: datetime,
                        actor: Actor, phone: str | None = None, telegram_id: int | None = None,
                        language: str | None = None, role: str | None = None,
-                       force: bool = False) -> Changes:
-    """Correct a staff member's contact routes, language or role."""
+                       force: bool = False, addresses: Mapping[str, str] | None = None,
+                       ) -> Changes:
+    """Correct a staff member's contact routes (`addresses`: on contact-point channels, see
+    `set_addresses`), language or role."""
     why = _reason(reason)
     staff = await find_staff(session, staff_id)
     values: dict[str, Any] = {}
@@ -285,12 +327,15 @@ async def update_staff(session: AsyncSession, staff_id: str, *, reason: str, now
         values["role"] = check.role(role)
         if values["role"] != "admin" and staff.site_id is None:
             raise EnrolmentError("role", "every role but admin belongs to a site")
-    if not values:
+    if not values and not addresses:
         raise EnrolmentError("update", "nothing to change: give --phone, --telegram-id, "
-                             "--language or --role")
-    reachable_staff(values.get("telegram_id", staff.telegram_id), values.get("phone", staff.phone),
-                    force=force)
+                             "--wecom-userid, --language or --role")
     changes = Changes(str(staff.id))
+    if addresses:
+        await set_addresses(session, staff, addresses, now=now, actor=actor, reason=why,
+                            changes=changes)
+    reachable_staff(values.get("telegram_id", staff.telegram_id), values.get("phone", staff.phone),
+                    force=force, other_routes=any(p.reachable for p in staff.contact_points))
     _set(session, staff, changes, now=now, actor=actor, reason=why, **values)
     if "telegram_id" in values:
         _set(session, staff, changes, now=now, actor=actor, reason=why, telegram_reachable=True)

@@ -57,8 +57,9 @@ async def staff(session: AsyncSession, *, site_id: str | None = None) -> list[di
     if site_id is not None:
         statement = statement.where((Staff.site_id == site_id) | Staff.site_id.is_(None))
     return [{"staff_id": m.id, "site": m.site_id, "role": m.role, "name": m.name,
-             "telegram_id": m.telegram_id, "phone": m.phone, "language": m.language,
-             "active": m.active, "pageable": bool(staff_route(m))}
+             "telegram_id": m.telegram_id, "phone": m.phone,
+             "addresses": {p.channel: p.address for p in m.contact_points},
+             "language": m.language, "active": m.active, "pageable": bool(staff_route(m))}
             for m in (await session.execute(statement)).scalars()]
 
 

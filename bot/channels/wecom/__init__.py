@@ -25,7 +25,6 @@ from typing import Any
 
 import aiohttp
 
-from engage.config import Settings
 from messages import catalogue
 from messages.channel import (
     Choice,
@@ -179,20 +178,6 @@ class WeComChannel:
 
     def __init__(self, api: WeComAPI) -> None:
         self.api = api
-
-    @classmethod
-    def from_settings(cls, settings: Settings, db: Database,
-                      now: Callable[[], datetime]) -> WeComChannel | None:
-        """The channel the configuration asks for, or None when WeCom is not set up."""
-        if not settings.wecom_enabled:
-            return None
-        assert settings.wecom_corp_id is not None
-        assert settings.wecom_agent_id is not None
-        assert settings.wecom_secret is not None
-        return cls(WeComAPI(db, now, corp_id=settings.wecom_corp_id,
-                            agent_id=settings.wecom_agent_id,
-                            secret=settings.wecom_secret.get_secret_value(),
-                            api_url=settings.wecom_api_url))
 
     async def close(self) -> None:
         await self.api.close()

@@ -36,7 +36,6 @@ from bot import inbox
 from bot.channels.wecom import WECOM, WeComChannel
 from bot.conversation import Conversation, Handled, InboundEvent
 from engage.clock import Clock
-from engage.config import Settings
 from messages import catalogue
 from storage.models import Alert, Staff
 from study import alerts, contacts
@@ -82,19 +81,6 @@ class WeComCallback:
     def create(cls, conversation: Conversation, clock: Clock, *, token: str, aes_key: str,
                corp_id: str, channel: WeComChannel | None = None) -> WeComCallback:
         return cls(conversation, clock, WeChatCrypto(token, aes_key, corp_id), channel)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, conversation: Conversation, clock: Clock,
-                      channel: WeComChannel | None) -> WeComCallback | None:
-        """The callback the configuration asks for, or None when WeCom is not set up."""
-        if not settings.wecom_enabled:
-            return None
-        assert settings.wecom_corp_id is not None
-        assert settings.wecom_token is not None
-        assert settings.wecom_aes_key is not None
-        return cls.create(conversation, clock, token=settings.wecom_token.get_secret_value(),
-                          aes_key=settings.wecom_aes_key.get_secret_value(),
-                          corp_id=settings.wecom_corp_id, channel=channel)
 
     def routes(self) -> list[web.RouteDef]:
         """GET and POST `/wecom`, for the HTTP server to mount."""
