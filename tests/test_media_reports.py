@@ -22,6 +22,7 @@ from bot.http import Server
 from engage.clock import SimulatedClock
 from messages import catalogue
 from scheduler.dispatcher import Dispatcher
+from storage.audit import Actor
 from storage.db import Database
 from storage.models import (
     Alert,
@@ -29,9 +30,10 @@ from storage.models import (
     InboundMessage,
     OutboundMessage,
     Site,
+    Staff,
     SymptomReport,
 )
-from study import digest, exports
+from study import contacts, digest, exports
 from tests.fakes.people import add_site, add_staff, enrol
 from tests.fakes.polling import Polling
 from tests.fakes.servers import ACCOUNT, AUTH_TOKEN, TOKEN, dispatcher
@@ -217,6 +219,36 @@ async def test_media_of_another_sites_alert_is_refused(
     assert texts(fake_telegram, OTHER_SITE_STAFF) == [
         catalogue.render("alert.error_not_found", "en", id=alert.id)]
     assert not [c for c in fake_telegram.calls if "AgACprivate" in str(c.params)]
+
+
+async def test_staff_help_says_what_n_is_and_media_alone_explains_itself(
+        world: World, fake_telegram: FakeTelegramAPI) -> None:
+    await world.send(fake_telegram.message_update(COORDINATOR, "/help"))
+    assert "/media N" in texts(fake_telegram, COORDINATOR)[-1]
+    await world.send(fake_telegram.message_update(COORDINATOR, "/media"))
+    assert texts(fake_telegram, COORDINATOR)[-1] == catalogue.render("media.staff_usage", "en")
+
+
+async def test_media_asked_on_another_channel_says_where_the_file_is(
+        world: World, fake_telegram: FakeTelegramAPI, db: Database,
+        clock: SimulatedClock) -> None:
+    await world.send(fake_telegram.media_update(PATIENT, "photo", file_id="AgACtelegram-only"))
+    (alert,) = await alerts_of(db)
+    async with db.write() as session:
+        staff = (await session.execute(select(Staff).where(
+            Staff.telegram_id == COORDINATOR))).scalar_one()
+        await contacts.bind(session, staff, channel="wecom", address="nurse-wang", now=clock.now(),
+                            actor=Actor.cli("test"), reason="test")
+    handled = await world.core.handle(InboundEvent("wecom", "wc-media-1", "nurse-wang",
+                                                   f"/media {alert.id}", None, clock.now()))
+    async with db.read() as session:
+        (reply,) = (await session.execute(select(OutboundMessage).where(
+            OutboundMessage.dedupe_key == f"reply:{handled.inbound_id}:0"))).scalars()
+    # A Telegram file id means nothing to WeCom: no attachment, the reply says where it is.
+    assert (reply.channel, reply.template_id, reply.image) == (
+        "wecom", "media.staff_elsewhere", None)
+    assert "Telegram" in reply.body
+    assert f"/media {alert.id}" in reply.body
 
 
 async def test_a_sticker_is_answered_and_reports_nothing(
