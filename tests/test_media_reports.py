@@ -15,7 +15,8 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
-from bot.channels.telegram import TelegramChannel, make_bot
+from bot.channels.telegram import TelegramChannel, build_dispatcher, make_bot
+from bot.channels.telegram.webhook import SECRET_HEADER, TelegramWebhook
 from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation, InboundEvent
 from bot.http import Server
@@ -172,6 +173,23 @@ async def test_a_photo_opens_a_routine_report_in_alerts_and_media_resends_it(
     assert any(f"#{alert.id}" in line and f"/media {alert.id}" in line for line in lines)
     assert f"#{report.id} S001" in "\n".join(lines)
     assert "[photo]" in "\n".join(lines)
+
+
+async def test_a_voice_note_by_webhook_opens_the_same_routine_report(
+        world: World, fake_telegram: FakeTelegramAPI, db: Database, bot: Bot,
+        clock: SimulatedClock) -> None:
+    update = {"update_id": 99001, **fake_telegram.media_update(PATIENT, "voice",
+                                                               file_id="AwACwebhook")}
+    server = Server(db=db, routes=TelegramWebhook(
+        bot, build_dispatcher(world.core, clock), "media-secret").routes())
+    async with http_client(server) as client:
+        response = await client.post("/telegram/webhook", json=update,
+                                     headers={SECRET_HEADER: "media-secret"})
+        assert response.status == 200
+    row = await last_inbound(db, str(PATIENT))
+    assert row.payload["media"][0]["reference"] == "AwACwebhook"
+    (alert,) = await alerts_of(db)
+    assert (alert.kind, alert.tier) == ("media", "routine")
 
 
 async def test_a_voice_note_opens_a_routine_report_and_media_sends_the_voice(
