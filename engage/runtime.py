@@ -28,6 +28,10 @@ from bot.channels.telegram.webhook import TelegramWebhook
 from bot.channels.twilio import SmsChannel
 from bot.channels.twilio.inbound import TwilioInbound
 from bot.channels.wechat import app as wechat_app
+from bot.channels.wecom import MEMBER_RATE as WECOM_MEMBER_RATE
+from bot.channels.wecom import RATE as WECOM_RATE
+from bot.channels.wecom import WECOM, WeComAPI, WeComChannel
+from bot.channels.wecom.callback import WeComCallback
 from bot.conversation import Conversation, InboundEvent
 from bot.http import Server, build_app
 from engage.clock import Clock, SystemClock
@@ -61,11 +65,36 @@ def sms_channel(settings: Settings, protocol: Protocol) -> SmsChannel | None:
                       validity_seconds=protocol.sms.validity_period_seconds)
 
 
+def wecom_channel(settings: Settings, db: Database, clock: Clock) -> WeComChannel | None:
+    """The WeCom staff channel when its five ENGAGE_WECOM_ settings are set."""
+    if not settings.wecom_enabled:
+        return None
+    assert settings.wecom_corp_id is not None
+    assert settings.wecom_agent_id is not None
+    assert settings.wecom_secret is not None
+    return WeComChannel(WeComAPI(db, clock.now, corp_id=settings.wecom_corp_id,
+                                 agent_id=settings.wecom_agent_id,
+                                 secret=settings.wecom_secret.get_secret_value(),
+                                 api_url=settings.wecom_api_url))
+
+
+def wecom_callback(settings: Settings, conversation: Conversation, clock: Clock,
+                   channel: WeComChannel) -> WeComCallback:
+    """The WeCom app's callback route (/wecom) for a configured channel."""
+    assert settings.wecom_corp_id is not None
+    assert settings.wecom_token is not None
+    assert settings.wecom_aes_key is not None
+    return WeComCallback.create(conversation, clock, token=settings.wecom_token.get_secret_value(),
+                                aes_key=settings.wecom_aes_key.get_secret_value(),
+                                corp_id=settings.wecom_corp_id, channel=channel)
+
+
 def configured_rates(settings: Settings, *, telegram_chat_rate: float = 0.95
                      ) -> dict[str, ChannelRate]:
     """The channels' pacing from the settings (ENGAGE_SMS_RATE, ENGAGE_TELEGRAM_RATE)."""
     return {"telegram": ChannelRate(settings.telegram_rate, telegram_chat_rate),
-            "sms": ChannelRate(settings.sms_rate)}
+            "sms": ChannelRate(settings.sms_rate),
+            WECOM: ChannelRate(WECOM_RATE, WECOM_MEMBER_RATE)}
 
 
 @dataclass
@@ -85,6 +114,7 @@ class Runtime:
     bot: Bot | None = None
     sms: SmsChannel | None = None
     wechat: wechat_app.WeChat | None = None
+    wecom: WeComChannel | None = None
     runner: Runner | None = None
     poller: TelegramPoller | None = None
     http: web.AppRunner | None = None
@@ -111,6 +141,9 @@ class Runtime:
             self.wechat = wechat_app.from_settings(settings, self.db, self.clock)
             if self.wechat is not None:
                 self.channels["wechat"] = self.wechat.channel
+            self.wecom = wecom_channel(settings, self.db, self.clock)
+            if self.wecom is not None:
+                self.channels[WECOM] = self.wecom
             dispatcher = Dispatcher(self.db, self.protocol, self.channels, self.clock,
                                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
                                     rates=configured_rates(settings))
@@ -179,6 +212,9 @@ class Runtime:
             routes += webhook.routes()
         if self.wechat is not None:
             routes += self.wechat.routes(conversation)
+        if self.wecom is not None:
+            routes += wecom_callback(self.settings, conversation, self.clock,
+                                     self.wecom).routes()
         return routes
 
     def parts(self) -> dict[str, bool]:
@@ -238,6 +274,9 @@ class Runtime:
         if self.wechat is not None:
             await self.wechat.close()
             self.wechat = None
+        if self.wecom is not None:
+            await self.wecom.close()
+            self.wecom = None
         if self.db is not None:
             await self.db.dispose()
             self.db = None

@@ -50,14 +50,6 @@ HERE = "zhangsan"  # the S01 coordinator's WeCom userid
 THERE = "lisi"  # a coordinator of S02
 
 
-@pytest.fixture
-async def fake_wecom() -> AsyncIterator[FakeWeComAPI]:
-    api = FakeWeComAPI()
-    await api.start()
-    yield api
-    await api.stop()
-
-
 @dataclass
 class Stack:
     client: TestClient

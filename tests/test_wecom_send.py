@@ -6,7 +6,6 @@ the fake checked against wechatpy's own client."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from wechatpy.enterprise import WeChatClient
@@ -15,21 +14,18 @@ from bot.channels.wecom import WeComAPI, WeComChannel, card, fit_bytes
 from engage.clock import SimulatedClock
 from messages.channel import Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from storage.db import Database
-from tests.fakes.wecom import AGENT_ID, CORP_ID, SECRET, FakeWeComAPI
+from tests.fakes.wecom import (
+    AGENT_ID,
+    CORP_ID,
+    SECRET,
+    FakeWeComAPI,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PAGE = ("URGENT (same day) alert #7, page 1\nSubject: S01-007\nReasons: fever\n"
         "Report: 发烧38.6度\nReceived: 2026-03-02 01:00 UTC (09:00 Asia/Shanghai)\n"
         "Please acknowledge; it escalates until someone does.")
 BUTTONS = (Choice("Acknowledge", "alert:ack:7"), Choice("Resolve", "alert:resolve:7"))
-
-
-@pytest.fixture
-async def fake_wecom() -> AsyncIterator[FakeWeComAPI]:
-    api = FakeWeComAPI()
-    await api.start()
-    yield api
-    await api.stop()
 
 
 def channel(db: Database, fake: FakeWeComAPI, clock: SimulatedClock) -> WeComChannel:

@@ -17,9 +17,11 @@ import itertools
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.utils import to_text
@@ -249,6 +251,15 @@ class FakeWeComAPI:
             return self._answer(entry, 40058, "agentid and response_code required")
         self.updates.append(body)
         return self._answer(entry, 0, invaliduser=[])
+
+
+@pytest.fixture
+async def fake_wecom() -> AsyncIterator[FakeWeComAPI]:
+    """The fake WeCom API, started (import it into a test module to use it)."""
+    api = FakeWeComAPI()
+    await api.start()
+    yield api
+    await api.stop()
 
 
 # -- the pushes WeCom makes to our callback URL --------------------------------------------------

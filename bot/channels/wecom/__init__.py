@@ -45,6 +45,9 @@ TITLE_CHARS = 36  # a card's main title (WeCom's limit for showing it whole)
 SUBTITLE_CHARS = 112  # a card's sub-title text
 BUTTON_CHARS = 20  # a card button's text (WeCom advises 10 Chinese characters)
 MAX_BUTTONS = 6
+# Sending pace: WeCom allows an app 30 messages a minute to one member (and far more in all).
+RATE = 50.0
+MEMBER_RATE = 0.5
 # errcodes: a token WeCom refuses (replaced once, the call made again) ...
 TOKEN_REFUSED = frozenset({40014, 42001})
 # ... a recipient who cannot get the app's messages (not a member, outside its visible range,
