@@ -3,7 +3,8 @@
 The day's key `digest:{site}:{local_date}` is claimed in `tick_runs` in the same transaction
 that queues the messages, so two ticks (or two workers) at the same instant send it once.
 Each active coordinator, investigator and PI of the site gets the text (split into messages
-under Telegram's limit) and the adherence chart as a photo, on Telegram.
+under Telegram's limit) and the adherence chart as a photo, in their chat app (Telegram, else
+WeCom; never by SMS).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from storage.audit import Actor
 from storage.db import Database
 from storage.models import Site, Staff, TickRun
 from study import chart, digest, outgoing
+from study.alerts import SMS_CHANNEL
 from study.outgoing import Choice, Rendered, Reply
 from study.recipients import Route, staff_route
 from trial.protocol import Protocol
@@ -47,8 +49,10 @@ def _due_in(tz: str, protocol: Protocol, now: datetime) -> date | None:
     return local.date() if local.time() >= protocol.digest.time else None
 
 
-def _telegram(staff: Staff) -> str | None:
-    return next((r.address for r in staff_route(staff) if r.channel == "telegram"), None)
+def _chat(staff: Staff) -> Route | None:
+    """The staff member's first chat-app route (Telegram, else WeCom...): a digest is long and
+    has a chart, so never an SMS."""
+    return next((r for r in staff_route(staff) if r.channel != SMS_CHANNEL), None)
 
 
 async def chart_png(session: AsyncSession, site: Site, local_date: date,
@@ -65,9 +69,10 @@ async def enqueue_chart(session: AsyncSession, site: Site, staff: Staff, local_d
                         now: datetime, key: str,
                         drawn: dict[str, tuple[bytes, chart.Grid] | None] | None = None,
                         ) -> bool:
-    """Queue the site's chart as a photo to one staff member on Telegram; False if not sent."""
-    address = _telegram(staff)
-    if address is None:
+    """Queue the site's chart as a photo to one staff member in their chat app; False if not
+    sent."""
+    route = _chat(staff)
+    if route is None:
         return False
     language = chart.chart_language(staff.language)
     drawn = {} if drawn is None else drawn
@@ -79,7 +84,7 @@ async def enqueue_chart(session: AsyncSession, site: Site, staff: Staff, local_d
     png, grid = picture
     caption = Reply("digest.chart_caption", {"site": site.id, "start": grid.days[0].isoformat(),
                                              "end": grid.days[-1].isoformat()})
-    recipient = outgoing.Recipient.staff(staff, Route("telegram", address))
+    recipient = outgoing.Recipient.staff(staff, route)
     row = await outgoing.queue(session, recipient, caption, key=key, now=now, image=png)
     return row is not None
 
@@ -91,8 +96,8 @@ async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
     `recipients`: the site's, when already read (`digest.recipients_of`)."""
     if recipients is None:
         recipients = await digest.recipients(session, site.id)
-    readers = [(member, address) for member in recipients
-               if (address := _telegram(member)) is not None]
+    readers = [(member, route) for member in recipients
+               if (route := _chat(member)) is not None]
     if not readers:
         # Nobody can read it: its reports wait for the next digest that goes out. (Written
         # with the transaction's next statement or its commit: sites fall due together.)
@@ -104,8 +109,8 @@ async def send_digest(session: AsyncSession, protocol: Protocol, site: Site,
     base = digest_key(site.id, local_date)
     queued = 0
     drawn: dict[str, tuple[bytes, chart.Grid] | None] = {}
-    for staff, address in readers:
-        recipient = outgoing.Recipient.staff(staff, Route("telegram", address))
+    for staff, route in readers:
+        recipient = outgoing.Recipient.staff(staff, route)
         header, lines = digest.render(content, recipient.reads)
         template_id = "digest.quiet" if content.quiet else "digest.header"
         version = catalogue.template(template_id, recipient.reads).version
