@@ -55,7 +55,7 @@ from storage.audit import Actor
 from storage.db import Database
 from storage.models import OutboundMessage, Patient, Site, Staff
 from study import alerts, delivery_status, optout
-from study.recipients import patient_route, reachable
+from study.recipients import contact_point, patient_route, reachable
 from trial.clock import Clock
 from trial.protocol import Protocol, QuietHours
 
@@ -651,9 +651,16 @@ class Dispatcher:
                                                       opted_out=exc.opted_out)
         if row.staff_id is not None:
             member = await session.get(Staff, row.staff_id, with_for_update=True)
-            if member is None or row.channel != "telegram" or not audit.change(
-                    session, member, at=now, actor=SYSTEM, reason=reason,
-                    telegram_reachable=False):
+            if member is None:
+                return False
+            if row.channel == "telegram":
+                changed = audit.change(session, member, at=now, actor=SYSTEM, reason=reason,
+                                       telegram_reachable=False)
+            else:  # a contact point (a WeCom userid that left the corp or the app's range)
+                point = contact_point(member, row.channel)
+                changed = point is not None and audit.change(
+                    session, point, at=now, actor=SYSTEM, reason=reason, reachable=False)
+            if not changed:
                 return False
             if member.site_id is not None:
                 await alerts.notify_site(
