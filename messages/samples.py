@@ -32,6 +32,7 @@ SAMPLES: dict[str, str | dict[str, str]] = {
     "dose_time": "08:30",
     "latest": "20:30",
     "time": "08:30",
+    "place": {"zh": "门诊楼三层第二诊区", "en": "Outpatient building, 3rd floor, area 2"},
     "minutes": "30",
     "hours": "12",
     "snooze_minutes": "30",

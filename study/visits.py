@@ -28,7 +28,7 @@ from study import alerts
 from study.recipients import patient_route, receives_routine_sql
 from trial import phases, schedule
 from trial import visits as rules
-from trial.protocol import Protocol, VisitTemplate
+from trial.protocol import Protocol, SiteText, VisitTemplate
 from trial.visits import Notice
 
 SYSTEM = Actor.system("visits")
@@ -202,16 +202,25 @@ class Rendered:
 
 
 def render_visit_notice(template: VisitTemplate, day: date, days: int,
-                        language: str, *, hold: bool = False) -> Rendered:
-    """A visit notice in a language: when, then the visit's instructions (same for all arms;
-    `hold` from `trial.visits.holds_dose` for the patient's dose time)."""
+                        language: str, *, hold: bool = False,
+                        site: SiteText | None = None) -> Rendered:
+    """A visit notice in a language: when (the baseline visit as the first one, not a return
+    visit), the site's time and place where the protocol gives them, then the visit's
+    instructions (same for all arms; `hold` from `trial.visits.holds_dose` for the patient's
+    dose time). Its template id is the kind of notice (`visit.notice_in_days`,
+    `visit.notice_tomorrow`), its version the digest of every wording it is made of."""
     pattern = catalogue.template("visit.date_format", language).text
     when = format_date(day, format=pattern, locale=catalogue.LOCALES[language])
     head = "visit.notice_tomorrow" if days == 1 else "visit.notice_in_days"
-    parts = [catalogue.template(head, language)]
+    first = head.replace("visit.notice_", "visit.notice_first_") if template.day == 0 else head
+    parts = [catalogue.template(first, language)]
+    values: dict[str, object] = {"days": days, "date": when}
+    if site is not None and site.visit_time.strip() and site.visit_place is not None:
+        parts.append(catalogue.template("visit.when_where", language))
+        values |= {"time": site.visit_time.strip(), "place": site.visit_place.get(language)}
     parts += [catalogue.template(f"visit.{name}", language)
               for name in rules.instructions(template, hold=hold)]
-    body = JOINERS[language].join(part.render(days=days, date=when) for part in parts)
+    body = JOINERS[language].join(part.render(**values) for part in parts)
     digest = hashlib.sha256("\n".join([pattern, *(p.text for p in parts)]).encode())
     return Rendered(body, head, digest.hexdigest()[:10])
 
@@ -264,7 +273,8 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
             template = template_of(protocol, visit)
             text = render_visit_notice(
                 template, visit.scheduled_date, notice.days, patient.language,
-                hold=rules.holds_dose(template, protocol.visits, patient.dose_time))
+                hold=rules.holds_dose(template, protocol.visits, patient.dose_time),
+                site=protocol.sites.get(patient.site_id))
             row = await outbox.enqueue(
                 session, key=key, channel=route.channel, address=route.address,
                 template_id=text.template_id, template_version=text.version,

@@ -43,8 +43,8 @@ PEOPLE = {"W0": "07:00", "EVENING": "20:00", "DONE": "07:30", "MOVED": "07:00"}
 PHONES = {name: f"+86138000001{i:02d}" for i, name in enumerate(PEOPLE)}
 DAYS = [*range(-3, 32), *range(53, 57), *range(81, 85)]
 # What tells a patient not to take the dose at home (the reminder's and the notice's wording).
-DO_NOT_TAKE = ("先别吃", "先别在家吃药")
-TAKE_IF_NOT_GOING = ("不去门诊请按平时时间吃", "当天不去就照常吃")
+DO_NOT_TAKE = ("先别吃", "别在家吃")
+TAKE_IF_NOT_GOING = ("不去门诊请按平时时间吃", "不去就照常吃")
 
 
 def at(day: int, hour: int, minute: int = 0) -> datetime:

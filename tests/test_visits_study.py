@@ -20,7 +20,7 @@ from storage.models import (
 from study import visits
 from study.visits import VisitError
 from tests import test_visits_support as support
-from trial.protocol import Protocol
+from trial.protocol import Localized, Protocol, SiteText
 
 T0 = datetime(2026, 2, 20, 2, 0, tzinfo=UTC)
 BASELINE = date(2026, 3, 2)  # W4 on Mon 2026-03-30, window 03-27..04-02
@@ -236,18 +236,45 @@ async def test_notices_are_not_planned_early_late_or_in_quiet_hours(
     assert (row.dedupe_key.endswith(":r0:d1"), row.due_at) == (True, utc(2026, 3, 29, 1))
 
 
+def test_the_first_visit_is_no_return_visit_and_the_site_says_when_and_where(
+        protocol: Protocol) -> None:
+    """Issue 16: W0 is not a 复诊; the site's time and place where the protocol gives them."""
+    w0, w4 = protocol.visits.by_name("W0"), protocol.visits.by_name("W4")
+    assert w0 is not None
+    assert w4 is not None
+    day = date(2026, 3, 4)
+    assert visits.render_visit_notice(w0, day, 3, "zh").body.startswith(
+        "提醒：3天后（3月4日周三）首次就诊。")
+    assert visits.render_visit_notice(w0, day, 1, "en").body.startswith(
+        "Reminder: your first clinic visit is tomorrow, Wed 4 Mar.")
+    assert "复诊" in visits.render_visit_notice(w4, day, 3, "zh").body
+    site = SiteText(sms_name=Localized(zh="协和随访", en="PUMCH"), visit_time="8:00",
+                    visit_place=Localized(zh="门诊楼三层", en="Outpatient building, 3rd floor"))
+    zh = visits.render_visit_notice(w4, day, 1, "zh", site=site)
+    en = visits.render_visit_notice(w4, day, 1, "en", site=site)
+    assert zh.body.startswith("提醒：明天（3月4日周三）复诊。请8:00到门诊楼三层。")
+    assert en.body.startswith("Reminder: clinic visit tomorrow, Wed 4 Mar. Come at 8:00 to "
+                              "Outpatient building, 3rd floor.")
+    # Only the time, or only the place: neither is said (a half instruction misleads).
+    half = site.model_copy(update={"visit_place": None})
+    assert "8:00" not in visits.render_visit_notice(w4, day, 1, "zh", site=half).body
+    assert zh.template_id == "visit.notice_tomorrow"
+    assert zh.version != visits.render_visit_notice(w4, day, 1, "zh").version
+
+
 def test_notice_texts_are_short_neutral_and_carry_the_instructions(protocol: Protocol) -> None:
     w12 = protocol.visits.by_name("W12")
     assert w12 is not None
     zh = visits.render_visit_notice(w12, date(2026, 5, 25), 3, "zh", hold=True)
     en = visits.render_visit_notice(w12, date(2026, 5, 25), 1, "en", hold=True)
-    assert zh.body == ("提醒：3天后（5月25日周一）复诊。请空腹前来。请带上药物及包装。"
-                       "当天先别在家吃药，带来抽血后再吃；当天不去就照常吃。")
+    # Bring everything for the pill count: the capsules left and every box, empty ones too.
+    assert zh.body == ("提醒：3天后（5月25日周一）复诊。请空腹前来。请带剩药和全部药盒（含空盒）。"
+                       "当天别在家吃，抽血后再吃；不去就照常吃。")
     assert en.body == ("Reminder: clinic visit tomorrow, Mon 25 May. Please come fasting. "
-                       "Bring your medication and its packaging. On the day, do not take "
-                       "your dose at home: bring it and take it after the blood test. Not "
-                       "going that day? Take it as usual.")
-    assert "先别" not in visits.render_visit_notice(w12, date(2026, 5, 25), 3, "zh").body
+                       "Bring all leftover capsules and every box, even empty ones. On the day, "
+                       "bring your dose and take it after the blood test, not at home. Not "
+                       "going? Take it as usual.")
+    assert "别在家吃" not in visits.render_visit_notice(w12, date(2026, 5, 25), 3, "zh").body
     # Signed by the site as the dispatcher sends it, the longest date included: Chinese fits
     # one SMS segment; English with every instruction needs two.
     longest = date(2026, 12, 30)

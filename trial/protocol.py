@@ -323,6 +323,9 @@ class SiteText(_Strict):
     # Where the signature goes: at the end, after the choice line (as Chinese carriers require
     # by default), or at the start in 【】 where the site's carrier registration says so.
     sms_name_at: Literal["end", "start"] = "end"
+    # When and where the site's visits take place: visit notices say so when both are given.
+    visit_time: str = ""  # e.g. "8:00", as patients read it
+    visit_place: Localized | None = None  # e.g. 门诊楼3层 / Outpatient building, 3rd floor
     # The phone number patients call, printed in every SMS of a site in `sms.one_way_sites`
     # (where no reply can come back) with "紧急请拨120" / "In an emergency call 120".
     phone: str = ""
