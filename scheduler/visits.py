@@ -1,4 +1,5 @@
-"""Tick steps of visits and phases: notices due, windows closed, phase and end-of-study notices."""
+"""Tick steps of visits: notices due, windows closed (phase and end-of-study notices go when a
+visit is recorded, or the final one missed: study.visits.queue_phase_notice)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,7 @@ async def missed_visits(db: Database, protocol: Protocol, now: datetime) -> int:
         return await visits.detect_missed(session, protocol, now)
 
 
-@due_when(once_a_day(visits.phase_notices_may_be_due))
-async def phase_notices(db: Database, protocol: Protocol, now: datetime) -> int:
-    """Queue phase-change and end-of-study notices that are due."""
-    async with db.write() as session:
-        return await visits.plan_phase_notices(session, protocol, now)
-
-
 STEPS: list[tuple[str, Step]] = [
     ("visit_notices", visit_notices),
     ("missed_visits", missed_visits),
-    ("phase_notices", phase_notices),
 ]

@@ -1,4 +1,5 @@
-"""Study visits: rows at enrolment, moves and completion by staff, notices, missed windows.
+"""Study visits: rows at enrolment, moves and completion by staff, notices, missed windows;
+the phase-change and end-of-study notices that recording a visit sends.
 
 Every change is audited. A move bumps the visit's revision, and notice keys carry it
 (`visit:{visit_id}:r{revision}:d{days}`), so a notice planned for an old date is never sent.
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from babel.dates import format_date
-from sqlalchemy import ColumnElement, exists, or_, select
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
@@ -25,7 +26,7 @@ from storage.models import (
     Visit,
 )
 from study import alerts
-from study.recipients import patient_route, receives_routine_sql
+from study.recipients import patient_route
 from trial import phases, schedule
 from trial import visits as rules
 from trial.protocol import Protocol, SiteText, VisitTemplate
@@ -34,8 +35,6 @@ from trial.visits import Notice
 SYSTEM = Actor.system("visits")
 # Same-language sentences are joined like this when a notice is built from its parts.
 JOINERS = {"zh": "", "en": " "}
-# A phase notice that could not go out on its day (an outage) may still go out this much later.
-PHASE_NOTICE_GRACE = timedelta(days=3)
 
 
 class VisitError(ValueError):
@@ -188,6 +187,7 @@ async def mark_done(session: AsyncSession, protocol: Protocol, patient: Patient,
                  done_date=day, out_of_window=out)
     visit.next_notice_at = None
     cancelled = await cancel_notices(session, visit, now=now, reason="visit done")
+    await queue_phase_notice(session, protocol, patient, visit.name, now=now)
     return VisitChange(patient.subject_id, visit.name, old_date, day, visit.window_start,
                        visit.window_end, out, cancelled)
 
@@ -318,63 +318,27 @@ async def detect_missed(session: AsyncSession, protocol: Protocol, now: datetime
         await alerts.open_routine_alert(session, site_id=patient.site_id, patient=patient,
                                         kind="missed_visit", summary=summary, now=now,
                                         actor=SYSTEM)
+        if visit.name == phases.final_visit(protocol):  # the study is over all the same
+            await queue_phase_notice(session, protocol, patient, visit.name, now=now)
         missed += 1
     return missed
 
 
-def _dose_label(protocol: Protocol, label: str, language: str) -> str:
-    return protocol.dose.label[label].get(language)
-
-
-def _phase_events(protocol: Protocol) -> list[tuple[str, str, str | None, timedelta]]:
-    """(key suffix, message id, dose label, offset of the notice day from baseline); the
-    thank-you goes out the day after the final visit's target, when reminders have stopped."""
-    origin = date(2001, 1, 1)
-    events: list[tuple[str, str, str | None, timedelta]] = [
-        (c.phase.name, "phase.changed", c.phase.dose_label, c.starts - origin)
-        for c in phases.phase_changes(protocol, origin)]
-    events.append(("end", "phase.end", None, phases.thank_you_day(protocol, origin) - origin))
-    return events
-
-
-def _phase_candidates(offset: timedelta, now: datetime) -> list[ColumnElement[bool]]:
-    """Reachable patients whose notice `offset` days after baseline may be due as of `now`."""
-    utc_today = now.astimezone(UTC).date()
-    low = utc_today - offset - PHASE_NOTICE_GRACE - timedelta(days=1)
-    high = utc_today - offset + timedelta(days=1)
-    return [Patient.baseline.between(low, high), *receives_routine_sql()]
-
-
-def phase_notices_may_be_due(protocol: Protocol, now: datetime) -> ColumnElement[bool]:
-    """SQL: `plan_phase_notices` may have something to queue (index look-ups by baseline)."""
-    return or_(*(exists().where(*_phase_candidates(offset, now))
-                 for _, _, _, offset in _phase_events(protocol)))
-
-
-async def plan_phase_notices(session: AsyncSession, protocol: Protocol, now: datetime) -> int:
-    """Queue the neutral phase-change notice and the end-of-study thank-you once each."""
-    at = rules.notice_time(protocol.visits, protocol.quiet_hours)
-    planned = 0
-    for suffix, message_id, label, offset in _phase_events(protocol):
-        patients = (await session.execute(select(Patient).where(
-            *_phase_candidates(offset, now)))).scalars().all()
-        keys = {p.id: f"phase:{p.id}:{suffix}" for p in patients}
-        existing = set((await session.execute(select(OutboundMessage.dedupe_key).where(
-            OutboundMessage.dedupe_key.in_(list(keys.values()))))).scalars()) if keys else set()
-        for patient in patients:
-            start = schedule.local_instant(patient.baseline + offset, at, patient.tz)
-            route = patient_route(patient)
-            if (keys[patient.id] in existing or route is None
-                    or not start <= now < start + PHASE_NOTICE_GRACE
-                    or rules.is_quiet(now, protocol.quiet_hours, patient.tz)):
-                continue
-            params = {} if label is None else {
-                "dose_label": _dose_label(protocol, label, patient.language)}
-            template = catalogue.template(message_id, patient.language)
-            row = await outbox.enqueue(
-                session, key=keys[patient.id], channel=route.channel, address=route.address,
-                template_id=message_id, template_version=template.version,
-                language=patient.language, body=template.render(**params), due_at=start,
-                now=now, patient_id=patient.id)
-            planned += row is not None
-    return planned
+async def queue_phase_notice(session: AsyncSession, protocol: Protocol, patient: Patient,
+                             name: str, *, now: datetime) -> bool:
+    """Queue the phase-change or end-of-study notice that recording visit `name` sends
+    (`trial.phases.notice_of_visit`), once per patient, at once (quiet hours hold it); none to a
+    patient without a routine route (paused, withdrawn, opted out, unreachable)."""
+    notice = phases.notice_of_visit(protocol, name)
+    route = patient_route(patient)
+    if notice is None or route is None:
+        return False
+    params = {} if notice.dose_label is None else {
+        "dose_label": protocol.dose.label[notice.dose_label].get(patient.language)}
+    template = catalogue.template(notice.message_id, patient.language)
+    row = await outbox.enqueue(
+        session, key=f"phase:{patient.id}:{notice.key}", channel=route.channel,
+        address=route.address, template_id=notice.message_id,
+        template_version=template.version, language=patient.language,
+        body=template.render(**params), due_at=now, now=now, patient_id=patient.id)
+    return row is not None

@@ -20,8 +20,10 @@ from engage.clock import SimulatedClock
 from messages.channel import OutgoingMessage, SendResult
 from messages.sms import check_sms, measure, sms_templates
 from scheduler.tick import run_tick
+from storage.audit import Actor
 from storage.db import Database
 from storage.models import OutboundMessage
+from study import visits
 from tests.fakes.people import add_site, add_staff, enrol
 from tests.fakes.servers import dispatcher
 from tests.fakes.twilio_api import FakeTwilioAPI
@@ -32,6 +34,7 @@ BASELINE = date(2026, 3, 4)  # a Wednesday
 START = datetime(2026, 2, 27, tzinfo=UTC)
 SITE_PHONE = "010-69156114"
 PHONES = {"A": "+8613800000011", "B": "+8613800000012", "C": "+8613800000013"}
+SUBJECTS: dict[str, str] = {}
 REPLY = re.compile(r"回复|reply", re.IGNORECASE)
 
 
@@ -74,6 +77,7 @@ async def test_no_sms_to_a_one_way_site_invites_a_reply(
         await add_site(db, START, site=site)
         await add_staff(db, START, site=site, telegram_id=9000 + int(site[1:]))
     for name, site, language in (("A", "S02", "zh"), ("B", "S02", "en"), ("C", "S01", "zh")):
+        SUBJECTS[name] = f"{site}-{name}"
         await enrol(db, protocol, START, subject=f"{site}-{name}", phone=PHONES[name],
                     language=language, site=site, baseline=BASELINE)
     conversation = Conversation(db, protocol, clock)
@@ -89,10 +93,17 @@ async def test_no_sms_to_a_one_way_site_invites_a_reply(
              (9, 12): {"A": "好的", "B": "ok", "C": "好的"}}
     moments = {at(day, hour) for day in range(-3, 31) for hour in (8, 9, 10, 12)}
     moments |= {at(day, 9) for day in (165, 168)} | {at(day, 8) for day in range(-3, 31)}
+    moments.add(at(168, 15))  # staff record W24: the week-24 notice goes
     moments |= {at(day, 9, 5) for day in range(-3, 31)}  # the follow-up, an hour after 08:00
     for moment in sorted(moments):
         clock.set(moment)
         day = (moment.astimezone(SH).date() - BASELINE).days
+        if moment == at(168, 15):
+            for name in PHONES:
+                async with db.write() as session:
+                    patient = await visits.find_patient(session, SUBJECTS[name])
+                    await visits.mark_done(session, protocol, patient, "W24", done_date=None,
+                                           now=moment, actor=Actor.staff(1))
         for name, text in texts.get((day, moment.astimezone(SH).hour), {}).items():
             await conversation.handle(InboundEvent("sms", f"SM{next(said):032d}",
                                                    PHONES[name], text, None, moment, {}))

@@ -1,5 +1,6 @@
-"""48 simulated weeks through `scheduler.tick.run_tick`: every visit and phase notice is planned
-once, at 09:00 local, never in quiet hours; moves, missed windows, late visits; phase notices."""
+"""48 simulated weeks through `scheduler.tick.run_tick`: every visit notice is planned once, at
+09:00 local, never in quiet hours; moves, missed windows, late visits; phase notices when staff
+record W24 and W48."""
 
 from __future__ import annotations
 
@@ -156,11 +157,13 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
 
     # Nothing for the paused, opted-out or withdrawn patients.
     assert not [m for m in messages if m.patient_id in {p.id for p in silent}]
-    # Each key once (unique), each planned exactly at its instant: 09:00 local, not quiet.
+    # Each key once (unique), each planned exactly at its instant: visit notices at 09:00
+    # local, phase notices when staff record the visit (15:00 here), never in quiet hours.
     assert len({m.dedupe_key for m in messages}) == len(messages)
     for m in messages:
         tz = SH if m.patient_id == a.id else NY
-        assert m.due_at.astimezone(ZoneInfo(tz)).time() == time(9, 0), m.dedupe_key
+        at = time(9, 0) if m.dedupe_key.startswith("visit:") else time(15, 0)
+        assert m.due_at.astimezone(ZoneInfo(tz)).time() == at, m.dedupe_key
         assert m.created_at == m.due_at, m.dedupe_key  # planned at its instant, not before
         if m.status != "cancelled":  # sent at once, once, outside quiet hours
             assert (m.status, sent[m.id]) == ("sent", m.due_at), m.dedupe_key
@@ -217,14 +220,15 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
     assert all(v.status == "done" for v in stored.values()
                if v.patient_id in (a.id, b.id) and v.name != "SCR")
 
-    # Phase change at week 24 and the thank-you after week 48: once each, neutral.
+    # Phase change when W24 is recorded and the end-of-study notice when W48 is: once each,
+    # neutral (issue 16: not by the calendar).
     phase = [(m.patient_id, m.dedupe_key.rsplit(":", 1)[1], m.due_at, m.body)
              for m in messages if m.dedupe_key.startswith("phase:")]
     assert [p[:3] for p in phase] == [
-        (b.id, "open_label", local(date(2026, 7, 28), time(9), NY)),
-        (a.id, "open_label", local(date(2026, 8, 17), time(9), SH)),
-        (b.id, "end", local(date(2027, 1, 13), time(9), NY)),
-        (a.id, "end", local(date(2027, 2, 2), time(9), SH)),
+        (b.id, "open_label", local(date(2026, 7, 28), time(15), NY)),
+        (a.id, "open_label", local(date(2026, 8, 17), time(15), SH)),
+        (b.id, "end", local(date(2027, 1, 12), time(15), NY)),
+        (a.id, "end", local(date(2027, 2, 1), time(15), SH)),
     ]
     forbidden = [w.lower() for w in [*protocol.sms.forbidden_words, *UNBLINDING]]
     for m in messages:

@@ -217,7 +217,10 @@ async def test_no_notices_for_paused_withdrawn_or_opted_out(
     await _setup(sqlite_db, protocol, **fields)
     async with sqlite_db.write() as session:
         assert await visits.plan_notices(session, protocol, utc(2026, 3, 27, 2)) == 0
-        assert await visits.plan_phase_notices(session, protocol, utc(2026, 8, 17, 2)) == 0
+        patient = await visits.find_patient(session, "BJ01-001")
+        await visits.mark_done(session, protocol, patient, "W24", done_date=None,
+                               now=utc(2026, 8, 17, 7), actor=STAFF)
+    assert not await support.visit_messages(sqlite_db)  # no phase notice either
 
 
 async def test_notices_are_not_planned_early_late_or_in_quiet_hours(
@@ -312,24 +315,34 @@ async def test_visits_rows_are_indexed_for_planning(sqlite_db: Database) -> None
 UNBLINDING = ["placebo", "安慰剂", "switch", "切换", "换成", "换药", "active drug", "真药"]
 
 
-async def test_phase_and_end_notices_once_each_and_neutral(db: Database,
-                                                           protocol: Protocol) -> None:
+async def test_phase_and_end_notices_follow_the_recorded_visits(db: Database,
+                                                                 protocol: Protocol) -> None:
+    """Issue 16: the week-24 notice goes when staff record W24 (not on day 168), the end
+    notice when W48 is recorded done; once each, neutral, never 'stop your medicines'."""
     patient_id = await _setup(db, protocol)  # week 24 = Mon 2026-08-17; week 48 = 2027-02-01
-    for now, planned in ((utc(2026, 8, 17, 0, 59), 0),  # 08:59 Beijing
-                         (utc(2026, 8, 17, 1), 1), (utc(2026, 8, 17, 6), 0),
-                         (utc(2027, 2, 1, 1), 0),  # the final visit's day: not yet
-                         (utc(2027, 2, 1, 15), 0),  # 23:00 on 02-01... and quiet hours
-                         (utc(2027, 2, 2, 0, 30), 0),  # 08:30 on 02-02: quiet hours are over,
-                         (utc(2027, 2, 2, 1), 1),  # but the thank-you waits for 09:00
-                         (utc(2027, 2, 2, 2), 0)):
+
+    async def done(name: str, now: datetime) -> None:
         async with db.write() as session:
-            assert await visits.plan_phase_notices(session, protocol, now) == planned, now
+            patient = await visits.find_patient(session, "BJ01-001")
+            await visits.mark_done(session, protocol, patient, name, done_date=None, now=now,
+                                   actor=STAFF)
+
+    await done("W20", utc(2026, 7, 20, 7))  # no phase starts at W20: nothing
+    assert not await support.visit_messages(db)
+    await done("W24", utc(2026, 8, 19, 7))  # recorded two days after day 168, at 15:00
+    await done("W48", utc(2027, 2, 3, 6))
+    async with db.write() as session:  # once each: recording again queues nothing more
+        patient = await visits.find_patient(session, "BJ01-001")
+        assert not await visits.queue_phase_notice(session, protocol, patient, "W48",
+                                                   now=utc(2027, 2, 4))
     rows = await support.visit_messages(db)
     assert [(m.dedupe_key, m.template_id, m.due_at) for m in rows] == [
-        (f"phase:{patient_id}:open_label", "phase.changed", utc(2026, 8, 17, 1)),
-        (f"phase:{patient_id}:end", "phase.end", utc(2027, 2, 2, 1))]
+        (f"phase:{patient_id}:open_label", "phase.changed", utc(2026, 8, 19, 7)),
+        (f"phase:{patient_id}:end", "phase.end", utc(2027, 2, 3, 6))]
     assert rows[0].body == ("从今天起，所有参与者都继续服用研究用药，每天一次，时间照旧。"
-                            "具体事项研究团队会在复诊时说明。")
+                            "有疑问请问研究团队。")
+    assert rows[1].body == ("感谢您的参与！每日提醒现已停止。之后怎样用药请听研究医生安排，"
+                            "激素等药物请不要自行停用。")
     forbidden = [w.lower() for w in [*protocol.sms.forbidden_words, *UNBLINDING]]
     for message_id in ("phase.changed", "phase.end"):
         for language in ("zh", "en"):
@@ -337,14 +350,18 @@ async def test_phase_and_end_notices_once_each_and_neutral(db: Database,
                 "open_label"].get(language))
             assert not [w for w in forbidden if w in text.lower()], text
             assert sms.segments(sms.sign(text, sms.sample_signature(protocol, language))) == 1
+    assert "stop any medicine on your own" in catalogue.render("phase.end", "en")
 
 
-@pytest.mark.parametrize(("now", "planned"), [
-    (utc(2026, 8, 19, 3), 1),  # an outage: two days late, still sent
-    (utc(2026, 8, 20, 3), 0),  # more than three days late: dropped
-])
-async def test_a_late_phase_notice_goes_within_its_grace(
-        sqlite_db: Database, protocol: Protocol, now: datetime, planned: int) -> None:
-    await _setup(sqlite_db, protocol)
+async def test_the_end_notice_goes_when_the_final_window_closes_unrecorded(
+        sqlite_db: Database, protocol: Protocol) -> None:
+    patient_id = await _setup(sqlite_db, protocol)  # W48 window ends 2027-02-08
     async with sqlite_db.write() as session:
-        assert await visits.plan_phase_notices(session, protocol, now) == planned
+        await visits.detect_missed(session, protocol, utc(2027, 2, 8, 2))
+    assert not [m for m in await support.visit_messages(sqlite_db)
+                if m.dedupe_key == f"phase:{patient_id}:end"]
+    async with sqlite_db.write() as session:
+        await visits.detect_missed(session, protocol, utc(2027, 2, 9, 2))
+    ends = [m for m in await support.visit_messages(sqlite_db)
+            if m.dedupe_key == f"phase:{patient_id}:end"]
+    assert [(m.template_id, m.due_at) for m in ends] == [("phase.end", utc(2027, 2, 9, 2))]

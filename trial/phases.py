@@ -2,7 +2,8 @@
 
 Day 0 is the baseline date; week N starts on day 7N. The study ends on the day of week
 `study.end_week` (the final visit's target): from that day on no dose is planned (the same
-boundary as `trial.schedule.end_of_doses`), and the thank-you goes out the day after.
+boundary as `trial.schedule.end_of_doses`). Phase and end-of-study notices follow the visits
+staff record (`notice_of_visit`), not the calendar.
 """
 
 from __future__ import annotations
@@ -47,3 +48,33 @@ def phase_on(protocol: Protocol, baseline: date, day: date) -> Phase | None:
 def phase_changes(protocol: Protocol, baseline: date) -> list[PhaseChange]:
     """Every phase change of a patient, in order (the first phase starts at baseline: none)."""
     return [PhaseChange(p, week_start(baseline, p.start_week)) for p in protocol.phases[1:]]
+
+
+@dataclass(frozen=True)
+class PhaseNotice:
+    """The notice recording a visit sends: the next phase's (`phase.changed`, with its dose
+    label) or the end of study (`phase.end`); `key` ends its outbox key."""
+
+    key: str
+    message_id: str
+    dose_label: str | None = None
+
+
+def final_visit(protocol: Protocol) -> str:
+    """The name of the study's final visit (the latest in the table: W48)."""
+    return max(protocol.visits.table, key=lambda v: v.day).name
+
+
+def notice_of_visit(protocol: Protocol, name: str) -> PhaseNotice | None:
+    """What a patient is told when the visit `name` is recorded done: a phase change at the
+    visit of the week the next phase starts (W24), the end of study at the final visit (also
+    when its window closes unvisited); None for any other visit."""
+    template = protocol.visits.by_name(name)
+    if template is None:
+        return None
+    if name == final_visit(protocol):
+        return PhaseNotice("end", "phase.end")
+    for phase in protocol.phases[1:]:
+        if template.day >= 0 and template.week == phase.start_week:
+            return PhaseNotice(phase.name, "phase.changed", phase.dose_label)
+    return None
