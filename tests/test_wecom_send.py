@@ -129,10 +129,27 @@ async def test_errors_map_to_the_channel_contract(
         fake_wecom.fail_user["zhangsan"] = 60020  # our server's IP is not trusted
         with pytest.raises(TransientSendError):
             await wecom.send(OutgoingMessage(3, "zhangsan", "hello"))
+        del fake_wecom.fail_user["zhangsan"]
+        # No answer in time after the request went: WeCom may have it.
+        fake_wecom.send_delay = 1.0
+        slow = WeComChannel(WeComAPI(db, clock.now, corp_id=CORP_ID, agent_id=AGENT_ID,
+                                     secret=SECRET, api_url=fake_wecom.base_url, timeout=0.2))
+        try:
+            with pytest.raises(TransientSendError) as late:
+                await slow.send(OutgoingMessage(6, "zhangsan", "hello"))
+            assert late.value.maybe_sent
+        finally:
+            await slow.close()
+        fake_wecom.send_delay = 0.0
         await fake_wecom.stop()
-        with pytest.raises(TransientSendError) as down:
-            await wecom.send(OutgoingMessage(5, "zhangsan", "hello"))
-        assert not down.value.maybe_sent
+        # WeCom unreachable: nothing went, so the message is simply tried again later.
+        fresh = channel(db, fake_wecom, clock)
+        try:
+            with pytest.raises(TransientSendError) as down:
+                await fresh.send(OutgoingMessage(5, "zhangsan", "hello"))
+            assert not down.value.maybe_sent
+        finally:
+            await fresh.close()
     finally:
         await wecom.close()
         await bad_secret.close()

@@ -76,6 +76,7 @@ class FakeWeComAPI:
         self.tokens: list[str] = []  # every token handed out, in order
         self.users: set[str] | None = None  # None: every userid is in the app's range
         self.fail_user: dict[str, int] = {}  # userid -> errcode for sends to them
+        self.send_delay = 0.0  # message/send answers only after this long (client timeouts)
         self._expired: set[str] = set()
         self._expire_next = 0
         self._ids = itertools.count(1)
@@ -162,6 +163,8 @@ class FakeWeComAPI:
     async def _send(self, request: web.Request) -> web.Response:
         body = await self._json(request)
         entry = self._record(request, body)
+        if self.send_delay:
+            await asyncio.sleep(self.send_delay)
         refused = self._token_error(entry)
         if refused is not None:
             return refused

@@ -17,10 +17,11 @@ What goes how:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -34,7 +35,7 @@ from messages.channel import (
     TransientSendError,
 )
 from storage.db import Database
-from storage.tokens import TokenUnavailableError, access_token
+from storage.tokens import MARGIN, TokenUnavailableError, access_token
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,20 @@ UNREACHABLE = frozenset({81013, 60111, 60011, 82001, 81025, 60103})
 # the app's trusted list, our app disabled: keep the message, try later.
 BUSY = frozenset({-1, 45009, 45033, 45047})
 OURS = frozenset({40001, 40013, 40056, 41001, 48002, 60020, 301002, 50001})
+
+
+HOLD = min(timedelta(seconds=60), MARGIN / 2)
+
+
+# The flag of the send running in this task: set once a message/send request is on the wire.
+_written: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "wecom_written", default=None)
+
+
+async def _on_headers_sent(session: Any, context: Any, params: Any) -> None:
+    flag = _written.get()
+    if flag is not None and params.url.path.endswith("/message/send"):
+        flag[0] = True
 
 
 def token_name(corp_id: str, agent_id: int) -> str:
@@ -120,11 +135,14 @@ class WeComAPI:
         self.api_url = api_url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._held: tuple[str, datetime] | None = None  # the shared token, and till when
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:  # made inside the running loop
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_on_headers_sent)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, trace_configs=[trace])
         return self._session
 
     async def close(self) -> None:
@@ -138,8 +156,16 @@ class WeComAPI:
         return str(answer["access_token"]), int(answer.get("expires_in") or 7200)
 
     async def token(self, rejected: str | None = None) -> str:
-        return await access_token(self.db, token_name(self.corp_id, self.agent_id),
-                                  self._fetch_token, now=self.now, rejected=rejected)
+        """The shared token (storage.tokens), held here for HOLD so a send does not cost a
+        database write; a refused one is replaced through the database at once."""
+        moment = self.now()
+        if rejected is None and self._held is not None and self._held[1] > moment:
+            return self._held[0]
+        value = await access_token(self.db, token_name(self.corp_id, self.agent_id),
+                                   self._fetch_token, now=self.now, rejected=rejected)
+        # Shorter than storage.tokens' renewal margin: a held token never outlives its expiry.
+        self._held = (value, moment + HOLD)
+        return value
 
     async def call(self, path: str, *, json: dict[str, Any] | None = None,
                    params: dict[str, str] | None = None,
@@ -190,7 +216,11 @@ class WeComChannel:
         userid = message.address.strip()
         if not userid:
             raise PermanentSendError("no WeCom userid to send to", unreachable=True)
-        written = False  # whether a part has gone: a failure after it may duplicate that part
+        # Whether a part has gone, or a message/send request was written: a failure after
+        # that may mean WeCom has it (a resend may duplicate it).
+        written = False
+        wire = [False]
+        reset = _written.set(wire)
         try:
             if message.choices:
                 task_id = f"engage{message.message_id}-{secrets.token_hex(4)}"
@@ -215,7 +245,7 @@ class WeComChannel:
         except TokenUnavailableError as exc:
             raise TransientSendError(f"wecom token: {exc}", retry_after=30.0) from None
         except TimeoutError:
-            raise TransientSendError("wecom timeout", maybe_sent=True) from None
+            raise TransientSendError("wecom timeout", maybe_sent=written or wire[0]) from None
         except aiohttp.ClientConnectorError as exc:
             raise TransientSendError(f"wecom unreachable: {exc.os_error}",
                                      maybe_sent=written) from None
@@ -223,7 +253,9 @@ class WeComChannel:
             raise TransientSendError(f"wecom HTTP {exc.status}", maybe_sent=written) from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise TransientSendError(f"wecom network: {type(exc).__name__}",
-                                     maybe_sent=True) from None
+                                     maybe_sent=written or wire[0]) from None
+        finally:
+            _written.reset(reset)
         return SendResult(provider_id=str(sent.get("msgid") or ""), status="sent")
 
     async def _send(self, userid: str, body: dict[str, Any]) -> dict[str, Any]:
