@@ -17,7 +17,7 @@ from babel.dates import format_date
 from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from messages import catalogue
+from messages import catalogue, sms
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import (
@@ -223,6 +223,38 @@ def render_visit_notice(template: VisitTemplate, day: date, days: int,
     body = JOINERS[language].join(part.render(**values) for part in parts)
     digest = hashlib.sha256("\n".join([pattern, *(p.text for p in parts)]).encode())
     return Rendered(body, head, digest.hexdigest()[:10])
+
+
+# Segments a visit notice may take, by language: Chinese one, English with every instruction
+# two (visit.po); on a one-way route (the site's phone and 120 added) one more.
+NOTICE_SEGMENTS = {"zh": 1, "en": 2}
+LONGEST_DATE = date(2026, 12, 30)  # a two-digit month and day, a three-character weekday
+
+
+def notice_problems(protocol: Protocol) -> list[str]:
+    """The visit notices over their segment budget (`NOTICE_SEGMENTS`) as the protocol's sites
+    send them: every instruction of each notified visit, the hold where it can apply, the
+    site's time and place, its signature (and one-way line), the longest date. A notice is
+    made of parts (measured one by one by the SMS check): this measures it whole."""
+    sites: list[tuple[str, SiteText | None]] = [("", None), *protocol.sites.items()]
+    problems = []
+    for template in protocol.visits.table:
+        if not template.notify:
+            continue
+        hold = template.hold_dose and template.day > 0
+        for code, site in sites:
+            for language, budget in NOTICE_SEGMENTS.items():
+                body = render_visit_notice(template, LONGEST_DATE, 3, language, hold=hold,
+                                           site=site).body
+                signature = (sms.signature_for(protocol, code, "", language) if code
+                             else sms.sample_signature(protocol, language))
+                allowed = budget + (code in protocol.sms.one_way_sites)
+                signed = sms.compose(body, "", signature)
+                if sms.segments(signed) > allowed:
+                    problems.append(f"{code or 'any site'} {template.name} ({language}): visit "
+                                    f"notice of {sms.segments(signed)} SMS segments, over "
+                                    f"{allowed}: {signed!r}")
+    return problems
 
 
 def _notice_candidates(now: datetime | ColumnElement[datetime]) -> list[ColumnElement[bool]]:

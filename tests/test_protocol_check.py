@@ -134,3 +134,33 @@ def test_a_dose_label_that_is_a_forbidden_word_fails_the_check(
     outcome = run_cli(capsys, "protocol", "check", str(bad))
     assert outcome.status == 1
     assert "dose.reminder: contains forbidden word 'sirolimus'" in outcome.out
+
+
+def _site_text(place: str) -> str:
+    """A protocol file's site section (issue 16): its phone, visit time and place."""
+    return ("\n[sites.S02]\nphone = \"010-69156114\"\n"
+            "visit_time = \"8:00\"\n[sites.S02.sms_name]\nzh = \"协和随访\"\nen = \"PUMCH\"\n"
+            f"[sites.S02.visit_place]\nzh = \"{place}\"\nen = \"Outpatient building\"\n")
+
+
+def test_one_way_sites_and_whole_visit_notices_are_checked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16: a one-way site is shown with its phone and every patient SMS is rendered as
+    its patients get it; a site without a phone, and a visit notice that the site's time and
+    place push over one Chinese segment, fail the check."""
+    bundled = bundled_path().read_text(encoding="utf-8")
+    good = tmp_path / "good.toml"
+    good.write_text(bundled.replace('# one_way_sites = ["S02"]', 'one_way_sites = ["S02"]')
+                    + _site_text("门诊楼三层"), encoding="utf-8")
+    outcome = run_cli(capsys, "protocol", "check", str(good))
+    assert outcome.status == 0, outcome.out
+    assert "one-way SMS (no replies; no choice line, the site's phone and 120 instead) at: " \
+           "S02 (phone 010-69156114)" in outcome.out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(bundled.replace('# one_way_sites = ["S02"]', 'one_way_sites = ["S03"]')
+                   + _site_text("门诊楼三层东侧第二诊区抽血处旁边的候诊大厅"),
+                   encoding="utf-8")
+    outcome = run_cli(capsys, "protocol", "check", str(bad))
+    assert outcome.status == 1
+    assert "S03: no phone for its one-way SMS: set sites.S03.phone" in outcome.out
+    assert "S02 W4 (zh): visit notice of 2 SMS segments, over 1" in outcome.out

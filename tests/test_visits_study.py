@@ -20,6 +20,7 @@ from storage.models import (
 from study import visits
 from study.visits import VisitError
 from tests import test_visits_support as support
+from tests.test_visits_simulation import holding_doses
 from trial.protocol import Localized, Protocol, SiteText
 
 T0 = datetime(2026, 2, 20, 2, 0, tzinfo=UTC)
@@ -263,6 +264,10 @@ def test_the_first_visit_is_no_return_visit_and_the_site_says_when_and_where(
     assert "8:00" not in visits.render_visit_notice(w4, day, 1, "zh", site=half).body
     assert zh.template_id == "visit.notice_tomorrow"
     assert zh.version != visits.render_visit_notice(w4, day, 1, "zh").version
+    # Whole notices, every instruction and the hold included, fit their budget (engage
+    # protocol check measures them so with each site's time, place and signature).
+    assert visits.notice_problems(protocol) == []
+    assert visits.notice_problems(holding_doses(protocol)) == []
 
 
 def test_notice_texts_are_short_neutral_and_carry_the_instructions(protocol: Protocol) -> None:

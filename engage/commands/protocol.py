@@ -10,6 +10,7 @@ from typing import Any
 from engage.commands.support import emit
 from engage.config import Settings
 from messages.sms import check_sms
+from study.visits import notice_problems
 from trial.protocol import Protocol, VisitTemplate, load_protocol
 
 
@@ -29,6 +30,8 @@ async def _check(args: argparse.Namespace, settings: Settings) -> int:
     # its sites' SMS names), with its choice line and signature: a forbidden word or an SMS
     # over its segment budget fails the check.
     problems = [str(p) for p in await asyncio.to_thread(check_sms, protocol)]
+    # Visit notices measured whole, with each site's time, place and signature.
+    problems += notice_problems(protocol)
     data = schedule(protocol)
     data["sms_problems"] = problems
     text = describe(protocol)
