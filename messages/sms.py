@@ -127,7 +127,9 @@ ONE_WAY_SUFFIX = "_one_way"
 # contains 回复 or "reply").
 REPLY_WORDS = re.compile(r"回复|发消息|告诉我们|写下|reply|\bsend\b|\bwrite to us\b|\btell us\b|"
                          r"\btext us\b", re.IGNORECASE)
-_SENTENCE = re.compile(r".*?(?:[。！？]+|[.!?]+(?=\s|$)|\n|$)[ \t]*")
+# A sentence ends at Chinese end punctuation, a line break, or a Latin one before a space (not
+# after a one-letter abbreviation: "e.g. ABCD2345" is one sentence).
+_SENTENCE = re.compile(r".*?(?:[。！？]+|(?<!\b[A-Za-z])[.!?]+(?=\s|$)|\n|$)[ \t]*")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 

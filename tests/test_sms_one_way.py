@@ -18,7 +18,7 @@ from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
 from messages.channel import OutgoingMessage, SendResult
-from messages.sms import check_sms, measure, sms_templates
+from messages.sms import check_sms, measure, one_way_text, sms_templates
 from scheduler.tick import run_tick
 from storage.audit import Actor
 from storage.db import Database
@@ -153,3 +153,22 @@ async def test_no_sms_to_a_one_way_site_invites_a_reply(
     assert c_reminders
     assert all("回复：1 已服" in body for body in c_reminders)
     assert not [body for _, body in bodies["C"] if SITE_PHONE in body]
+
+
+@pytest.mark.parametrize(("language", "text", "said"), [
+    # A message with a one-way wording is said that way, its values kept (a repeated one too).
+    ("zh", "如果现在还不到20:30，请现在补吃3粒，吃完回复1；过了20:30就不要补了，明天按平时时间吃。"
+           "千万不要一次吃双倍。",
+     "如果现在还不到20:30，请现在补吃3粒；过了20:30就不要补了，明天按平时时间吃。千万不要一次吃双倍。"),
+    ("en", "Time for your study medication: 3 capsules, swallowed whole. Feeling unwell? Write "
+           "to us in your own words.",
+     "Time for your study medication: 3 capsules, swallowed whole."),
+    # Any other sentence asking for a reply is left out; the rest is kept.
+    ("zh", "消息已恢复。回复“退订”可暂停。", "消息已恢复。"),
+    ("en", "Welcome. To connect, send the code, e.g. ABCD2345. It is valid for 3 days.",
+     "Welcome. It is valid for 3 days."),
+    ("en", "Your temperature of 38.5 is recorded. Reply 1 if you are worse.",
+     "Your temperature of 38.5 is recorded."),
+])
+def test_one_way_text(language: str, text: str, said: str) -> None:
+    assert one_way_text(text, language) == said
