@@ -106,10 +106,19 @@ async def is_active(session: AsyncSession, patient: Patient, now: datetime) -> b
     return bool(conversation and conversation.flow == FLOW and _expires(conversation) > now)
 
 
-def question(patient: Patient, step: int) -> Reply:
-    """The question at a step, rendered for the patient's language of the moment."""
+def answered(data: dict[str, Any]) -> int:
+    """How many questions a questionnaire's answers so far answered."""
+    return (sum(len(attributes) for attributes in data.get("answers", {}).values())
+            + bool(data.get("temperature_answered")))
+
+
+def question(patient: Patient, step: int, done: int = 0) -> Reply:
+    """The question at a step, rendered for the patient's language of the moment; `done`
+    questions were answered before it. Its number counts the questions actually asked, its
+    total those asked plus those that may still come (an item answered 'never' skips the rest
+    of its questions, so the total can only shrink)."""
     current = STEPS[step]
-    params: dict[str, object] = {"n": step + 1, "total": len(STEPS)}
+    params: dict[str, object] = {"n": done + 1, "total": done + len(STEPS) - step}
     # Labels are catalogue ids: rendered in the patient's language of the moment when queued.
     if current.item == TEMPERATURE:
         return Reply("questionnaire.q_temperature", params,
@@ -128,7 +137,8 @@ async def start(session: AsyncSession, protocol: Protocol, patient: Patient, *,
     """Begin a questionnaire (or carry on with the one already under way)."""
     conversation = await _conversation(session, patient)
     if conversation is not None and _expires(conversation) > now:
-        return [Reply("questionnaire.resume"), question(patient, conversation.step)]
+        return [Reply("questionnaire.resume"),
+                question(patient, conversation.step, answered(conversation.data))]
     replies: list[Reply] = []
     if conversation is not None:
         replies += await _finish(session, protocol, patient, conversation, now=now,
@@ -202,11 +212,13 @@ async def answer(session: AsyncSession, protocol: Protocol, patient: Patient, te
     action = _ACTION.match(text.strip())
     if action:
         if int(action.group(1)) != step:
-            return [Reply("questionnaire.stale"), question(patient, step)]
+            return [Reply("questionnaire.stale"),
+                    question(patient, step, answered(conversation.data))]
         text = action.group(2)
     understood, value = _parse(STEPS[step], text, button=action is not None)
     if not understood:
-        return await _not_an_answer(session, protocol, patient, text, step, now=now,
+        return await _not_an_answer(session, protocol, patient, text, step,
+                                    answered(conversation.data), now=now,
                                     inbound_id=inbound_id)
     data = dict(conversation.data)
     answers = {k: dict(v) for k, v in data.get("answers", {}).items()}
@@ -225,19 +237,19 @@ async def answer(session: AsyncSession, protocol: Protocol, patient: Patient, te
     if following >= len(STEPS):
         return await _finish(session, protocol, patient, conversation, now=now,
                              ended="complete")
-    return [question(patient, following)]
+    return [question(patient, following, answered(data))]
 
 
 async def _not_an_answer(session: AsyncSession, protocol: Protocol, patient: Patient,
-                         text: str, step: int, *, now: datetime,
+                         text: str, step: int, done: int, *, now: datetime,
                          inbound_id: int | None) -> list[Reply]:
     """Words that answer nothing may be a report ("I can't breathe"): never let them drop."""
     assessment = triage(Report(text), protocol.triage)
     if assessment.reasons:
         replies = await receive_report(session, protocol, patient, text, now=now,
                                        inbound_id=inbound_id)
-        return [*replies, question(patient, step)]
-    return [Reply("questionnaire.invalid"), question(patient, step)]
+        return [*replies, question(patient, step, done)]
+    return [Reply("questionnaire.invalid"), question(patient, step, done)]
 
 
 def _summary(data: dict[str, Any]) -> str:

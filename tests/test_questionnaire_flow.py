@@ -190,3 +190,27 @@ async def test_ended_questionnaires_are_kept_with_their_reason(
         rows = (await s.execute(select(Conversation).order_by(Conversation.id))).scalars().all()
     assert [(r.ended_reason, r.ended_at is not None, r.expires_at) for r in rows] == [
         ("complete", True, None), ("abandoned", True, None)]
+
+
+async def test_question_numbers_count_the_questions_asked(
+        db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    """Issue 16: an item answered 'none' skips the rest of its questions, and the numbers
+    printed skip nothing: the next question is number 2, of a total that shrinks."""
+    world = await make_world(db, protocol, clock.now())
+    pid = world.patient_id
+
+    async def numbers(replies: list[q.Reply]) -> list[tuple[object, object]]:
+        return [(r.params["n"], r.params["total"]) for r in replies if "n" in r.params]
+
+    async with db.write() as s:
+        patient = await s.get(Patient, pid)
+        assert patient is not None
+        assert await numbers(await q.start(s, protocol, patient, now=clock.now())) == [(1, 15)]
+        # 1 = none: the item's second question is skipped.
+        assert await numbers(await q.answer(s, protocol, patient, "1", now=clock.now(),
+                                            inbound_id=None)) == [(2, 14)]
+        assert await numbers(await q.answer(s, protocol, patient, "banana", now=clock.now(),
+                                            inbound_id=None)) == [(2, 14)]  # asked again
+        assert await numbers(await q.answer(s, protocol, patient, "2", now=clock.now(),
+                                            inbound_id=None)) == [(3, 14)]
+        assert await numbers(await q.start(s, protocol, patient, now=clock.now())) == [(3, 14)]
