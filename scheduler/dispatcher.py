@@ -3,10 +3,13 @@ and records what the provider said.
 
 Two lanes run side by side, each with its own claims and its own bound on sends in flight, so a
 10,000-message routine fan-out never queues a safety message behind it; the rate limiter gives
-safety messages the next free slot. Before a message goes, its recipient is checked again
-(paused, withdrawn, opted out: routine messages are cancelled), quiet hours hold routine
-messages to the end of the window, and the per-recipient daily SMS cap drops the least important
-routine SMS. Safety messages are never held, capped or cancelled for a pause.
+safety messages the next free slot. Before a message goes, the delivery policy
+(`trial.delivery.screen`, pure) looks at it and its recipient again: routine messages to a
+paused, withdrawn or opted-out patient are cancelled, a patient's message moves off a channel
+that cannot reach them, quiet hours hold routine messages to the end of the window, and the
+per-recipient daily SMS cap drops the least important routine SMS (the importance table is the
+protocol's `[sms.importance]`). Safety messages and replies (the row's `kind`) are never held,
+capped or cancelled for a pause. The dispatcher loads, screens, applies the verdict and sends.
 
 Failures: a transient error is retried with exponential backoff and full jitter (a provider's
 `retry_after` exactly, for that chat and the whole channel) and given up after `max_attempts`.
@@ -32,8 +35,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from datetime import time as clock_time
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,8 +58,9 @@ from storage.db import Database
 from storage.models import OutboundMessage, Patient, Site, Staff
 from study import alerts, delivery_status, optout
 from study.recipients import contact_point, patient_route, reachable
+from trial import delivery
 from trial.clock import Clock
-from trial.protocol import Protocol, QuietHours
+from trial.protocol import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -68,52 +71,9 @@ LANES = (outbox.SAFETY, outbox.ROUTINE)
 SAFETY_FIRST = ("report.reply_emergency", "report.unregistered_emergency",
                 "report.reply_unreached", "alert.page")
 
-# Which routine message the daily SMS cap keeps first, by template id prefix (longest wins).
-IMPORTANCE: tuple[tuple[str, int], ...] = (
-    ("dose.reminder", 100),
-    ("visit.", 80),
-    ("phase.", 70),
-    ("dose.follow", 60),
-    ("dose.", 50),
-    ("report.", 40),
-    ("questionnaire.", 40),
-    ("chat.", 30),
-    ("digest.", 20),
-)
-DEFAULT_IMPORTANCE = 10
-
 # Statuses that used one of the day's SMS (an unknown one may have).
 _COUNTS_FOR_CAP = (outbox.SENT, outbox.DELIVERED, outbox.READ, outbox.UNKNOWN,
                    outbox.UNDELIVERED)
-
-
-def importance(template_id: str) -> int:
-    """How much a routine message matters when the daily SMS cap forces a choice."""
-    best, length = DEFAULT_IMPORTANCE, -1
-    for prefix, rank in IMPORTANCE:
-        if template_id.startswith(prefix) and len(prefix) > length:
-            best, length = rank, len(prefix)
-    return best
-
-
-def quiet_until(quiet: QuietHours, now: datetime, tz: ZoneInfo) -> datetime | None:
-    """The end of the quiet window `now` falls in (UTC), or None outside quiet hours."""
-    local = now.astimezone(tz)
-    if not quiet.contains(local.time()):
-        return None
-    end = datetime.combine(local.date(), quiet.end, tzinfo=tz).astimezone(UTC)
-    if end <= now:
-        end = datetime.combine(local.date() + timedelta(days=1), quiet.end,
-                               tzinfo=tz).astimezone(UTC)
-    return end
-
-
-def local_day(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """The recipient's local calendar day around `now`, as a UTC interval [start, end)."""
-    day = now.astimezone(tz).date()
-    start = datetime.combine(day, clock_time(0), tzinfo=tz).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), clock_time(0), tzinfo=tz).astimezone(UTC)
-    return start, end
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
@@ -276,29 +236,31 @@ class Dispatcher:
         for row in rows:
             patient = patients.get(row.patient_id) if row.patient_id else None
             member = staff.get(row.staff_id) if row.staff_id else None
-            refusal = _refusal(row, patient, member)
-            if refusal is None and patient is not None and not is_reply(row):
-                refusal = self._reroute(session, row, patient, now)
-            if refusal is not None:
-                outbox.settle(session, row, status=outbox.CANCELLED, now=now, reason=refusal)
+            tz = _recipient_tz(patient, member, sites)
+            verdict = delivery.screen(row, _state(row, patient, member, tz),
+                                      quiet=self.protocol.quiet_hours, now=now)
+            if verdict.action == delivery.CANCEL:
+                outbox.settle(session, row, status=outbox.CANCELLED, now=now,
+                              reason=verdict.reason)
                 continue
+            if verdict.route is not None:  # off a channel that cannot reach the patient
+                outbox.note(session, row.id, "rerouted", now,
+                            f"{row.channel} unreachable; now {verdict.route.channel}")
+                row.channel, row.address = verdict.route.channel, verdict.route.address
             if row.channel not in self.channels:  # rerouted to a channel another worker serves
                 outbox.settle(session, row, status=outbox.QUEUED, now=now, due_at=now,
                               reason=f"rerouted to {row.channel}")
                 continue
-            if row.lane == outbox.ROUTINE and not is_reply(row):
-                tz = _recipient_tz(patient, member, sites)
-                held = quiet_until(self.protocol.quiet_hours, now, tz) if tz else None
-                if held is not None:
-                    outbox.settle(session, row, status=outbox.QUEUED, now=now, due_at=held,
-                                  reason=f"quiet hours until {held.isoformat()}")
+            if verdict.action == delivery.HOLD:
+                outbox.settle(session, row, status=outbox.QUEUED, now=now,
+                              due_at=verdict.until, reason=verdict.reason)
+                continue
+            if verdict.capped:
+                drop = await self._over_cap(session, row, tz or ZoneInfo("UTC"), now, token,
+                                            accepted, accepted_ids)
+                if drop is not None:
+                    outbox.settle(session, row, status=outbox.DROPPED, now=now, reason=drop)
                     continue
-                if row.channel == "sms":
-                    drop = await self._over_cap(session, row, tz or ZoneInfo("UTC"), now, token,
-                                                accepted, accepted_ids)
-                    if drop is not None:
-                        outbox.settle(session, row, status=outbox.DROPPED, now=now, reason=drop)
-                        continue
             if row.channel == "sms" and patient is not None:
                 self._signatures[row.id] = self._signature(patient, row, sites)
             ready.append(row)
@@ -313,25 +275,12 @@ class Dispatcher:
             return ""
         return sms_text.signature_for(self.protocol, site.id, site.name, row.language)
 
-    def _reroute(self, session: AsyncSession, row: OutboundMessage, patient: Patient,
-                 now: datetime) -> str | None:
-        """Move a patient's message off a channel that cannot reach them; a reason if none can."""
-        if reachable(patient, row.channel):
-            return None
-        route = patient_route(patient, safety=row.lane == outbox.SAFETY)
-        if route is None or route.channel == row.channel:
-            return f"patient unreachable by {row.channel}"
-        outbox.note(session, row.id, "rerouted", now,
-                      f"{row.channel} unreachable; now {route.channel}")
-        row.channel, row.address = route.channel, route.address
-        return None
-
     async def _over_cap(self, session: AsyncSession, row: OutboundMessage, tz: ZoneInfo,
                         now: datetime, token: str, accepted: dict[str, int],
                         accepted_ids: set[int]) -> str | None:
         """Why a routine SMS must be dropped for the daily cap, or None if it fits."""
-        cap = self.protocol.sms.daily_cap
-        start, end = local_day(now, tz)
+        sms = self.protocol.sms
+        start, end = delivery.local_day(now, tz)
         # The cap limits routine SMS: safety SMS are neither capped nor counted against it.
         to_address = (OutboundMessage.channel == "sms", OutboundMessage.address == row.address,
                       OutboundMessage.lane == outbox.ROUTINE)
@@ -341,20 +290,19 @@ class Dispatcher:
         in_flight = (await session.execute(select(func.count()).where(
             *to_address, OutboundMessage.status == outbox.SENDING,
             OutboundMessage.leased_by != token))).scalar_one()
-        budget = cap - used - in_flight - accepted.get(row.address, 0)
-        if budget <= 0:
-            return f"daily SMS cap of {cap} reached"
+        left = delivery.cap_left(sms.daily_cap, used=used, in_flight=in_flight,
+                                 accepted=accepted.get(row.address, 0))
         # Routine SMS still to go today compete for what is left: the more important first.
-        others = (await session.execute(select(
+        others = [] if left <= 0 else (await session.execute(select(
             OutboundMessage.id, OutboundMessage.template_id, OutboundMessage.due_at).where(
             *to_address, OutboundMessage.status == outbox.QUEUED, OutboundMessage.due_at < end,
             OutboundMessage.id != row.id))).all()
-        mine = (-importance(row.template_id), row.due_at, row.id)
-        ahead = sum(1 for other_id, template_id, due_at in others
-                    if other_id not in accepted_ids
-                    and (-importance(template_id), due_at, other_id) < mine)
-        if ahead >= budget:
-            return f"daily SMS cap of {cap}: {ahead} more important SMS due today"
+        drop = delivery.over_cap(
+            sms.daily_cap, left, mine=delivery.cap_rank(sms, row.template_id, row.due_at, row.id),
+            others=(delivery.cap_rank(sms, template_id, due_at, other_id)
+                    for other_id, template_id, due_at in others if other_id not in accepted_ids))
+        if drop is not None:
+            return drop
         accepted[row.address] = accepted.get(row.address, 0) + 1
         accepted_ids.add(row.id)
         return None
@@ -696,26 +644,17 @@ async def _by_id(session: AsyncSession, model: Any, ids: set[Any]) -> dict[Any, 
     return {row.id: row for row in rows}
 
 
-def is_reply(row: OutboundMessage) -> bool:
-    """An answer to what the recipient just wrote (even STOP): never held, capped or cancelled.
-
-    It goes back on the channel the message came from; the screening of routine messages
-    (status, opt-out, quiet hours, daily cap) is for messages we start, not for answers.
-    """
-    return row.dedupe_key.startswith("reply:")
-
-
-def _refusal(row: OutboundMessage, patient: Patient | None, member: Staff | None) -> str | None:
-    """Why a message must not go to its recipient at all, or None."""
-    if member is not None and not member.active:
-        return "staff member no longer active"
-    if patient is None or row.lane == outbox.SAFETY or is_reply(row):
-        return None
-    if patient.status != "active":
-        return f"patient {patient.status}"
-    if patient.opted_out:
-        return "patient opted out"
-    return None
+def _state(row: OutboundMessage, patient: Patient | None, member: Staff | None,
+           tz: ZoneInfo | None) -> delivery.RecipientState:
+    """What the delivery policy needs of a row's recipient (`trial.delivery.screen`)."""
+    active = member is None or member.active
+    if patient is None:
+        return delivery.RecipientState(active=active, tz=tz)
+    here = reachable(patient, row.channel)
+    return delivery.RecipientState(
+        status=patient.status, opted_out=patient.opted_out, active=active, tz=tz,
+        reachable=here,
+        route=None if here else patient_route(patient, safety=row.lane == outbox.SAFETY))
 
 
 def _recipient_tz(patient: Patient | None, member: Staff | None,

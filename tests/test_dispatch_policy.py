@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
 
 from engage.clock import SimulatedClock
 from messages.channel import PermanentSendError, TransientSendError
-from scheduler.dispatcher import Dispatcher, importance
+from scheduler.dispatcher import Dispatcher
 from storage.db import Database
 from storage.models import Alert, AuditEntry, DeliveryEvent, OutboundMessage, Patient
 from tests.workers.dispatch_support import (
@@ -23,6 +24,7 @@ from tests.workers.dispatch_support import (
     row,
     seed_site,
 )
+from trial import delivery
 from trial.protocol import Protocol
 
 PHONE = "+8613800138000"
@@ -140,7 +142,8 @@ async def test_daily_sms_cap_drops_the_least_important_routine_never_safety(
     clock.advance(timedelta(hours=2))
     await dispatcher.run_once()
     assert (await message(db, chat)).status == "dropped"  # the cap is full for the day
-    assert importance("dose.reminder") > importance("dose.followup") > importance("chat.help")
+    rank = partial(delivery.importance, protocol.sms)
+    assert rank("dose.reminder") > rank("dose.followup") > rank("chat.help")
 
 
 async def test_transient_error_is_retried_with_backoff_then_given_up(
