@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import insert_new
 from storage.models import DeliveryEvent, OutboundMessage
+from trial.delivery import kind_of
 
 SAFETY = "safety"
 ROUTINE = "routine"
@@ -65,6 +66,7 @@ class Planned:
     dose_id: int | None = None
     alert_id: int | None = None
     visit_id: int | None = None
+    kind: str | None = None  # reply, dose, alert...: by default the key's first part
 
     def values(self, now: datetime) -> dict[str, Any]:
         """The outbox row: queued, no attempt yet, created `now`."""
@@ -75,6 +77,7 @@ class Planned:
             "lane": self.lane, "choices": self.choices or [], "image": self.image,
             "patient_id": self.patient_id, "staff_id": self.staff_id, "dose_id": self.dose_id,
             "alert_id": self.alert_id, "visit_id": self.visit_id,
+            "kind": self.kind or kind_of(self.key),
             "status": QUEUED, "attempts": 0, "created_at": now,
         }
 
@@ -92,12 +95,12 @@ async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str
                   choices: list[dict[str, str]] | None = None, image: bytes | None = None,
                   patient_id: int | None = None, staff_id: int | None = None,
                   dose_id: int | None = None, alert_id: int | None = None,
-                  visit_id: int | None = None) -> int | None:
+                  visit_id: int | None = None, kind: str | None = None) -> int | None:
     """Insert a message unless one with the same key exists; return its id, or None if it
-    existed."""
+    existed. `kind` (what the delivery policy reads): by default the key's first part."""
     planned = Planned(key, channel, address, template_id, template_version, language, body,
                       due_at, lane, choices, image, patient_id, staff_id, dose_id, alert_id,
-                      visit_id)
+                      visit_id, kind)
     statement = _insert_new(session).values(**planned.values(now))
     new_id = (await session.execute(statement)).scalar_one_or_none()
     if new_id is None:

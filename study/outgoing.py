@@ -126,7 +126,7 @@ async def queue_planned(session: AsyncSession, planned: outbox.Planned, *,
         template_version=p.template_version, language=p.language, body=p.body,
         due_at=p.due_at, now=now, lane=p.lane, choices=p.choices, image=p.image,
         patient_id=p.patient_id, staff_id=p.staff_id, dose_id=p.dose_id, alert_id=p.alert_id,
-        visit_id=p.visit_id)
+        visit_id=p.visit_id, kind=p.kind)
 
 
 async def queue_many(session: AsyncSession, planned: Sequence[outbox.Planned], *,
@@ -143,4 +143,4 @@ async def queue_copy(session: AsyncSession, row: OutboundMessage, route: Route, 
     return await queue_planned(session, outbox.Planned(
         key, route.channel, route.address, row.template_id, row.template_version, row.language,
         row.body, now, row.lane, row.choices, row.image, row.patient_id, row.staff_id,
-        row.dose_id, row.alert_id, row.visit_id), now=now)
+        row.dose_id, row.alert_id, row.visit_id, row.kind), now=now)
