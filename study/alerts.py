@@ -29,9 +29,10 @@ from storage.models import (
     Staff,
     SymptomReport,
 )
-from storage.outbox import ROUTINE, SAFETY, enqueue
-from study import staff_access
+from storage.outbox import ROUTINE, SAFETY
+from study import outgoing, staff_access
 from study.oncall import who_is_on_call
+from study.outgoing import Choice, Reply
 from study.recipients import Route, staff_route
 from study.senders import subject_of
 from trial.escalation import (
@@ -351,16 +352,13 @@ def alert_params(alert: Alert, context: dict[str, Any], language: str) -> dict[s
 
 async def _queue_staff(session: AsyncSession, alert: Alert, staff: Staff, route: Route, *,
                       key: str, message_id: str, language: str, params: dict[str, object],
-                      now: datetime, lane: str = SAFETY,
-                      choices: Sequence[dict[str, str]] = ()) -> None:
+                      now: datetime, lane: str = SAFETY, choices: Sequence[Choice] = ()) -> None:
     """Queue one catalogue text about an alert to a staff member by one route (buttons in a
-    chat app, Telegram or WeCom; never by SMS)."""
-    template = catalogue.template(message_id, language)
-    await enqueue(session, key=key, channel=route.channel, address=route.address,
-                  template_id=message_id, template_version=template.version, language=language,
-                  body=template.render(**params), due_at=now, now=now, lane=lane,
-                  choices=[] if route.channel == SMS_CHANNEL else list(choices),
-                  staff_id=staff.id, alert_id=alert.id)
+    chat app, Telegram or WeCom; never by SMS). `language`: the reader's, for `params`."""
+    buttons = () if route.channel == SMS_CHANNEL else tuple(choices)
+    await outgoing.queue(session, outgoing.Recipient.staff(staff, route),
+                         Reply(message_id, params, buttons), key=key, now=now, lane=lane,
+                         alert_id=alert.id)
 
 
 async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: Staff,
@@ -373,12 +371,8 @@ async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: S
     params = alert_params(alert, context, language)
     if alert.sae_deadline_at is not None:  # the site's time, UTC beside it
         params["deadline_local"] = local_text(alert.sae_deadline_at, context["tz"])
-    choices = [
-        {"label": catalogue.render("alert.button_ack", language),
-         "action": f"alert:ack:{alert.id}", "sms_word": ""},
-        {"label": catalogue.render("alert.button_resolve", language),
-         "action": f"alert:resolve:{alert.id}", "sms_word": ""},
-    ]
+    choices = (Choice("alert.button_ack", f"alert:ack:{alert.id}"),
+               Choice("alert.button_resolve", f"alert:resolve:{alert.id}"))
     await _queue_staff(session, alert, staff, route,
                        key=f"alert:{alert.id}:page:{step}:{staff.id}:{route.channel}",
                        message_id=message_id, language=language, params=params, now=now,
@@ -572,8 +566,7 @@ async def send_sae_reminders(session: AsyncSession, protocol: Protocol, *, now: 
             language = catalogue.reader_language(target.staff.language)
             params = alert_params(alert, context, language)
             params["deadline_local"] = local_text(alert.sae_deadline_at, context["tz"])
-            choices = [{"label": catalogue.render("alert.button_sae_reported", language),
-                        "action": f"alert:sae_reported:{alert.id}", "sms_word": ""}]
+            choices = (Choice("alert.button_sae_reported", f"alert:sae_reported:{alert.id}"),)
             for route in target.routes:
                 await _queue_staff(session, alert, target.staff, route,
                                    key=f"alert:{alert.id}:sae:{at.isoformat()}:"
