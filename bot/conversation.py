@@ -37,7 +37,7 @@ from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database, insert_new
 from storage.models import InboundMessage, Patient, Staff
-from study import contacts, linking, optout, reachability, staff_access, unregistered
+from study import contacts, linking, optout, outgoing, reachability, staff_access, unregistered
 from study.enrolment import CODE_ALPHABET, CODE_LENGTH
 from study.recipients import contact_point
 from study.replies import Reply
@@ -173,15 +173,6 @@ def _guess_language(event: InboundEvent) -> str:
         return "zh" if event.sender.startswith("+86") else "en"
     code = str(event.payload.get("language_code") or "")
     return "en" if code.startswith("en") else "zh"
-
-
-def _render_choice(choice: Choice, language: str) -> dict[str, str]:
-    # A label may be given as a catalogue id (language-neutral) or as text already rendered.
-    label = choice.label
-    if "." in label and " " not in label:
-        with contextlib.suppress(catalogue.MissingMessageError):
-            label = catalogue.render(label, language)
-    return {"label": label, "action": choice.action, "sms_word": choice.sms_word}
 
 
 class Conversation:
@@ -582,18 +573,13 @@ class Conversation:
             with contextlib.suppress(catalogue.MissingMessageError):
                 origin = catalogue.render(f"delivery.channel_{origin}", sender.language)
             reply = Reply("media.staff_elsewhere", {**reply.params, "channel": origin})
-        template = catalogue.template(reply.message_id, sender.language)
-        body = template.render(**reply.params)
         image = reply.attachment.attachment() if reply.attachment is not None else None
-        new_id = await outbox.enqueue(
-            session, key=key, channel=event.channel, address=event.address,
-            template_id=reply.message_id, template_version=template.version,
-            language=sender.language, body=body, due_at=now,
-            now=now, lane=outbox.SAFETY if reply.safety else outbox.ROUTINE,
-            choices=[_render_choice(c, sender.language) for c in reply.choices], image=image,
+        recipient = outgoing.Recipient(
+            event.channel, event.address, sender.language,
             patient_id=sender.patient.id if sender.patient else None,
             staff_id=sender.staff.id if sender.staff else None)
-        return new_id is not None
+        return await outgoing.queue(session, recipient, reply, key=key, now=now,
+                                    image=image) is not None
 
 
 def _language_question() -> Reply:
