@@ -35,10 +35,10 @@ from wechatpy.enterprise.crypto import WeChatCrypto
 from bot import inbox
 from bot.channels.wecom import WECOM, WeComChannel
 from bot.conversation import Conversation, Handled, InboundEvent
-from engage.clock import Clock
 from messages import catalogue
 from storage.models import Alert, Staff
 from study import alerts, contacts
+from trial.clock import Clock
 
 log = logging.getLogger(__name__)
 
