@@ -25,7 +25,8 @@ from storage.models import (
     Patient,
     Visit,
 )
-from study import alerts
+from study import alerts, outgoing
+from study.outgoing import Rendered
 from study.recipients import patient_route
 from trial import phases, schedule
 from trial import visits as rules
@@ -192,15 +193,6 @@ async def mark_done(session: AsyncSession, protocol: Protocol, patient: Patient,
                        visit.window_end, out, cancelled)
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """A notice's text, template id and the version of the wording that went out."""
-
-    body: str
-    template_id: str
-    version: str
-
-
 def render_visit_notice(template: VisitTemplate, day: date, days: int,
                         language: str, *, hold: bool = False,
                         site: SiteText | None = None) -> Rendered:
@@ -307,11 +299,10 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
                 template, visit.scheduled_date, notice.days, patient.language,
                 hold=rules.holds_dose(template, protocol.visits, patient.dose_time),
                 site=protocol.sites.get(patient.site_id))
-            row = await outbox.enqueue(
-                session, key=key, channel=route.channel, address=route.address,
-                template_id=text.template_id, template_version=text.version,
-                language=patient.language, body=text.body, due_at=notice.at, now=now,
-                patient_id=patient.id, visit_id=visit.id)
+            row = await outgoing.queue(
+                session, outgoing.Recipient(route.channel, route.address, patient.language,
+                                            patient_id=patient.id),
+                text, key=key, now=now, due_at=notice.at, visit_id=visit.id)
             planned += row is not None
         visit.next_notice_at = following
     return planned
@@ -365,12 +356,11 @@ async def queue_phase_notice(session: AsyncSession, protocol: Protocol, patient:
     route = patient_route(patient)
     if notice is None or route is None:
         return False
-    params = {} if notice.dose_label is None else {
+    params: dict[str, object] = {} if notice.dose_label is None else {
         "dose_label": protocol.dose.label[notice.dose_label].get(patient.language)}
-    template = catalogue.template(notice.message_id, patient.language)
-    row = await outbox.enqueue(
-        session, key=f"phase:{patient.id}:{notice.key}", channel=route.channel,
-        address=route.address, template_id=notice.message_id,
-        template_version=template.version, language=patient.language,
-        body=template.render(**params), due_at=now, now=now, patient_id=patient.id)
+    row = await outgoing.queue(
+        session, outgoing.Recipient(route.channel, route.address, patient.language,
+                                    patient_id=patient.id),
+        outgoing.Reply(notice.message_id, params), key=f"phase:{patient.id}:{notice.key}",
+        now=now)
     return row is not None
