@@ -40,6 +40,7 @@ from storage.db import insert_new
 from storage.models import DoseRecord, Patient, Visit
 from storage.types import UTCDateTime
 from study import contacts
+from study.outgoing import queue_many
 from study.recipients import Route, patient_route, receives_routine_sql
 from study.replies import Reply
 from trial import delivery, schedule
@@ -383,7 +384,7 @@ async def advance_doses(session: AsyncSession, protocol: Protocol, now: datetime
             changed += advance_dose(writes, protocol, row, patient, now, outgoing,
                                     hold=holds.get((patient.id, row.local_date)))
         await writes.write()
-        await outbox.enqueue_many(session, outgoing, now=now)
+        await queue_many(session, outgoing, now=now)
     return changed, len(rows) == limit
 
 
