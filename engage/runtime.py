@@ -97,6 +97,24 @@ def configured_rates(settings: Settings, *, telegram_chat_rate: float = 0.95
             WECOM: ChannelRate(WECOM_RATE, WECOM_MEMBER_RATE)}
 
 
+def wechat_from_settings(settings: Settings, db: Database,
+                         clock: Clock) -> wechat_app.WeChat | None:
+    """The WeChat channel when ENGAGE_WECHAT_APP_ID, _APP_SECRET and _TOKEN are set."""
+    if not settings.wechat_enabled:
+        return None
+    app_id, secret, token = (settings.wechat_app_id, settings.wechat_app_secret,
+                             settings.wechat_token)
+    assert app_id is not None
+    assert secret is not None
+    assert token is not None
+    aes = settings.wechat_aes_key
+    return wechat_app.build(db, clock, app_id=app_id, app_secret=secret.get_secret_value(),
+                            token=token.get_secret_value(),
+                            aes_key=aes.get_secret_value() if aes else None,
+                            api_url=settings.wechat_api_url,
+                            templates_file=settings.wechat_templates)
+
+
 @dataclass
 class Runtime:
     """Everything `engage run` starts, in the order it starts."""
@@ -138,7 +156,7 @@ class Runtime:
             self.sms = sms_channel(settings, self.protocol)
             if self.sms is not None:
                 self.channels["sms"] = self.sms
-            self.wechat = wechat_app.from_settings(settings, self.db, self.clock)
+            self.wechat = wechat_from_settings(settings, self.db, self.clock)
             if self.wechat is not None:
                 self.channels["wechat"] = self.wechat.channel
             self.wecom = wecom_channel(settings, self.db, self.clock)

@@ -13,11 +13,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
-from bot.channels.wechat import app as wechat_app
 from bot.channels.wechat.inbound import WeChatInbound
 from bot.conversation import Conversation
 from bot.http import Server, build_app
 from engage.clock import SimulatedClock
+from engage.runtime import wechat_from_settings
 from storage.db import Database
 from storage.models import Alert, ContactPoint, InboundMessage, LinkAttempt, OutboundMessage
 from tests.fakes import wechat as fake
@@ -40,7 +40,7 @@ async def running(db: Database, protocol: Protocol, clock: SimulatedClock, *,
                   ) -> AsyncIterator[Running]:
     """Our HTTP server with the WeChat routes (the API address unreachable by default: the
     inbound route must not need it)."""
-    wechat = wechat_app.from_settings(fake.settings(api_url, None, aes=aes), db, clock)
+    wechat = wechat_from_settings(fake.settings(api_url, None, aes=aes), db, clock)
     assert wechat is not None
     conversation = Conversation(db, protocol, clock)
     client = TestClient(TestServer(build_app(Server(db=db, routes=wechat.routes(conversation)))))

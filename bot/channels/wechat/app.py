@@ -1,54 +1,52 @@
-"""The WeChat channel from the settings: the send adapter and the `/wechat` routes (one factory
-for `engage run`, the CLI's QR command and the tests)."""
+"""One Official Account put together: the send adapter and the `/wechat` routes (built from the
+settings by `engage.runtime.wechat_from_settings`, for `engage run`, the CLI and the tests)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
-from bot.channels.wechat import WeChatAPI, WeChatChannel, templates
+from bot.channels.wechat import API_URL, WeChatAPI, WeChatChannel, templates
 from bot.channels.wechat.inbound import WeChatInbound
 from bot.conversation import Conversation
-from engage.clock import Clock
-from engage.config import Settings
 from storage.db import Database
+from trial.clock import Clock
 
 
 @dataclass
 class WeChat:
     """One Official Account: its send adapter, and its inbound routes once mounted."""
 
-    settings: Settings
     channel: WeChatChannel
     clock: Clock
+    app_id: str
+    token: str
+    aes_key: str | None = None
     inbound: list[WeChatInbound] = field(default_factory=list)
 
     def routes(self, conversation: Conversation) -> list[web.RouteDef]:
         """The `/wechat` routes: they need no API, so they work while WeChat's is unreachable."""
-        settings = self.settings
-        assert settings.wechat_token is not None
-        assert settings.wechat_app_id is not None
-        aes = settings.wechat_aes_key
-        inbound = WeChatInbound(conversation, self.clock, app_id=settings.wechat_app_id,
-                                token=settings.wechat_token.get_secret_value(),
-                                aes_key=aes.get_secret_value() if aes else None)
+        inbound = WeChatInbound(conversation, self.clock, app_id=self.app_id, token=self.token,
+                                aes_key=self.aes_key)
         self.inbound.append(inbound)
         return inbound.routes()
 
-    async def close(self) -> None:
+    async def idle(self) -> None:
+        """Wait until every push received so far is handled."""
         for inbound in self.inbound:
             await inbound.idle()
+
+    async def close(self) -> None:
+        await self.idle()
         await self.channel.close()
 
 
-def from_settings(settings: Settings, db: Database, clock: Clock) -> WeChat | None:
-    """The channel when ENGAGE_WECHAT_APP_ID, _APP_SECRET and _TOKEN are set, else None."""
-    if not settings.wechat_enabled:
-        return None
-    assert settings.wechat_app_id is not None
-    assert settings.wechat_app_secret is not None
-    api = WeChatAPI(db, clock.now, app_id=settings.wechat_app_id,
-                    app_secret=settings.wechat_app_secret.get_secret_value(),
-                    api_url=settings.wechat_api_url)
-    return WeChat(settings, WeChatChannel(api, templates.load(settings.wechat_templates)), clock)
+def build(db: Database, clock: Clock, *, app_id: str, app_secret: str, token: str,
+          aes_key: str | None = None, api_url: str = API_URL,
+          templates_file: Path | None = None) -> WeChat:
+    """The account's channel and routes (the template file read now: a bad one stops here)."""
+    api = WeChatAPI(db, clock.now, app_id=app_id, app_secret=app_secret, api_url=api_url)
+    return WeChat(WeChatChannel(api, templates.load(templates_file)), clock, app_id, token,
+                  aes_key)

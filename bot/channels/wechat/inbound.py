@@ -31,7 +31,7 @@ from wechatpy.utils import check_signature
 
 from bot.channels.wechat import WECHAT
 from bot.conversation import Conversation, InboundEvent
-from engage.clock import Clock
+from trial.clock import Clock
 
 log = logging.getLogger(__name__)
 
