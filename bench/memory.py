@@ -17,16 +17,20 @@ import asyncio
 import os
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import common
 from sqlalchemy import update
 
+from engage.clock import SystemClock
 from storage.models import DoseRecord, OutboundMessage, Patient, TickRun
 from trial.protocol import load_protocol
 
 GOAL_MB = 200
+
+# `engage run` reads the wall clock (SystemClock): so does the study it is measured on.
+WALL_CLOCK = SystemClock()
 
 
 async def seed(path: Path, patients: int, now: datetime) -> None:
@@ -71,7 +75,7 @@ def environment(directory: Path, fakes: common.Fakes, port: int) -> dict[str, st
 def measure(directory: Path, patients: int, settle: float) -> tuple[int, int, float]:
     """(VmHWM kB, VmRSS kB, seconds to healthy) of `engage run` on a study of `patients`."""
     # The real clock: `engage run` reads it, so the seeded study is steady as of now.
-    asyncio.run(seed(directory / "engage.db", patients, datetime.now(UTC)))
+    asyncio.run(seed(directory / "engage.db", patients, WALL_CLOCK.now()))
     port = common.free_port()
     with common.fakes() as fakes:
         started = time.monotonic()

@@ -4,7 +4,7 @@ transaction, with who, what, why and when (UTC)."""
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -113,14 +113,6 @@ def record(session: AsyncSession, *, at: datetime, actor: Actor, action: str, en
                                reason).values())
     session.add(entry)
     return entry
-
-
-async def record_many(session: AsyncSession, entries: Iterable[Entry]) -> int:
-    """Append many audit rows to the current transaction in one statement; how many."""
-    rows = [entry.values() for entry in entries]
-    if rows:
-        await session.execute(insert(cast(Table, AuditEntry.__table__)), rows)
-    return len(rows)
 
 
 # --- deferred entries: many changes in a loop, one INSERT -------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.conversation import Conversation, InboundEvent
-from engage.clock import SimulatedClock
+from engage.clock import SimulatedClock, SystemClock
 from scheduler.doses import plan_doses
 from storage.db import Database
 from storage.models import (
@@ -35,6 +35,9 @@ from trial.protocol import Protocol, Tier, load_protocol
 
 OLD_PHONE, NEW_PHONE = "+8613812345678", "+8613987654321"
 
+# The CLI reads the wall clock (SystemClock): so do tests of what it did.
+WALL_CLOCK = SystemClock()
+
 
 @pytest.fixture(autouse=True)
 def _database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -43,7 +46,7 @@ def _database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def today() -> date:
-    return schedule.local_date(datetime.now(UTC), "Asia/Shanghai")
+    return schedule.local_date(WALL_CLOCK.now(), "Asia/Shanghai")
 
 
 def enrol(capsys: pytest.CaptureFixture[str], subject: str = "BJ01-001", *extra: str,
@@ -76,7 +79,7 @@ def link(url: str, protocol: Protocol, code: str, chat_id: int) -> linking.LinkO
     async def work(database: Database) -> linking.LinkOutcome:
         async with database.write() as session:
             result = await linking.link_chat(session, protocol, chat_id=chat_id, code=code,
-                                             now=datetime.now(UTC))
+                                             now=WALL_CLOCK.now())
             return result.outcome
 
     return run(url, work)
@@ -105,7 +108,7 @@ def test_a_patient_is_corrected_relinked_and_reminded_at_the_new_time_on_the_new
     setup_site(capsys)
     code = enrol(capsys, "BJ01-001", "--phone", OLD_PHONE)["link_code"]
     assert link(sqlite_url, protocol, code, 770001) is linking.LinkOutcome.LINKED
-    plan(sqlite_url, protocol, datetime.now(UTC))
+    plan(sqlite_url, protocol, WALL_CLOCK.now())
     first = doses(sqlite_url)[0]
     plan(sqlite_url, protocol, first.due_at)  # the first dose is reminded (by Telegram)
     reminded = doses(sqlite_url)[0]
@@ -189,7 +192,7 @@ def test_a_deactivated_staff_members_button_is_refused_and_pages_go_to_the_other
     assert again.status != 0
     assert "already deactivated" in again.err
 
-    now = datetime.now(UTC)
+    now = WALL_CLOCK.now()
 
     async def open_and_press(database: Database) -> tuple[int, str]:
         async with database.write() as session:
@@ -263,7 +266,7 @@ def test_a_baseline_correction_replans_visits_and_is_refused_after_an_answered_d
     protocol = load_protocol()
     setup_site(capsys)
     enrol(capsys, baseline=today())
-    plan(sqlite_url, protocol, datetime.now(UTC))
+    plan(sqlite_url, protocol, WALL_CLOCK.now())
     new = today() + timedelta(days=7)
     outcome = run_cli(capsys, "patient", "update", "BJ01-001", "--baseline", new.isoformat(),
                       "--reason", "randomised a week later", "--json")
@@ -281,7 +284,7 @@ def test_a_baseline_correction_replans_visits_and_is_refused_after_an_answered_d
                 DoseRecord.local_date == new))).scalar_one_or_none()
             if row is None:  # not planned yet: plant one answered dose
                 return
-            row.answered_at = datetime.now(UTC)
+            row.answered_at = WALL_CLOCK.now()
 
     plan(sqlite_url, protocol, schedule.local_instant(new, schedule.parse_dose_time("08:00"),
                                                       "Asia/Shanghai") - timedelta(hours=12))

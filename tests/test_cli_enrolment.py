@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 
+from engage.clock import SystemClock
 from storage.db import Database
 from storage.models import AuditEntry, LinkCode, Patient, Site, Staff
 from study.enrolment import hash_code
 from tests.fakes.cli import counts, fetch, run_cli, setup_site
+
+# The CLI reads the wall clock (SystemClock): so do tests of what it did.
+WALL_CLOCK = SystemClock()
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +133,7 @@ def test_bad_enrolment_changes_nothing(db_url: str, capsys: pytest.CaptureFixtur
 
 def test_status_changes_leave_audit_rows(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     setup_site(capsys)
-    started = datetime.now(UTC)
+    started = WALL_CLOCK.now()
     _enrol(capsys)
     for action, reason in (("pause", "住院两周"), ("resume", "出院"), ("withdraw", "consent")):
         yes = ["--yes"] if action == "withdraw" else []
@@ -142,7 +146,7 @@ def test_status_changes_leave_audit_rows(db_url: str, capsys: pytest.CaptureFixt
         AuditEntry.entity == "patients").order_by(AuditEntry.id))]
     user = getpass.getuser()
     assert all((e.actor_kind, e.actor_id) == ("cli", user) for e in entries)
-    assert all(e.at.tzinfo == UTC and started <= e.at <= datetime.now(UTC) for e in entries)
+    assert all(e.at.tzinfo == UTC and started <= e.at <= WALL_CLOCK.now() for e in entries)
     created = entries[0]
     assert (created.action, created.entity_id, created.reason) == ("create", "BJ01-001",
                                                                     "enrolment")

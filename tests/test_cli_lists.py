@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from engage.clock import SystemClock
 from storage.db import Database
 from storage.models import AuditEntry, Patient
 from study import alerts
@@ -24,6 +24,9 @@ LISTS = [["site", "list"], ["staff", "list"], ["staff", "list", "--site", "BJ01"
          ["patient", "show", "BJ01-001"], ["alert", "list"], ["alert", "list", "--open"],
          ["alert", "list", "--site", "BJ01"]]
 
+# The CLI reads the wall clock (SystemClock): so do tests of what it did.
+WALL_CLOCK = SystemClock()
+
 
 @pytest.fixture(autouse=True)
 def _study(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -32,7 +35,7 @@ def _study(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     setup_site(capsys)
     setup_site(capsys, "SH02")
-    today = schedule.local_date(datetime.now(UTC), "Asia/Shanghai").isoformat()
+    today = schedule.local_date(WALL_CLOCK.now(), "Asia/Shanghai").isoformat()
     for subject, site, phone in (("BJ01-001", "BJ01", "+8613812345678"),
                                  ("BJ01-002", "BJ01", None), ("SH02-001", "SH02", None)):
         extra = ["--phone", phone] if phone else []
@@ -50,7 +53,7 @@ def _study(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
             async with database.write() as session:
                 patient = (await session.execute(select(Patient).where(
                     Patient.subject_id == "BJ01-001"))).scalar_one()
-                now = datetime.now(UTC)
+                now = WALL_CLOCK.now()
                 await alerts.open_alert(session, load_protocol(), site_id="BJ01",
                                         patient=patient, kind="symptom", tier=Tier.SAME_DAY,
                                         now=now, received_at=now, summary="fever 38.6")

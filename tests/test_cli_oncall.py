@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from engage.clock import SystemClock
 from storage.db import Database
 from storage.models import Alert, AuditEntry, OnCallRule, Patient
 from study import alerts
@@ -20,6 +20,9 @@ from trial.protocol import Tier, load_protocol
 README = Path(__file__).resolve().parents[1] / "README.md"
 SUNDAY_2AM = "2026-03-08T02:00+08:00"
 MONDAY_10AM = "2026-03-09T10:00+08:00"
+
+# The CLI reads the wall clock (SystemClock): so do tests of what it did.
+WALL_CLOCK = SystemClock()
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +93,7 @@ def test_sae_reported_from_the_cli_stops_the_reminders(
         try:
             async with database.write() as session:
                 patient = (await session.execute(select(Patient))).scalar_one()
-                now = datetime.now(UTC)
+                now = WALL_CLOCK.now()
                 alert = await alerts.open_alert(
                     session, load_protocol(), site_id="BJ01", patient=patient, kind="symptom",
                     tier=Tier.SAME_DAY, now=now, received_at=now, summary="hospital",

@@ -29,7 +29,7 @@ async def test_utc_datetime_round_trips(db: Database) -> None:
 async def test_naive_datetime_is_refused(db: Database) -> None:
     with pytest.raises(Exception, match="naive"):
         async with db.write() as session:
-            session.add(Site(id="S1", name="x", tz="UTC", created_at=datetime(2026, 1, 1)))
+            session.add(Site(id="S1", name="x", tz="UTC", created_at=datetime(2026, 1, 1)))  # noqa: DTZ001 (naive on purpose)
 
 
 async def test_audit_change_records_old_and_new(db: Database) -> None:

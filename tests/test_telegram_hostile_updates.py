@@ -5,6 +5,7 @@ edits, group chats, blocking and unblocking the bot, and a flood of strangers.""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -197,8 +198,9 @@ async def test_300_strangers_do_not_delay_a_fever_page(
     await texts_to(fake_telegram, COORDINATOR, within=10)
     page = fake_telegram.sent("sendMessage", COORDINATOR)[0].at
     served = fake_telegram.served[fever]
-    print(f"fever page {page - served:.2f} s after its update was served, "
-          f"{page - injected:.2f} s after it was injected behind 300 strangers")
+    logging.getLogger(__name__).info(
+        "fever page %.2f s after its update was served, %.2f s after it was injected behind "
+        "300 strangers", page - served, page - injected)
     assert page - served < 2.0
     assert page - injected < 2.0
     await trial.polling.poller.idle()

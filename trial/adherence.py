@@ -51,7 +51,6 @@ _BY_STATE = {"taken": Day.TAKEN, "late": Day.LATE, "skipped": Day.SKIPPED,
              "scheduled": Day.OPEN, "reminded": Day.OPEN, "snoozed": Day.OPEN,
              "cancelled": Day.NOT_SCHEDULED}
 SCHEDULED_DAYS = frozenset({Day.TAKEN, Day.LATE, Day.SKIPPED, Day.MISSED, Day.NO_RESPONSE})
-ANSWERED_DAYS = frozenset({Day.TAKEN, Day.LATE, Day.SKIPPED, Day.MISSED})
 NOT_TAKEN_RUN = frozenset({Day.MISSED, Day.NO_RESPONSE})
 
 

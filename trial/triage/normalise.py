@@ -95,7 +95,7 @@ def _to_simplified(text: str) -> str:
     """Traditional to simplified, phrase-aware when OpenCC keeps the length, else per char."""
     if not any(is_cjk(c) for c in text):
         return text
-    converted = _T2S.convert(text)
+    converted = str(_T2S.convert(text))  # OpenCC is untyped
     if len(converted) == len(text):
         return converted
     return "".join(_simplified(c) if is_cjk(c) else c for c in text)
