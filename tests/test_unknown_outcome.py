@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from bot.channels.telegram import TelegramChannel, make_bot
 from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
-from engage.clock import SimulatedClock
+from engage.clock import SimulatedClock, SystemClock
 from messages import catalogue
 from scheduler.dispatcher import Dispatcher
 from scheduler.ratelimit import ChannelRate
@@ -295,7 +295,7 @@ def rows_of_unknown_fate(db_url: str, monkeypatch: pytest.MonkeyPatch,
     """Two messages of unknown fate (a routine SMS, a safety Telegram reply) and a sent one."""
     monkeypatch.setenv("ENGAGE_DATABASE_URL", db_url)
     monkeypatch.chdir(tmp_path)
-    now = datetime.now(UTC)
+    now = SystemClock().now()
 
     async def make() -> list[int]:
         database = Database(db_url)
