@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, or_, select, update
 
 from storage.db import Database, insert_new
 from storage.models import ProviderToken
@@ -49,7 +49,10 @@ async def access_token(db: Database, name: str, fetch: Fetch, *, now: Callable[[
                 update(ProviderToken)
                 .where(ProviderToken.name == name,
                        or_(ProviderToken.refreshing_until.is_(None),
-                           ProviderToken.refreshing_until <= moment))
+                           ProviderToken.refreshing_until <= moment),
+                       # Still unusable: another worker may have stored a token since the
+                       # SELECT (PostgreSQL, READ COMMITTED), and then there is nothing to do.
+                       _unusable(moment, rejected))
                 .values(refreshing_until=moment + LEASE))
         if claimed.rowcount:
             return await _refresh(db, name, fetch, now)
@@ -57,6 +60,15 @@ async def access_token(db: Database, name: str, fetch: Fetch, *, now: Callable[[
             raise TokenUnavailableError(
                 f"{name}: another worker is refreshing the token and has not stored one")
         await asyncio.sleep(POLL_SECONDS)
+
+
+def _unusable(moment: datetime, rejected: str | None) -> ColumnElement[bool]:
+    """`_usable`'s negation, in SQL."""
+    stale = [ProviderToken.value.is_(None), ProviderToken.expires_at.is_(None),
+             ProviderToken.expires_at <= moment + MARGIN]
+    if rejected is not None:
+        stale.append(ProviderToken.value == rejected)
+    return or_(*stale)
 
 
 def _usable(value: str | None, expires_at: datetime | None, moment: datetime,

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -80,7 +81,7 @@ async def account(db: Database, protocol: Protocol, clock: SimulatedClock,
 
 
 async def linked(db: Database, protocol: Protocol, clock: SimulatedClock, a: Account,
-                 **enrolment: str) -> Enrolled:
+                 **enrolment: Any) -> Enrolled:
     """A patient enrolled and linked by scanning the QR code of their link code."""
     await add_site(db, clock.now())
     enrolled = await enrol(db, protocol, clock.now(), **enrolment)
