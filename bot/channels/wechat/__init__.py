@@ -19,8 +19,8 @@ Sending uses aiohttp against the documented endpoints (`/cgi-bin/token`,
 token itself, per process, when WeChat answers 40001/42001 (`wechatpy.client.base`), which
 defeats the one token every worker shares through the database (`storage.tokens`: a token is
 rate-limited and a refresh by one worker invalidates the others'); (2) it is synchronous
-(`requests`), so each send would take a thread; measured against the fake on this machine
-(`python -m bench.wechat_send`): see docs/wechat.md. wechatpy does the protocol parts: the
+(`requests`), so each send would take a thread (not measured for WeChat; the same choice for
+WeCom was measured by bench/wecom_send.py, see docs/benchmarks.md). wechatpy does the protocol parts: the
 signature check, AES message crypto and XML parsing (`inbound`).
 
 errcodes: 40001/42001/40014 (token refused) replace the token once and retry; 43004 (the user
