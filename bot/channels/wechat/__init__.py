@@ -20,8 +20,8 @@ token itself, per process, when WeChat answers 40001/42001 (`wechatpy.client.bas
 defeats the one token every worker shares through the database (`storage.tokens`: a token is
 rate-limited and a refresh by one worker invalidates the others'); (2) it is synchronous
 (`requests`), so each send would take a thread (not measured for WeChat; the same choice for
-WeCom was measured by bench/wecom_send.py, see docs/benchmarks.md). wechatpy does the protocol parts: the
-signature check, AES message crypto and XML parsing (`inbound`).
+WeCom was measured by bench/wecom_send.py, see docs/benchmarks.md). wechatpy does the protocol
+parts: the signature check, AES message crypto and XML parsing (`inbound`).
 
 errcodes: 40001/42001/40014 (token refused) replace the token once and retry; 43004 (the user
 does not follow us), 40003 (not our user) and 43019/43101 (blocked us or refused) are
