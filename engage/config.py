@@ -68,7 +68,8 @@ class Settings(BaseSettings):
             raise ValueError("must be sqlite+aiosqlite://... or postgresql+asyncpg://...")
         return url
 
-    @field_validator("telegram_api_url", "twilio_api_url", "wecom_api_url", "public_url")
+    @field_validator("telegram_api_url", "twilio_api_url", "wecom_api_url", "wechat_api_url",
+                     "public_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
         if not url.startswith(("http://", "https://")):
@@ -94,10 +95,11 @@ class Settings(BaseSettings):
                 raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return secret
 
-    @field_validator("wecom_aes_key")
+    @field_validator("wecom_aes_key", "wechat_aes_key")
     @classmethod
     def _encoding_aes_key(cls, key: SecretStr | None) -> SecretStr | None:
-        # WeCom's EncodingAESKey: 43 characters of base64, 32 bytes once '=' is added.
+        # The EncodingAESKey of a WeCom app or an Official Account: 43 base64 characters,
+        # 32 bytes once "=" is added.
         if key is not None:
             value = key.get_secret_value()
             try:
@@ -105,28 +107,7 @@ class Settings(BaseSettings):
             except ValueError:
                 ok = False
             if not ok:
-                raise ValueError("must be the app's 43-character EncodingAESKey")
-        return key
-
-    @field_validator("wechat_api_url")
-    @classmethod
-    def _wechat_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return url.rstrip("/")
-
-    @field_validator("wechat_aes_key")
-    @classmethod
-    def _wechat_aes_key(cls, key: SecretStr | None) -> SecretStr | None:
-        # The EncodingAESKey: 43 characters of base64, 32 bytes once '=' is added.
-        if key is not None:
-            value = key.get_secret_value()
-            try:
-                ok = len(value) == 43 and len(base64.b64decode(value + "=", validate=True)) == 32
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError("must be the account's 43-character EncodingAESKey")
+                raise ValueError("must be the 43-character EncodingAESKey")
         return key
 
     @field_validator("wechat_templates")
