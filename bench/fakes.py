@@ -1,6 +1,6 @@
-"""The fake Bot API and Twilio API of tests/fakes, run in their own process for benchmarks.
+"""The fake Bot API and Twilio API of fakes/, run in their own process for benchmarks.
 
-The fakes are the test suite's (`tests.fakes`), extended with what a benchmark needs: the
+The fakes are the test suite's (`fakes`), extended with what a benchmark needs: the
 Telegram limits enforced at arrival (at most `rate` sends in any sliding second for the bot, at
 most `chat_rate` per chat; beyond that the real 429 body with `retry_after`), an arrival time
 (`time.monotonic()`, the same clock in every process of the machine) for every call, and
@@ -28,8 +28,8 @@ if str(ROOT) not in sys.path:
 
 from aiohttp import web  # noqa: E402
 
-from tests.fakes.telegram_api import FakeTelegramAPI  # noqa: E402
-from tests.fakes.twilio_api import FakeTwilioAPI  # noqa: E402
+from fakes.telegram_api import FakeTelegramAPI  # noqa: E402
+from fakes.twilio_api import FakeTwilioAPI  # noqa: E402
 
 SENDS = frozenset({"sendMessage", "sendPhoto"})
 

@@ -1,5 +1,5 @@
 """Simulation: the whole 48-week SIRIUS trial for 146 patients (the acceptance simulation of the
-dose issue, tests/test_simulation_doses.py), driven through every instant that matters on a
+dose issue, tests/e2e/test_simulation_doses.py), driven through every instant that matters on a
 SQLite file; against the same simulation for 14 patients in the same run (the per-patient cost
 ratio shows that the time grows with patients, not faster).
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
 
+from fakes.population import run_trial
 from storage.db import Database
 from storage.migrate import upgrade
-from tests.test_simulation_doses import _run
 from trial.protocol import load_protocol
 
 GOAL_SECONDS = 60.0
@@ -34,7 +34,7 @@ async def simulate(patients: int, weeks: int) -> float:
         db = Database(f"sqlite+aiosqlite:///{folder / 'sim.db'}")
         await upgrade(db.engine)
         started = time.perf_counter()
-        await _run(db, load_protocol(), patients, weeks)
+        await run_trial(db, load_protocol(), patients, weeks)
         elapsed = time.perf_counter() - started
         await db.dispose()
         return elapsed

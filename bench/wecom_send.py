@@ -1,6 +1,6 @@
 """WeCom sending: the adapter's way (aiohttp against the documented endpoints, the access token
 shared through the database) against wechatpy's own client (requests, synchronous) run in
-threads, as the issue allowed; the same text messages to the fake WeCom API (tests/fakes), which
+threads, as the issue allowed; the same text messages to the fake WeCom API (fakes/), which
 runs in its own process.
 
     .venv/bin/python bench/wecom_send.py [--messages 600] [--concurrency 20]
@@ -29,13 +29,13 @@ from wechatpy.enterprise import WeChatClient
 
 from bot.channels.wecom import WeComAPI, WeComChannel
 from engage.clock import SystemClock
+from fakes.wecom import AGENT_ID, CORP_ID, SECRET
 from messages.channel import OutgoingMessage
-from tests.fakes.wecom import AGENT_ID, CORP_ID, SECRET
 
 FAKE = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
-from tests.fakes.wecom import FakeWeComAPI
+from fakes.wecom import FakeWeComAPI
 
 async def main():
     api = FakeWeComAPI()

@@ -43,8 +43,9 @@ _STAFF_COMMENT = re.compile(r"^\s*audience:\s*staff\s*$")
 _CHOICES_COMMENT = re.compile(r"^\s*choices:\s*([a-z_]+)\s*$")
 
 # The answers an SMS prints under a message, by set name: (what the patient types, label id).
-# What is printed is what is understood when sent back (tests/test_messages_choices.py walks
-# every set in every language through the real parsers). A word that is a catalogue id
+# What is printed is what is understood when sent back
+# (tests/messages/test_messages_choices.py walks every set in every language through the real
+# parsers). A word that is a catalogue id
 # (`chat.language_zh_word`) is printed alone, in the recipient's language; a number is printed
 # before its label (`1 已服`). A template sent with a set says so with `#. choices: <set>`, so the
 # SMS check measures it with its choice line and signature.
@@ -426,7 +427,7 @@ ONE_WAY_PARTS = frozenset({"chat.sms_choices", "chat.sms_choice_separator", "cha
                            "chat.sms_no_reply_no_phone",
                            *(label for choices in SMS_CHOICES.values() for _, label in choices)})
 # A visit notice is its head and its instructions joined (study.visits): measured whole by the
-# simulation (tests/test_sms_one_way.py), not part by part.
+# simulation (tests/bot/channels/twilio/test_sms_one_way.py), not part by part.
 ONE_WAY_PART_DOMAINS = ("visit.",)
 
 

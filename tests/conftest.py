@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from engage.clock import SimulatedClock
+from fakes.servers import fake_telegram, fake_twilio, sms  # noqa: F401  (fixtures for all)
+from fakes.wecom import fake_wecom  # noqa: F401  (the fake WeCom API)
 from storage.db import Database
 from storage.migrate import upgrade
-from tests.fakes.servers import fake_telegram, fake_twilio, sms  # noqa: F401  (fixtures for all)
-from tests.fakes.wecom import fake_wecom  # noqa: F401  (the fake WeCom API)
 from trial.protocol import Protocol, load_protocol
 
 PG_ADMIN_URL = os.environ.get(

@@ -1,0 +1,60 @@
+"""The command line as an operator starts it: user errors are one line on stderr and exit 2,
+through `python -m engage.cli` as through the `engage` script, for every command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import ROOT as PROJECT_ROOT
+from tests.cli.support import run_cli
+
+ROOT = PROJECT_ROOT
+
+
+def _module(tmp_path: Path, *argv: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    env["ENGAGE_DATABASE_URL"] = url
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "engage.cli", *argv], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_python_m_gives_a_user_error_one_line(tmp_path: Path) -> None:
+    result = _module(tmp_path, "site", "add", "BJ01", "--name", " ", "--tz", "UTC",
+                     url=f"sqlite+aiosqlite:///{tmp_path / 'engage.db'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: name: a site needs a name"
+    assert "Traceback" not in result.stderr
+
+
+def test_output_read_only_in_part_is_no_error(tmp_path: Path) -> None:
+    """`engage triage check FILE | head -1`: the reader has closed the pipe (here before the
+    first write, so the write fails every time); no traceback, exit 0."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "engage.cli", "triage", "check",
+             str(ROOT / "tests" / "data" / "triage" / "corpus.tsv")],
+            cwd=tmp_path, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
+            timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 0
+
+
+def test_db_upgrade_names_an_unreachable_database(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGAGE_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    outcome = run_cli(capsys, "db", "upgrade")
+    assert outcome.status == 2
+    assert outcome.err.startswith("error: cannot open the database:")
+    assert "Traceback" not in outcome.err
