@@ -1,4 +1,7 @@
-"""`engage protocol check FILE`: validate a protocol file and print its schedule."""
+"""`engage protocol check FILE`: validate a protocol file and print its schedule; with WeChat
+templates (ENGAGE_WECHAT_TEMPLATES or --wechat-templates), validate their ids and field mapping
+too (`bot.channels.wechat.templates.problems`: routed from here, as messages/ does not know the
+channels)."""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from bot.channels.wechat import templates as wechat_templates
 from engage.commands.support import emit
 from engage.config import Settings
+from messages import catalogue
 from messages.sms import check_sms
 from study.visits import notice_problems
 from trial.protocol import Protocol, VisitTemplate, load_protocol
@@ -19,8 +24,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     protocol_sub = protocol.add_subparsers(dest="protocol_command", required=True)
     check = protocol_sub.add_parser("check", help="validate a protocol file, print its schedule")
     check.add_argument("file", metavar="FILE", type=Path)
+    check.add_argument("--wechat-templates", metavar="FILE", type=Path, default=None,
+                       help="the WeChat template file to check (default: "
+                            "ENGAGE_WECHAT_TEMPLATES)")
     check.add_argument("--json", action="store_true", help="print JSON")
     check.set_defaults(handler=_check)
+
+
+def wechat_problems(path: Path | None, *, enabled: bool) -> list[str]:
+    """What is wrong with the WeChat template file (none to check: only a problem when the
+    channel is on, since reminders and visit notices cannot go without templates)."""
+    if path is None:
+        if enabled:
+            return ["wechat templates: ENGAGE_WECHAT_TEMPLATES is not set, so reminders and "
+                    "visit notices cannot go by WeChat (template messages only)"]
+        return []
+    try:
+        loaded = wechat_templates.load(path)
+    except wechat_templates.TemplateFileError as exc:
+        return [f"wechat templates: {exc}"]
+    return wechat_templates.problems(loaded, set(catalogue.message_ids()))
 
 
 async def _check(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,14 +55,19 @@ async def _check(args: argparse.Namespace, settings: Settings) -> int:
     problems = [str(p) for p in await asyncio.to_thread(check_sms, protocol)]
     # Visit notices measured whole, with each site's time, place and signature.
     problems += notice_problems(protocol)
+    wechat = wechat_problems(args.wechat_templates or settings.wechat_templates,
+                             enabled=settings.wechat_enabled)
     data = schedule(protocol)
     data["sms_problems"] = problems
+    data["wechat_problems"] = wechat
     text = describe(protocol)
     if problems:
         text += "\nSMS problems with this protocol's values:\n" + "\n".join(
             f"  {p}" for p in problems)
+    if wechat:
+        text += "\nWeChat template problems:\n" + "\n".join(f"  {p}" for p in wechat)
     emit(data, args.json, text)
-    return 1 if problems else 0
+    return 1 if problems or wechat else 0
 
 
 def _visit(visit: VisitTemplate) -> dict[str, Any]:

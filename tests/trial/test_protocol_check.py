@@ -164,3 +164,52 @@ def test_one_way_sites_and_whole_visit_notices_are_checked(
     assert outcome.status == 1
     assert "S03: no phone for its one-way SMS: set sites.S03.phone" in outcome.out
     assert "S02 W4 (zh): visit notice of 2 SMS segments, over 1" in outcome.out
+
+
+def test_wechat_templates_are_checked_with_the_protocol(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: the WeChat template file (ENGAGE_WECHAT_TEMPLATES, or --wechat-templates) is
+    validated by `engage protocol check`: a good one passes; a field with an unknown source, a
+    message id not in the catalogue, an empty template id and a reminder without a template of
+    its own each give a problem line and a non-zero exit."""
+    from fakes.wechat import TEMPLATES_TOML
+
+    good = tmp_path / "wechat.toml"
+    good.write_text(TEMPLATES_TOML, encoding="utf-8")
+    monkeypatch.setenv("ENGAGE_WECHAT_TEMPLATES", str(good))
+    outcome = run_cli(capsys, "protocol", "check", str(bundled_path()), "--json")
+    assert outcome.status == 0, outcome.out
+    assert json.loads(outcome.out)["wechat_problems"] == []
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TEMPLATES_TOML.replace(
+        'keyword2 = "=每日服药"', 'keyword2 = "subject"').replace(
+        '[messages."dose.follow_up"]\ntemplate_id = "tmpl-dose"',
+        '[messages."dose.forgotten"]\ntemplate_id = ""'), encoding="utf-8")
+    outcome = run_cli(capsys, "protocol", "check", str(bundled_path()),
+                      "--wechat-templates", str(bad))
+    assert outcome.status == 1
+    problems = outcome.out.split("WeChat template problems:\n", 1)[1].splitlines()
+    assert "  wechat templates: dose.reminder.keyword2: unknown source 'subject' (one of " \
+           "text, title, rest, choices or =text)" in problems
+    assert "  wechat templates: dose.forgotten is not a catalogue message" in problems
+    assert "  wechat templates: dose.forgotten has an empty template_id" in problems
+    assert "  wechat templates: dose.follow_up is sent outside any conversation and needs a " \
+           "template of its own" in problems
+
+    unreadable = tmp_path / "unreadable.toml"
+    unreadable.write_text("[default\n", encoding="utf-8")
+    outcome = run_cli(capsys, "protocol", "check", str(bundled_path()),
+                      "--wechat-templates", str(unreadable))
+    assert outcome.status == 1
+    assert f"  wechat templates: {unreadable}: " in outcome.out
+
+    # The channel on without any template file: reminders could not go.
+    monkeypatch.delenv("ENGAGE_WECHAT_TEMPLATES")
+    for key, value in (("APP_ID", "wx0123456789abcdef"), ("APP_SECRET", "secret"),
+                       ("TOKEN", "token")):
+        monkeypatch.setenv(f"ENGAGE_WECHAT_{key}", value)
+    outcome = run_cli(capsys, "protocol", "check", str(bundled_path()))
+    assert outcome.status == 1
+    assert "  wechat templates: ENGAGE_WECHAT_TEMPLATES is not set" in outcome.out
