@@ -1,14 +1,14 @@
 """Checks on the catalogues themselves: every id in every locale, same placeholders, valid files.
 
 Used by the tests (so a missing translation or a renamed placeholder fails the build) and usable
-from a shell: `python -m messages.check` prints the problems and exits non-zero if there are any.
+from a shell: `python -m messages` prints these problems, then the SMS check's, and exits non-zero
+if there are any (`messages/__main__.py`: the SMS check builds on this module, not the reverse).
 """
 
 from __future__ import annotations
 
 import re
 import string
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,22 +179,3 @@ def _short(path: Path, locale_dir: Path) -> str:
         return str(path.relative_to(locale_dir))
     except ValueError:
         return str(path)
-
-
-def main() -> int:
-    """Print every catalogue problem, then every SMS problem with the bundled protocol
-    (`messages.sms.check_sms`: segment budgets, forbidden words, Latin keywords in Chinese);
-    exit status 1 if there is any."""
-    problems = check_catalogues()
-    if not problems:
-        from messages.sms import check_sms
-        from trial.protocol import load_protocol
-
-        problems = check_sms(load_protocol())
-    for problem in problems:
-        sys.stdout.write(f"{problem}\n")
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from trial.criteria import RULE_NAMES
+
 LANGUAGES = ("zh", "en")
 ROLES = ("coordinator", "investigator", "pi", "monitor", "admin", "medical_monitor")
 
@@ -217,8 +219,6 @@ class Criteria(_Strict):
     @field_validator("emergency", "same_day", "routine")
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:
-        from trial.triage.rules import RULE_NAMES  # the engine's rules; imported late (cycle)
-
         unknown = [n for n in names if n not in RULE_NAMES]
         if unknown:
             raise ValueError(f"unknown criterion: {', '.join(unknown)}")
@@ -226,8 +226,6 @@ class Criteria(_Strict):
 
     @model_validator(mode="after")
     def _each_once(self) -> Criteria:
-        from trial.triage.rules import RULE_NAMES
-
         listed = [*self.emergency, *self.same_day, *self.routine]
         twice = sorted({n for n in listed if listed.count(n) > 1})
         if twice:

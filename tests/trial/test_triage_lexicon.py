@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from trial.criteria import RULE_NAMES, concepts_used
 from trial.protocol import ProtocolError, bundled_path, load_protocol, parse_protocol
 from trial.triage import Report, triage
 from trial.triage.lexicon import GROUPS, LexiconError, bundled, parse
-from trial.triage.rules import RULE_NAMES, concepts_used
 
 
 def test_lexicon_files_load_with_both_languages() -> None:

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trial import criteria as named
 from trial.protocol import Tier
 from trial.protocol import Triage as Rules
 from trial.temperature import Reading, fold, readings
 from trial.triage import context as ctx
-from trial.triage import rules as named
 from trial.triage.concepts import Matcher, Occurrence, Unit, units
 from trial.triage.lexicon import SYMPTOM_GROUPS, bundled
 from trial.triage.normalise import Normalised, normalise

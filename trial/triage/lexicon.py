@@ -3,7 +3,7 @@
 The words are data a research nurse reviews (trial/lexicons/zh.toml, en.toml), not code. Each file
 has one table per group (symptom, body, finding, qualifier, medicine, context, exclusion); each key
 is a concept name shared by both languages, each value the ways patients write it. The rules
-(rules.py) combine concept names; nothing here knows a tier.
+(trial/criteria.py) combine concept names; nothing here knows a tier.
 """
 
 from __future__ import annotations
