@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scheduler import runs
 from scheduler.tick import NOW, due_if, due_when
 from storage.db import Database
-from storage.models import Conversation, Patient
+from storage.models import ConversationState, Patient
 from study import alerts, outgoing, questionnaire
 from study.outgoing import Choice, Reply
 from study.recipients import receives_routine_sql
@@ -174,9 +174,9 @@ async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int
             return 0
         patients = (await session.execute(select(Patient).where(_offerable(zones))
                                           .order_by(Patient.id))).scalars().all()
-        busy = set((await session.execute(select(Conversation.patient_id).where(
-            Conversation.patient_id.in_([p.id for p in patients]),
-            Conversation.ended_at.is_(None))))
+        busy = set((await session.execute(select(ConversationState.patient_id).where(
+            ConversationState.patient_id.in_([p.id for p in patients]),
+            ConversationState.ended_at.is_(None))))
             .scalars()) if patients else set()
         offer = Reply("questionnaire.checkin_offer", choices=(
             # A Telegram button; the SMS text itself says what to reply (症状 / REPORT).

@@ -359,7 +359,7 @@ class DeliveryEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
-class Conversation(Base):
+class ConversationState(Base):
     """Where a patient is in a multi-step exchange (a questionnaire); survives restarts. Kept
     when it ends (ended_at, ended_reason), never deleted; one open per patient."""
 

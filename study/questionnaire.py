@@ -21,7 +21,7 @@ from messages import catalogue
 from messages.channel import Choice
 from storage import audit
 from storage.audit import Actor
-from storage.models import Conversation, Patient
+from storage.models import ConversationState, Patient
 from study.replies import Reply
 from study.reports import receive_report, record_report, scripted_reply
 from trial.protocol import Protocol, Tier
@@ -86,22 +86,22 @@ def _timeout(protocol: Protocol) -> timedelta:
     return timedelta(minutes=protocol.reminders.questionnaire_timeout_minutes)
 
 
-async def _conversation(session: AsyncSession, patient: Patient) -> Conversation | None:
+async def _conversation(session: AsyncSession, patient: Patient) -> ConversationState | None:
     """The patient's open questionnaire (ended ones are kept, with their reason)."""
-    return (await session.execute(select(Conversation).where(
-        Conversation.patient_id == patient.id, Conversation.flow == FLOW,
-        Conversation.ended_at.is_(None)).with_for_update())).scalar_one_or_none()
+    return (await session.execute(select(ConversationState).where(
+        ConversationState.patient_id == patient.id, ConversationState.flow == FLOW,
+        ConversationState.ended_at.is_(None)).with_for_update())).scalar_one_or_none()
 
 
-def _expires(conversation: Conversation) -> datetime:
+def _expires(conversation: ConversationState) -> datetime:
     assert conversation.expires_at is not None  # open conversations always expire
     return conversation.expires_at
 
 
 async def is_active(session: AsyncSession, patient: Patient, now: datetime) -> bool:
     """Whether the patient is in the middle of a questionnaire that has not timed out."""
-    conversation = (await session.execute(select(Conversation).where(
-        Conversation.patient_id == patient.id, Conversation.ended_at.is_(None)))
+    conversation = (await session.execute(select(ConversationState).where(
+        ConversationState.patient_id == patient.id, ConversationState.ended_at.is_(None)))
     ).scalar_one_or_none()
     return bool(conversation and conversation.flow == FLOW and _expires(conversation) > now)
 
@@ -144,9 +144,9 @@ async def start(session: AsyncSession, protocol: Protocol, patient: Patient, *,
         replies += await _finish(session, protocol, patient, conversation, now=now,
                                  ended="timeout")
         conversation = None
-    session.add(Conversation(patient_id=patient.id, flow=FLOW, step=0,
-                             data={"answers": {}, "raw": [], "source": source},
-                             started_at=now, expires_at=now + _timeout(protocol)))
+    session.add(ConversationState(patient_id=patient.id, flow=FLOW, step=0,
+                                  data={"answers": {}, "raw": [], "source": source},
+                                  started_at=now, expires_at=now + _timeout(protocol)))
     await session.flush()
     audit.record(session, at=now, actor=Actor.patient(patient.subject_id),
                  action="questionnaire", entity="patients", entity_id=patient.subject_id,
@@ -263,7 +263,7 @@ def _summary(data: dict[str, Any]) -> str:
 
 
 async def _finish(session: AsyncSession, protocol: Protocol, patient: Patient,
-                  conversation: Conversation, *, now: datetime, ended: str) -> list[Reply]:
+                  conversation: ConversationState, *, now: datetime, ended: str) -> list[Reply]:
     """End a questionnaire (complete, timeout, abandoned) and report whatever was answered."""
     data = dict(conversation.data)
     answered = bool(data.get("answers")) or bool(data.get("temperature_answered"))
@@ -314,15 +314,15 @@ async def abandon(session: AsyncSession, patient: Patient, *, now: datetime,
 
 def timeout_due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     """SQL: a questionnaire has timed out (an index look-up)."""
-    return exists().where(Conversation.flow == FLOW, Conversation.expires_at <= now)
+    return exists().where(ConversationState.flow == FLOW, ConversationState.expires_at <= now)
 
 
 async def expire_due(session: AsyncSession, protocol: Protocol, *, now: datetime,
                      limit: int = 100) -> list[tuple[Patient, list[Reply]]]:
     """Close every questionnaire that timed out; each patient's polite closing replies."""
-    due = (await session.execute(select(Conversation).where(
-        Conversation.flow == FLOW, Conversation.expires_at <= now)
-        .order_by(Conversation.expires_at).limit(limit).with_for_update(skip_locked=True))
+    due = (await session.execute(select(ConversationState).where(
+        ConversationState.flow == FLOW, ConversationState.expires_at <= now)
+        .order_by(ConversationState.expires_at).limit(limit).with_for_update(skip_locked=True))
     ).scalars().all()
     closed = []
     for conversation in due:

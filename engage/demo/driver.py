@@ -26,8 +26,7 @@ from engage.demo.scenario import MAX_PATIENTS, SITES, Scenario, build
 from engage.demo.summary import last_digest, print_adherence, print_alerts, write_chart
 from engage.demo.transcript import Transcript
 from engage.demo.world import Delivered, World, sqlite_url
-from storage.models import Alert, DoseRecord, OutboundMessage, Patient, Visit
-from storage.models import Conversation as ConversationState
+from storage.models import Alert, ConversationState, DoseRecord, OutboundMessage, Patient, Visit
 from trial.protocol import Protocol
 
 START_TIME = time(7, 30)  # the first simulated morning, in the first site's time zone

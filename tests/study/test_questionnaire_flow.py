@@ -177,7 +177,7 @@ async def test_weekly_checkin_offered_once_at_local_time(db: Database, protocol:
 async def test_ended_questionnaires_are_kept_with_their_reason(
         db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
     """Issue 17: a questionnaire's state row is ended, never deleted; another can start."""
-    from storage.models import Conversation
+    from storage.models import ConversationState
 
     world = await make_world(db, protocol, clock.now())
     never = ["1"] * len(q.ITEMS) + ["36.6"]
@@ -186,7 +186,8 @@ async def test_ended_questionnaires_are_kept_with_their_reason(
     await _start(db, protocol, world.patient_id, clock)
     await _answer(db, protocol, world.patient_id, "9", clock)  # the leave word, no opt-out
     async with db.read() as s:
-        rows = (await s.execute(select(Conversation).order_by(Conversation.id))).scalars().all()
+        rows = (await s.execute(select(ConversationState).order_by(ConversationState.id))
+                ).scalars().all()
     assert [(r.ended_reason, r.ended_at is not None, r.expires_at) for r in rows] == [
         ("complete", True, None), ("abandoned", True, None)]
 
