@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import argparse
 
+from engage.commands._args import command, command_group
 from engage.commands.support import CommandError, cli_actor, emit, now, open_database, table
 from engage.config import Settings
 from study import alerts, listing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    alert = sub.add_parser("alert", help="alerts raised for staff")
-    alert_sub = alert.add_subparsers(dest="alert_command", required=True)
-    show = alert_sub.add_parser("list", help="alerts, newest first")
+    group = command_group(sub, "alert", help="alerts raised for staff")
+    show = command(group, "list", _list, help="alerts, newest first")
     show.add_argument("--site", help="only this site's alerts")
     show.add_argument("--open", action="store_true",
                       help="only alerts not yet resolved (open or acknowledged)")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=_list)
 
-    sae = alert_sub.add_parser("sae-reported", help="record that a possible SAE was reported "
-                               "to the sponsor (its deadline reminders stop; audited)")
+    sae = command(group, "sae-reported", _sae_reported, help="record that a possible SAE was "
+                  "reported to the sponsor (its deadline reminders stop; audited)")
     sae.add_argument("alert", metavar="ALERT", type=int, help="the alert number")
     sae.add_argument("--note", default="", help="e.g. who reported it, how (kept in the audit "
                      "trail)")
-    sae.add_argument("--json", action="store_true", help="print JSON")
-    sae.set_defaults(handler=_sae_reported)
 
 
 async def _list(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from engage.commands._args import command, command_group
 from engage.commands.support import open_database
 from engage.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    db = sub.add_parser("db", help="database maintenance")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    up = db_sub.add_parser("upgrade", help="apply migrations up to the newest schema")
-    up.set_defaults(handler=_upgrade)
+    group = command_group(sub, "db", help="database maintenance")
+    command(group, "upgrade", _upgrade, help="apply migrations up to the newest schema",
+            json=False)
 
 
 async def _upgrade(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from engage.commands._args import command, command_group
 from engage.commands.support import (
     CommandError,
     cli_actor,
@@ -20,11 +21,9 @@ from trial.protocol import load_protocol
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("oncall", help="a site's on-call rota: who is paged first")
-    group_sub = group.add_subparsers(dest="oncall_command", required=True)
-    put = group_sub.add_parser(
-        "set", help="add a rule: WHO on --days at --hours (weekly), or --from/--to (dated)")
-    put.add_argument("site", metavar="SITE")
+    group = command_group(sub, "oncall", help="a site's on-call rota: who is paged first")
+    put = command(group, "set", _set, positionals=("SITE",),
+                  help="add a rule: WHO on --days at --hours (weekly), or --from/--to (dated)")
     put.add_argument("who", metavar="ROLE|STAFF",
                      help="coordinator, investigator, pi, or a staff number (see `staff list`)")
     put.add_argument("--days", help="weekdays, weekend, all, mon-fri, sat,sun (default all)")
@@ -34,24 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "e.g. 2026-10-01 or 2026-10-01T08:00 (a holiday, a cover)")
     put.add_argument("--to", dest="period_to", help="local end of the dated period")
     put.add_argument("--reason", default="on-call rota", help="kept in the audit trail")
-    put.add_argument("--json", action="store_true", help="print JSON")
-    put.set_defaults(handler=_set)
 
-    end = group_sub.add_parser("end", help="end one rule (or all: the protocol's default "
-                               "rota applies again)")
-    end.add_argument("site", metavar="SITE")
+    end = command(group, "end", _end, positionals=("SITE",),
+                  help="end one rule (or all: the protocol's default rota applies again)")
     end.add_argument("rule", metavar="RULE", nargs="?", type=int,
                      help="the rule number (see `oncall show`); omitted: every rule")
     end.add_argument("--reason", required=True, help="kept in the audit trail")
-    end.add_argument("--json", action="store_true", help="print JSON")
-    end.set_defaults(handler=_end)
 
-    show = group_sub.add_parser("show", help="the site's rota and who is on call")
-    show.add_argument("site", metavar="SITE")
+    show = command(group, "show", _show, help="the site's rota and who is on call",
+                   positionals=("SITE",))
     show.add_argument("--at", help="an instant (ISO 8601, UTC unless an offset is given); "
                       "default now")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=_show)
 
 
 async def _set(args: argparse.Namespace, settings: Settings) -> int:

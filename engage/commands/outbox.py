@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from engage.commands._args import REASON_HELP, command, command_group
 from engage.commands.support import CommandError, cli_actor, emit, now, open_database, table
 from engage.config import Settings
 from storage import audit, outbox
@@ -24,20 +25,14 @@ COLUMNS = ["message_id", "lane", "channel", "address", "key", "template", "attem
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("outbox", help="messages out whose fate is unknown")
-    group_sub = group.add_subparsers(dest="outbox_command", required=True)
-    unknown = group_sub.add_parser(
-        "unknown", help="messages in state unknown (the provider may or may not have them)")
-    unknown.add_argument("--json", action="store_true", help="print JSON")
-    unknown.set_defaults(handler=_unknown)
+    group = command_group(sub, "outbox", help="messages out whose fate is unknown")
+    command(group, "unknown", _unknown,
+            help="messages in state unknown (the provider may or may not have them)")
 
-    requeue = group_sub.add_parser(
-        "requeue", help="send a message of unknown fate again (audited; the recipient may get "
-                        "it twice)")
+    requeue = command(group, "requeue", _requeue, help="send a message of unknown fate again "
+                      "(audited; the recipient may get it twice)")
     requeue.add_argument("message", metavar="ID", type=int, help="the message id")
-    requeue.add_argument("--reason", default="", help="why (kept in the audit trail)")
-    requeue.add_argument("--json", action="store_true", help="print JSON")
-    requeue.set_defaults(handler=_requeue)
+    requeue.add_argument("--reason", default="", help=REASON_HELP)
 
 
 def _line(item: outbox.UnknownFate) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engage.commands import wechat
+from engage.commands._args import command, command_group
 from engage.commands.support import (
     CommandError,
     cli_actor,
@@ -18,6 +20,7 @@ from engage.commands.support import (
     open_database,
     refused,
     table,
+    writing,
 )
 from engage.config import Settings
 from storage.db import Database
@@ -30,10 +33,9 @@ from trial.protocol import LANGUAGES, load_protocol
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    patient = sub.add_parser("patient", help="enrolled patients")
-    patient_sub = patient.add_subparsers(dest="patient_command", required=True)
+    group = command_group(sub, "patient", help="enrolled patients")
 
-    enrol = patient_sub.add_parser("enroll", help="enrol a patient and print their link code")
+    enrol = command(group, "enroll", _enroll, help="enrol a patient and print their link code")
     enrol.add_argument("subject", metavar="SUBJECT", help="subject id, e.g. BJ01-001")
     enrol.add_argument("--site", required=True, help="site code")
     enrol.add_argument("--baseline", required=True, help="baseline (week 0) date, YYYY-MM-DD")
@@ -41,30 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     enrol.add_argument("--language", required=True, help=f"one of {', '.join(LANGUAGES)}")
     enrol.add_argument("--phone", help="mobile number in E.164, e.g. +8613812345678")
     enrol.add_argument("--tz", help="IANA time zone (default: the site's)")
-    enrol.add_argument("--json", action="store_true", help="print JSON")
-    enrol.set_defaults(handler=_enroll)
 
-    roster = patient_sub.add_parser(
-        "import", help="enrol every patient of a CSV file, all or none",
+    roster = command(
+        group, "import", _import, help="enrol every patient of a CSV file, all or none",
         description=f"CSV header: {','.join(COLUMNS)} (phone and tz may be empty)")
     roster.add_argument("file", metavar="FILE.csv", type=Path)
-    roster.add_argument("--json", action="store_true", help="print JSON")
-    roster.set_defaults(handler=_import)
 
     for action, text in (("pause", "stop messages for a while"), ("resume", "restart messages"),
                          ("withdraw", "withdraw from the study (messages stop for good)")):
-        change = patient_sub.add_parser(action, help=text)
-        change.add_argument("subject", metavar="SUBJECT")
-        change.add_argument("--reason", required=True, help="why (kept in the audit trail)")
-        change.add_argument("--json", action="store_true", help="print JSON")
+        change = command(group, action, _change_status, help=text, positionals=("SUBJECT",),
+                         reason=True)
         if action == "withdraw":
             change.add_argument("--yes", action="store_true",
                                 help="do not ask for confirmation (for scripts)")
-        change.set_defaults(handler=_change_status, action=action)
+        change.set_defaults(action=action)
 
-    fix = patient_sub.add_parser("update", help="correct a patient's details (audited)")
-    fix.add_argument("subject", metavar="SUBJECT")
-    fix.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    fix = command(group, "update", _update, help="correct a patient's details (audited)",
+                  positionals=("SUBJECT",), reason=True)
     fix.add_argument("--dose-time", help="new local daily dose time, HH:MM (from the next dose "
                      "not yet reminded)")
     fix.add_argument("--phone", help="new mobile number in E.164")
@@ -74,27 +69,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "and doses not yet due)")
     fix.add_argument("--force", action="store_true",
                      help="accept a baseline that looks wrong, or after answered doses")
-    fix.add_argument("--json", action="store_true", help="print JSON")
-    fix.set_defaults(handler=_update)
 
-    relink = patient_sub.add_parser(
-        "relink", help="end the patient's Telegram link and print a new link code")
-    relink.add_argument("subject", metavar="SUBJECT")
-    relink.add_argument("--reason", required=True, help="why (kept in the audit trail)")
-    relink.add_argument("--json", action="store_true", help="print JSON")
-    relink.set_defaults(handler=_relink)
+    command(group, "relink", _relink, positionals=("SUBJECT",), reason=True,
+            help="end the patient's Telegram link and print a new link code")
+    wechat.register_qr(group)  # `engage patient qr`: the WeChat QR code (engage/commands/wechat.py)
 
-    show_all = patient_sub.add_parser("list", help="enrolled patients")
+    show_all = command(group, "list", _list, help="enrolled patients")
     show_all.add_argument("--site", help="only this site's patients")
     show_all.add_argument("--status", choices=["active", "paused", "withdrawn"])
-    show_all.add_argument("--json", action="store_true", help="print JSON")
-    show_all.set_defaults(handler=_list)
 
-    show = patient_sub.add_parser("show", help="one patient: status, channels, reachability, "
-                                  "next dose and visit, open alerts")
-    show.add_argument("subject", metavar="SUBJECT")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=_show)
+    command(group, "show", _show, positionals=("SUBJECT",),
+            help="one patient: status, channels, reachability, next dose and visit, open alerts")
 
 
 def _link_hint(code: str, ttl_hours: int) -> str:
@@ -112,11 +97,8 @@ async def _enroll(args: argparse.Namespace, settings: Settings) -> int:
         for problem in problems[:-1]:
             print(f"error: {problem}", file=sys.stderr)
         raise CommandError(str(problems[-1]))
-    async with open_database(settings) as database:
-        with refused():
-            async with database.write() as session:
-                patient, code = await enroll(session, protocol, enrolment, now=now(),
-                                             actor=cli_actor())
+    async with writing(settings) as session:
+        patient, code = await enroll(session, protocol, enrolment, now=now(), actor=cli_actor())
     text = (f"enrolled {patient.subject_id} at site {patient.site_id} (baseline "
             f"{patient.baseline}, dose {patient.dose_time} {patient.tz}, {patient.language})\n"
             + _link_hint(code, protocol.reminders.link_code_ttl_hours))
@@ -194,13 +176,11 @@ async def _change_status(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _update(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
-    async with open_database(settings) as database:
-        with refused():
-            async with database.write() as session:
-                changes = await update_patient(
-                    session, protocol, args.subject, reason=args.reason, now=now(),
-                    actor=cli_actor(), dose_time=args.dose_time, phone=args.phone, tz=args.tz,
-                    language=args.language, baseline=args.baseline, force=args.force)
+    async with writing(settings) as session:
+        changes = await update_patient(
+            session, protocol, args.subject, reason=args.reason, now=now(), actor=cli_actor(),
+            dose_time=args.dose_time, phone=args.phone, tz=args.tz, language=args.language,
+            baseline=args.baseline, force=args.force)
     data = {"subject_id": changes.entity_id, **changes.as_dict()}
     del data["id"]
     emit(data, args.json, describe_changes(changes))
@@ -209,12 +189,9 @@ async def _update(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _relink(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
-    async with open_database(settings) as database:
-        with refused():
-            async with database.write() as session:
-                changes, code = await relink_patient(session, protocol, args.subject,
-                                                     reason=args.reason, now=now(),
-                                                     actor=cli_actor())
+    async with writing(settings) as session:
+        changes, code = await relink_patient(session, protocol, args.subject,
+                                             reason=args.reason, now=now(), actor=cli_actor())
     ended = "the old Telegram link is ended" if changes.fields else "no Telegram link to end"
     text = (f"{changes.entity_id}: {ended}\n"
             + _link_hint(code, protocol.reminders.link_code_ttl_hours))
@@ -257,10 +234,8 @@ def _describe(data: dict[str, Any]) -> str:
 
 async def _show(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
-    async with open_database(settings) as database:
-        with refused():
-            async with database.write() as session:
-                data = await listing.patient(session, protocol, args.subject, now=now(),
-                                             actor=cli_actor())
+    async with writing(settings) as session:
+        data = await listing.patient(session, protocol, args.subject, now=now(),
+                                     actor=cli_actor())
     emit(data, args.json, _describe(data))
     return 0

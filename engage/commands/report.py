@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import date, timedelta
 
+from engage.commands._args import command, command_group
 from engage.commands.support import CommandError, emit, open_database, parse_instant
 from engage.config import Settings
 from storage.models import Site
@@ -17,10 +18,9 @@ COLUMNS = ("subject", "site", "sched", "taken", "late", "skip", "missed", "no-re
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    report = sub.add_parser("report", help="reports for staff and data management")
-    report_sub = report.add_subparsers(dest="report_command", required=True)
-    adherence = report_sub.add_parser(
-        "adherence", help="adherence per patient and per site",
+    group = command_group(sub, "report", help="reports for staff and data management")
+    adherence = command(
+        group, "adherence", _adherence, help="adherence per patient and per site",
         description="confirmed = (taken + late + taken confirmed after the cut-off) / scheduled;"
                     " response = answered before the cut-off / scheduled; worst = (taken + "
                     "late) / scheduled, every no-response day counted as missed. Flags: "
@@ -30,8 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     adherence.add_argument("--from", dest="start", type=_date, help="first local date")
     adherence.add_argument("--to", dest="end", type=_date, help="last local date (included)")
     adherence.add_argument("--at", metavar="ISO8601", help="as of this instant (default: now)")
-    adherence.add_argument("--json", action="store_true", help="print JSON")
-    adherence.set_defaults(handler=_adherence)
 
 
 def _date(text: str) -> date:

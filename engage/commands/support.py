@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from engage.clock import SystemClock
 from engage.config import Settings
@@ -141,3 +142,13 @@ def refused() -> Iterator[None]:
         # Only a concurrent change with the same subject, phone or id gets past the checks.
         raise CommandError("refused by the database (a concurrent change with the same "
                            "subject, phone or id?); nothing was written") from None
+
+
+@asynccontextmanager
+async def writing(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """One change to the configured database: a session committed at the end, a refused change
+    one error line (nothing written)."""
+    async with open_database(settings) as database:
+        with refused():
+            async with database.write() as session:
+                yield session

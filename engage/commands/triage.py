@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engage.commands._args import command, command_group
 from engage.commands.support import CommandError, emit
 from engage.config import Settings
 from trial.protocol import load_protocol
@@ -18,19 +19,13 @@ from trial.triage_scoring import LABELS, CorpusError, Ratio, Score, label_of, sc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("triage", help="explain a triage, score a labelled corpus")
-    group_sub = group.add_subparsers(dest="triage_command", required=True)
-    explain = group_sub.add_parser(
-        "explain", help="the tier of one text, with every rule, concept and reading")
-    explain.add_argument("text", metavar="TEXT")
-    explain.add_argument("--json", action="store_true", help="print JSON")
-    explain.set_defaults(handler=_explain)
-    check = group_sub.add_parser(
-        "check", help="recall per tier and criterion on a labelled TSV (text<TAB>tier...)")
+    group = command_group(sub, "triage", help="explain a triage, score a labelled corpus")
+    command(group, "explain", _explain, positionals=("TEXT",),
+            help="the tier of one text, with every rule, concept and reading")
+    check = command(group, "check", _check,
+                    help="recall per tier and criterion on a labelled TSV (text<TAB>tier...)")
     check.add_argument("file", metavar="FILE", type=Path)
-    check.add_argument("--json", action="store_true", help="print JSON")
     check.add_argument("--misses", action="store_true", help="list every text labelled wrong")
-    check.set_defaults(handler=_check)
 
 
 def _engine(settings: Settings) -> Callable[[str], Any]:

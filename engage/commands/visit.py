@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engage.commands.support import CommandError, cli_actor, emit, now, open_database, refused
+from engage.commands._args import command, command_group
+from engage.commands.support import CommandError, cli_actor, emit, now, writing
 from engage.config import Settings
 from storage import audit
 from storage.models import Visit
@@ -15,29 +16,19 @@ from trial.protocol import load_protocol
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    visit = sub.add_parser("visit", help="study visits of a patient")
-    visit_sub = visit.add_subparsers(dest="visit_command", required=True)
+    group = command_group(sub, "visit", help="study visits of a patient")
+    command(group, "list", _list, help="a patient's visits, windows and status",
+            positionals=("SUBJECT",))
 
-    show = visit_sub.add_parser("list", help="a patient's visits, windows and status")
-    show.add_argument("subject", metavar="SUBJECT")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=_list)
-
-    move = visit_sub.add_parser(
-        "move", help="reschedule a visit (outside its window it is flagged)")
-    move.add_argument("subject", metavar="SUBJECT")
+    move = command(group, "move", _move, positionals=("SUBJECT",), reason=True,
+                   help="reschedule a visit (outside its window it is flagged)")
     move.add_argument("visit", metavar="VISIT", help="visit name, e.g. W12")
     move.add_argument("date", metavar="DATE", help="new date, YYYY-MM-DD")
-    move.add_argument("--reason", required=True, help="why (kept in the audit trail)")
-    move.add_argument("--json", action="store_true", help="print JSON")
-    move.set_defaults(handler=_move)
 
-    done = visit_sub.add_parser("done", help="record that a visit took place")
-    done.add_argument("subject", metavar="SUBJECT")
+    done = command(group, "done", _done, help="record that a visit took place",
+                   positionals=("SUBJECT",))
     done.add_argument("visit", metavar="VISIT", help="visit name, e.g. W12")
     done.add_argument("--date", help="the real visit date, YYYY-MM-DD (default: today, local)")
-    done.add_argument("--json", action="store_true", help="print JSON")
-    done.set_defaults(handler=_done)
 
 
 def visit_data(visit: Visit) -> dict[str, Any]:
@@ -72,15 +63,12 @@ def visit_table(subject_id: str, rows: list[dict[str, Any]], flags: list[str]) -
 
 
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_database(settings) as database:
-        with refused():
-            async with database.write() as session:
-                at = now()
-                patient = await visits.find_patient(session, args.subject)
-                rows = await visits.patient_visits(session, patient.id)
-                audit.record(session, at=at, actor=cli_actor(), action="query",
-                             entity="patients", entity_id=patient.subject_id,
-                             field="visit list")
+    async with writing(settings) as session:
+        at = now()
+        patient = await visits.find_patient(session, args.subject)
+        rows = await visits.patient_visits(session, patient.id)
+        audit.record(session, at=at, actor=cli_actor(), action="query", entity="patients",
+                     entity_id=patient.subject_id, field="visit list")
     data = [visit_data(v) for v in rows]
     emit({"subject_id": patient.subject_id, "visits": data}, args.json,
          visit_table(patient.subject_id, data, [_flags(v) for v in rows]))
@@ -109,14 +97,11 @@ async def _move(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
     if not args.reason.strip():
         raise CommandError("reason: a reason is required")
-    async with open_database(settings) as database:
-        with refused():
-            new_date = visits.parse_date(args.date)
-            async with database.write() as session:
-                patient = await visits.find_patient(session, args.subject)
-                change = await visits.move_visit(session, protocol, patient, args.visit,
-                                                 new_date, reason=args.reason, now=now(),
-                                                 actor=cli_actor())
+    async with writing(settings) as session:
+        new_date = visits.parse_date(args.date)
+        patient = await visits.find_patient(session, args.subject)
+        change = await visits.move_visit(session, protocol, patient, args.visit, new_date,
+                                         reason=args.reason, now=now(), actor=cli_actor())
     text = (f"moved {change.subject_id} {change.visit} from {change.old_date} to "
             f"{change.new_date}; notices follow the new date" + _flag_text(change))
     emit(change_data(change), args.json, text)
@@ -125,13 +110,11 @@ async def _move(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _done(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
-    async with open_database(settings) as database:
-        with refused():
-            day = visits.parse_date(args.date) if args.date else None
-            async with database.write() as session:
-                patient = await visits.find_patient(session, args.subject)
-                change = await visits.mark_done(session, protocol, patient, args.visit,
-                                                done_date=day, now=now(), actor=cli_actor())
+    async with writing(settings) as session:
+        day = visits.parse_date(args.date) if args.date else None
+        patient = await visits.find_patient(session, args.subject)
+        change = await visits.mark_done(session, protocol, patient, args.visit, done_date=day,
+                                        now=now(), actor=cli_actor())
     text = f"{change.subject_id} {change.visit} done on {change.new_date}" + _flag_text(change)
     emit(change_data(change), args.json, text)
     return 0
