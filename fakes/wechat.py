@@ -247,10 +247,40 @@ class FakeWeChatAPI:
         entry, body = await self._json(request)
         if (refused := self._token_error(entry)) is not None:
             return refused
-        if not body or not isinstance(body.get("button"), list):
-            return self._answer(entry, 40016, "invalid button size")
+        problem = _menu_problem(body)
+        if problem is not None:
+            return self._answer(entry, *problem)
         self.menus.append(body)
         return self._answer(entry, 0)
+
+
+MENU_TYPES = {"click", "view", "scancode_push", "scancode_waitmsg", "pic_sysphoto",
+              "pic_photo_or_album", "pic_weixin", "location_select", "media_id", "article_id",
+              "article_view_limited", "miniprogram"}
+
+
+def _menu_problem(body: dict[str, Any] | None) -> tuple[int, str] | None:
+    """What `/cgi-bin/menu/create` refuses: 1-3 top buttons (1-5 under each), a name of at
+    most 16 bytes (60 under a top button), a known type, a CLICK's key of 1-128 bytes."""
+    buttons = (body or {}).get("button")
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+        return 40016, "invalid button size"
+    for button in buttons:
+        subs = button.get("sub_button") if isinstance(button, dict) else None
+        for item, limit in ([(button, 16)] + [(sub, 60) for sub in subs or []]):
+            name = str(item.get("name") or "")
+            if not name or len(name.encode()) > limit:
+                return 40018, "invalid button name size"
+            if item is button and subs:
+                if not 1 <= len(subs) <= 5:
+                    return 40023, "invalid sub button size"
+                continue
+            if item.get("type") not in MENU_TYPES:
+                return 40017, "invalid button type"
+            key = str(item.get("key") or "")
+            if item["type"] == "click" and not 1 <= len(key.encode()) <= 128:
+                return 40019, "invalid button key size"
+    return None
 
 
 # -- pushes to our server URL ------------------------------------------------------------------

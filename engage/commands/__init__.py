@@ -17,4 +17,5 @@ COMMAND_MODULES = [
     "engage.commands.demo",
     "engage.commands.triage",
     "engage.commands.outbox",
+    "engage.commands.wechat",
 ]

@@ -15,12 +15,13 @@ code. What goes how (`WeChatChannel.send`):
 
 Sending uses aiohttp against the documented endpoints (`/cgi-bin/token`,
 `/cgi-bin/message/custom/send`, `/cgi-bin/message/template/send`, `/cgi-bin/qrcode/create`,
-`/cgi-bin/media/upload`), not wechatpy's client, because (1) that client refreshes the access
-token itself, per process, when WeChat answers 40001/42001 (`wechatpy.client.base`), which
-defeats the one token every worker shares through the database (`storage.tokens`: a token is
-rate-limited and a refresh by one worker invalidates the others'); (2) it is synchronous
-(`requests`), so each send would take a thread (not measured for WeChat; the same choice for
-WeCom was measured by bench/wecom_send.py, see docs/benchmarks.md). wechatpy does the protocol
+`/cgi-bin/media/upload`, `/cgi-bin/menu/create`), not wechatpy's client, because (1) that
+client refreshes the access token itself, per process, when WeChat answers 40001/42001
+(`wechatpy.client.base`), which defeats the one token every worker shares through the database
+(`storage.tokens`: a token is rate-limited and a refresh by one worker invalidates the
+others'); (2) it is synchronous (`requests`), so each send would take a thread (not measured
+for WeChat; the same choice for WeCom was measured by bench/wecom_send.py, see
+docs/benchmarks.md and docs/wechat.md). wechatpy does the protocol
 parts: the signature check, AES message crypto and XML parsing (`inbound`).
 
 errcodes: 40001/42001/40014 (token refused) replace the token once and retry; 43004 (the user
@@ -162,6 +163,11 @@ class WeChatAPI:
         return await self.call("/cgi-bin/qrcode/create", json={
             "expire_seconds": min(seconds, QR_SECONDS), "action_name": "QR_STR_SCENE",
             "action_info": {"scene": {"scene_str": scene}}})
+
+    async def create_menu(self, menu: dict[str, Any]) -> None:
+        """Replace the account's custom menu (`/cgi-bin/menu/create`, as wechatpy's
+        `WeChatMenu.create` posts it: the `{"button": [...]}` body as JSON)."""
+        await self.call("/cgi-bin/menu/create", json=menu)
 
 
 class WeChatChannel:

@@ -190,3 +190,34 @@ async def test_the_route_needs_no_api_and_a_push_is_stored_before_it_is_handled(
         assert await count(sqlite_db, InboundMessage) == 1  # stored before the answer
         await r.inbound.idle()
     assert await count(sqlite_db, InboundMessage, InboundMessage.handled_at.is_not(None)) == 1
+
+
+async def test_each_menu_button_is_understood_by_the_route(
+        sqlite_db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
+    """The custom menu `engage wechat menu` creates (`inbound.menu()`): a click of each of its
+    three buttons is stored as the button's action and handled as such (never the "unknown
+    action" answer); a click of a key that is not ours is not stored."""
+    from bot.channels.wechat.inbound import MENU, menu
+
+    await add_site(sqlite_db, clock.now())
+    enrolled = await enrol(sqlite_db, protocol, clock.now())
+    buttons = menu()["button"]
+    assert [b["name"] for b in buttons] == ["服药已完成", "报告症状", "帮助"]
+    async with running(sqlite_db, protocol, clock) as r:
+        await r.pusher.push(fake.event_xml(OPENID, "SCAN", enrolled.code))
+        await r.inbound.idle()
+        for button in buttons:
+            assert button["type"] == "click"
+            assert await r.pusher.push(fake.event_xml(OPENID, "CLICK", button["key"])) == (
+                200, "success")
+            await r.inbound.idle()
+        await r.pusher.push(fake.event_xml(OPENID, "CLICK", "SOMEONE_ELSES_KEY"))
+        await r.inbound.idle()
+    async with sqlite_db.read() as session:
+        clicks = (await session.execute(select(InboundMessage).where(
+            InboundMessage.channel == "wechat").order_by(InboundMessage.id))).scalars().all()
+    clicks = [c for c in clicks if c.payload.get("event") == "click"]
+    assert [c.patient_id for c in clicks] == [enrolled.patient_id] * 3
+    assert [c.payload["action"] for c in clicks] == [MENU[b["key"]] for b in buttons] == [
+        "dose:taken", "report:start", "help"]
+    assert [c.outcome for c in clicks] == ["dose_taken", "report_start", "help"]
