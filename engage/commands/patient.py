@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     command(group, "relink", _relink, positionals=("SUBJECT",), reason=True,
             help="end the patient's Telegram link and print a new link code")
-    wechat.register_qr(group)  # `engage patient qr`: the WeChat QR code (engage/commands/wechat.py)
+    wechat.register_qr(group)  # `engage patient qr`: the WeChat QR code (commands/wechat.py)
 
     show_all = command(group, "list", _list, help="enrolled patients")
     show_all.add_argument("--site", help="only this site's patients")
