@@ -6,15 +6,7 @@ from __future__ import annotations
 import argparse
 
 from engage.commands._args import command, command_group
-from engage.commands.support import (
-    CommandError,
-    cli_actor,
-    emit,
-    now,
-    open_database,
-    parse_instant,
-    table,
-)
+from engage.commands.support import cli_actor, emit, now, parse_instant, reading, table, writing
 from engage.config import Settings
 from study import oncall
 from trial.protocol import load_protocol
@@ -47,15 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _set(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_database(settings) as database:
-        try:
-            async with database.write() as session:
-                row = await oncall.set_rule(
-                    session, site_id=args.site, who=args.who, days=args.days, hours=args.hours,
-                    period_from=args.period_from, period_to=args.period_to, now=now(),
-                    actor=cli_actor(), reason=args.reason)
-        except oncall.OnCallError as exc:
-            raise CommandError(str(exc)) from None
+    async with writing(settings) as session:
+        row = await oncall.set_rule(
+            session, site_id=args.site, who=args.who, days=args.days, hours=args.hours,
+            period_from=args.period_from, period_to=args.period_to, now=now(),
+            actor=cli_actor(), reason=args.reason)
     who = f"staff #{row.staff_id}" if row.staff_id else row.role
     emit({"rule": row.id, "site": row.site_id, "who": who}, args.json,
          f"rule #{row.id} added to site {row.site_id}'s rota: {who}")
@@ -63,13 +51,9 @@ async def _set(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _end(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_database(settings) as database:
-        try:
-            async with database.write() as session:
-                count = await oncall.end_rules(session, site_id=args.site, rule_id=args.rule,
-                                               now=now(), actor=cli_actor(), reason=args.reason)
-        except oncall.OnCallError as exc:
-            raise CommandError(str(exc)) from None
+    async with writing(settings) as session:
+        count = await oncall.end_rules(session, site_id=args.site, rule_id=args.rule, now=now(),
+                                       actor=cli_actor(), reason=args.reason)
     emit({"site": args.site, "ended": count}, args.json, f"{count} rules ended")
     return 0
 
@@ -77,12 +61,8 @@ async def _end(args: argparse.Namespace, settings: Settings) -> int:
 async def _show(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
     at = parse_instant(args.at)
-    async with open_database(settings) as database:
-        try:
-            async with database.read() as session:
-                data = await oncall.show(session, protocol, args.site, at)
-        except oncall.OnCallError as exc:
-            raise CommandError(str(exc)) from None
+    async with reading(settings) as session:
+        data = await oncall.show(session, protocol, args.site, at)
     rules = data["rules"]
     assert isinstance(rules, list)
     text = (f"site {data['site']} ({data['source']} rota), {data['at_local']} {data['tz']} "

@@ -6,7 +6,7 @@ import argparse
 from datetime import date, timedelta
 
 from engage.commands._args import command, command_group
-from engage.commands.support import CommandError, emit, open_database, parse_instant
+from engage.commands.support import CommandError, emit, parse_instant, reading
 from engage.config import Settings
 from storage.models import Site
 from study.doses import AdherenceReport, adherence_report
@@ -72,7 +72,7 @@ def table(report: AdherenceReport) -> str:
 
 async def _adherence(args: argparse.Namespace, settings: Settings) -> int:
     protocol = load_protocol(settings.protocol)
-    async with open_database(settings) as database, database.read() as session:
+    async with reading(settings) as session:
         if args.site and await session.get(Site, args.site) is None:
             raise CommandError(f"site: no site {args.site}")
         at = parse_instant(args.at)

@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engage.commands._args import command, command_group
-from engage.commands.support import (
-    cli_actor,
-    describe_changes,
-    emit,
-    now,
-    open_database,
-    table,
-    writing,
-)
+from engage.commands.support import cli_actor, describe_changes, emit, now, reading, table, writing
 from engage.config import Settings
 from study import listing
 from study.changes import update_site
@@ -59,7 +51,7 @@ async def _update(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_database(settings) as database, database.read() as session:
+    async with reading(settings) as session:
         rows = await listing.sites(session)
     emit(rows, args.json, table(rows, ["site", "name", "tz", "phone", "patients",
                                        "active_patients", "staff"], "no sites"))

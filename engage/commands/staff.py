@@ -7,15 +7,7 @@ import argparse
 
 from bot.channels.wecom import WECOM
 from engage.commands._args import command, command_group
-from engage.commands.support import (
-    cli_actor,
-    describe_changes,
-    emit,
-    now,
-    open_database,
-    table,
-    writing,
-)
+from engage.commands.support import cli_actor, describe_changes, emit, now, reading, table, writing
 from engage.config import Settings
 from study import listing
 from study.changes import Changes, deactivate_staff, set_addresses, update_staff
@@ -95,7 +87,7 @@ def _changed(changes: Changes, as_json: bool) -> int:
 
 
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_database(settings) as database, database.read() as session:
+    async with reading(settings) as session:
         rows = await listing.staff(session, site_id=args.site)
     for row in rows:
         row["wecom_userid"] = row.get("addresses", {}).get(WECOM)

@@ -22,6 +22,7 @@ from storage.audit import Actor
 from storage.db import Database
 from storage.migrate import alembic_config, upgrade
 from study.changes import Changes
+from study.oncall import OnCallError
 from study.visits import VisitError
 from trial.enrolment import EnrolmentError
 
@@ -136,7 +137,7 @@ def refused() -> Iterator[None]:
     """Turn a refused change into one clear error line (the transaction is rolled back)."""
     try:
         yield
-    except (EnrolmentError, VisitError) as exc:
+    except (EnrolmentError, VisitError, OnCallError) as exc:
         raise CommandError(str(exc)) from None
     except IntegrityError:
         # Only a concurrent change with the same subject, phone or id gets past the checks.
@@ -151,4 +152,14 @@ async def writing(settings: Settings) -> AsyncIterator[AsyncSession]:
     async with open_database(settings) as database:
         with refused():
             async with database.write() as session:
+                yield session
+
+
+@asynccontextmanager
+async def reading(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A read of the configured database (never commits); a refused request is one error line
+    (an unknown site, say)."""
+    async with open_database(settings) as database:
+        with refused():
+            async with database.read() as session:
                 yield session
