@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
-from engage.commands.report import table as adherence_table
+from engage.tables import adherence_table
 from storage.db import Database
 from storage.models import Alert, AlertEvent, OutboundMessage, Patient, Site, Staff
 from study.doses import adherence_report
