@@ -21,10 +21,7 @@ from tests.cli.support import counts, fetch, run_cli, setup_site
 WALL_CLOCK = SystemClock()
 
 
-@pytest.fixture(autouse=True)
-def _database(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ENGAGE_DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def _enrol(capsys: pytest.CaptureFixture[str], subject: str = "BJ01-001",

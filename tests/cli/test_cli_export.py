@@ -18,10 +18,7 @@ from tests.cli.support import fetch, run_cli, setup_site
 REASON = "患者住院，暂停提醒 (hospitalised, \"pause\")"
 
 
-@pytest.fixture(autouse=True)
-def _database(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ENGAGE_DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("cli_database")
 
 
 def test_audit_export_round_trips_chinese_text_with_a_bom(

@@ -10,17 +10,13 @@ from sqlalchemy import select
 
 from storage.models import AuditEntry, LinkCode, Patient
 from study.enrolment import hash_code
-from tests.cli.support import counts, fetch, run_cli, setup_site
+from tests.cli.support import counts, fetch, run_cli
 
 HEADER = "subject_id,site,baseline,dose_time,language,phone,tz"
 
 
 @pytest.fixture(autouse=True)
-def _database(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("ENGAGE_DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    setup_site(capsys)
+def _database(cli_site: None, capsys: pytest.CaptureFixture[str]) -> None:
     outcome = run_cli(capsys, "patient", "enroll", "BJ01-900", "--site", "BJ01", "--baseline",
                       "2026-01-05", "--dose-time", "08:00", "--language", "zh", "--phone",
                       "+8613800000009")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -30,11 +29,7 @@ WALL_CLOCK = SystemClock()
 
 
 @pytest.fixture(autouse=True)
-def _study(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("ENGAGE_DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    setup_site(capsys)
+def _study(cli_site: None, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     setup_site(capsys, "SH02")
     today = schedule.local_date(WALL_CLOCK.now(), "Asia/Shanghai").isoformat()
     for subject, site, phone in (("BJ01-001", "BJ01", "+8613812345678"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +14,7 @@ from storage.db import Database
 from storage.models import Alert, AuditEntry, OnCallRule, Patient
 from study import alerts
 from tests import ROOT as PROJECT_ROOT
-from tests.cli.support import fetch, run_cli, setup_site
+from tests.cli.support import fetch, run_cli
 from trial.protocol import Tier, load_protocol
 
 README = PROJECT_ROOT / "README.md"
@@ -27,11 +26,7 @@ WALL_CLOCK = SystemClock()
 
 
 @pytest.fixture(autouse=True)
-def _study(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("ENGAGE_DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    setup_site(capsys)
+def _study(cli_site: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "staff", "add", "--site", "BJ01", "--role", "investigator",
                    "--name", "Li", "--phone", "+8613800000017").status == 0
 

@@ -4,21 +4,14 @@ is one person's, an empty one removes it (refused when it was their only route),
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from storage.models import AuditEntry, ContactPoint
-from tests.cli.support import fetch, run_cli, setup_site
+from tests.cli.support import fetch, run_cli
 
-
-@pytest.fixture(autouse=True)
-def _site(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-          capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("ENGAGE_DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    setup_site(capsys)
+pytestmark = pytest.mark.usefixtures("cli_site")
 
 
 def test_a_staff_member_gets_removes_and_cannot_share_a_wecom_userid(
