@@ -344,11 +344,13 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
         kinds = ", ".join(dict.fromkeys(media_word(k, language) for k in r.media))
         return t("digest.report_media", language, kinds=kinds, text=r.text).strip()
 
+    def report_rows(reports: Sequence[ReportLine]) -> list[str]:
+        return [t("digest.report_row", language, id=r.report_id, subject=r.subject_id,
+                  received=local_time(r.received_at, digest.tz), text=report_text(r))
+                for r in reports]
+
     # First: routine reports nobody has reviewed for more than two working days.
-    section("digest.section_reports_overdue", [
-        t("digest.report_row", language, id=r.report_id, subject=r.subject_id,
-          received=local_time(r.received_at, digest.tz), text=report_text(r))
-        for r in digest.overdue_reports])
+    section("digest.section_reports_overdue", report_rows(digest.overdue_reports))
     section("digest.section_alerts", [
         t("digest.alert_row", language, id=a.alert_id,
           subject=(t("alert.unregistered_sender", language, sender=a.subject_id)
@@ -363,10 +365,7 @@ def render(digest: SiteDigest, language: str) -> tuple[str, list[str]]:
           deadline_local=s.deadline.astimezone(ZoneInfo(digest.tz)).strftime("%m-%d %H:%M"),
           deadline_utc=s.deadline.astimezone(UTC).strftime("%m-%d %H:%M UTC"))
         for s in digest.sae_clocks])
-    section("digest.section_reports", [
-        t("digest.report_row", language, id=r.report_id, subject=r.subject_id,
-          received=local_time(r.received_at, digest.tz), text=report_text(r))
-        for r in digest.reports])
+    section("digest.section_reports", report_rows(digest.reports))
     section("digest.section_flags", [
         t("digest.flag_row", language, subject=f.subject_id,
           flags=", ".join(word("flag", x, language) for x in f.flags)) for f in digest.flagged])

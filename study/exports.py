@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -35,6 +35,7 @@ from trial.adherence import day_status
 
 Row = Sequence[Any]
 BATCH = 1000
+_Kept = TypeVar("_Kept", DoseRecord, SymptomReport)  # a table of rows each of one patient
 
 
 def local(moment: datetime | None, tz: str | None) -> str:
@@ -52,13 +53,19 @@ DOSE_COLUMNS = (
 )
 
 
+def _with_patient(model: type[_Kept], *order: Any) -> Select[_Kept, str, str, str]:
+    """The rows of a patient's table with the patient's subject id, site and time zone, in
+    batches."""
+    return (select(model, Patient.subject_id, Patient.site_id, Patient.tz)
+            .join(Patient, Patient.id == model.patient_id)
+            .order_by(*order)
+            .execution_options(yield_per=BATCH))
+
+
 async def dose_rows(session: AsyncSession) -> AsyncIterator[Row]:
     """Every dose record, by subject and day."""
     result = await session.stream(
-        select(DoseRecord, Patient.subject_id, Patient.site_id, Patient.tz)
-        .join(Patient, Patient.id == DoseRecord.patient_id)
-        .order_by(Patient.subject_id, DoseRecord.local_date)
-        .execution_options(yield_per=BATCH))
+        _with_patient(DoseRecord, Patient.subject_id, DoseRecord.local_date))
     async for dose, subject, site, tz in result:
         yield (dose.id, subject, site, dose.local_date, dose.due_at, local(dose.due_at, tz),
                dose.state, day_status(dose), dose.reminded_at, dose.followed_up_at, dose.snoozes,
@@ -76,10 +83,7 @@ SYMPTOM_COLUMNS = (
 async def symptom_rows(session: AsyncSession) -> AsyncIterator[Row]:
     """Every symptom report in the order received."""
     result = await session.stream(
-        select(SymptomReport, Patient.subject_id, Patient.site_id, Patient.tz)
-        .join(Patient, Patient.id == SymptomReport.patient_id)
-        .order_by(SymptomReport.received_at, SymptomReport.id)
-        .execution_options(yield_per=BATCH))
+        _with_patient(SymptomReport, SymptomReport.received_at, SymptomReport.id))
     async for report, subject, site, tz in result:
         reasons = "; ".join(str(r) for r in report.reasons or [])
         parsed = json.dumps(report.parsed, ensure_ascii=False, sort_keys=True)
