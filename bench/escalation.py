@@ -4,7 +4,7 @@ drains through the same dispatcher; against a minimal handler that sends the pag
 
     .venv/bin/python bench/escalation.py [--reports 200] [--rate 10] [--fanout 10000]
 
-Three processes: the system (HTTP app + conversation core + Dispatcher with its production
+Three processes: the system (HTTP app + conversation core + OutboxSender with its production
 defaults: 30 msg/s per bot, 1/s per chat, 1 SMS/s, wired as `engage run` wires them), the fake
 providers (Telegram limits enforced: 30/s, 1/s per chat), and this load generator. Latency is
 the page's arrival at the fake minus the report's scheduled send time (both CLOCK_MONOTONIC).
@@ -47,7 +47,7 @@ async def serve(kind: str, url: str, port: int, telegram: str, twilio: str,
     from bot.channels.twilio.inbound import TwilioInbound
     from bot.conversation import Conversation
     from bot.http import Server, build_app
-    from scheduler.dispatcher import Dispatcher
+    from scheduler.dispatcher import OutboxSender
 
     db = Database(url)
     protocol = load_protocol()
@@ -62,7 +62,7 @@ async def serve(kind: str, url: str, port: int, telegram: str, twilio: str,
                          api_url=twilio, status_callback=f"{public_url}/twilio/status",
                          messaging_service_sid=common.SERVICE,
                          validity_seconds=protocol.sms.validity_period_seconds)
-        dispatcher = Dispatcher(db, protocol, {"telegram": TelegramChannel(bot), "sms": sms},
+        dispatcher = OutboxSender(db, protocol, {"telegram": TelegramChannel(bot), "sms": sms},
                                 clock, worker_id="bench", sms_rate=sms_rate)
         conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)
         app = build_app(Server(db=db, routes=TwilioInbound(
@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="reports per second")
     parser.add_argument("--fanout", type=int, default=10_000)
     parser.add_argument("--sms-rate", type=float, default=1.0,
-                        help="the Dispatcher's SMS rate (its default: 1/s, one long code)")
+                        help="the OutboxSender's SMS rate (its default: 1/s, one long code)")
     parser.add_argument("--serve", choices=["engage", "baseline"], help=argparse.SUPPRESS)
     for hidden in ("--db", "--telegram", "--twilio"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""Fan-out: 10,000 reminders due in the same minute through the real Dispatcher and the real
+"""Fan-out: 10,000 reminders due in the same minute through the real OutboxSender and the real
 aiogram adapter to the fake Bot API, against a bare `bot.send_message` loop; then 600 reminders
 under Telegram's limits (30 messages/s, 1/s per chat) enforced by the fake.
 
@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from bot.channels.telegram import TelegramChannel, keyboard, make_bot
 from messages.channel import Choice
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.doses import plan_doses
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database
@@ -33,7 +33,7 @@ from storage.models import OutboundMessage
 from study import outgoing
 from trial.protocol import Protocol, load_protocol
 
-CONCURRENCY = 50  # the Dispatcher's default routine-lane bound on sends in flight
+CONCURRENCY = 50  # the OutboxSender's default routine-lane bound on sends in flight
 UNLIMITED = {"telegram": ChannelRate(0.0), "sms": ChannelRate(0.0)}
 
 
@@ -86,7 +86,7 @@ async def unlimited(directory: Path, protocol: Protocol, patients: int) -> bool:
 
         bot = make_bot(common.TOKEN, fakes.telegram)
         await bot.get_me()
-        dispatcher = Dispatcher(db, protocol, {"telegram": TelegramChannel(bot)},
+        dispatcher = OutboxSender(db, protocol, {"telegram": TelegramChannel(bot)},
                                 common.OffsetClock(), worker_id="bench", rates=UNLIMITED,
                                 concurrency=CONCURRENCY)
         started = time.perf_counter()
@@ -101,7 +101,7 @@ async def unlimited(directory: Path, protocol: Protocol, patients: int) -> bool:
     best = max(baseline)
     print(f"   baseline bare bot.send_message loop, {CONCURRENCY} in flight: "
           f"{baseline[0]:,.0f} and {baseline[1]:,.0f} msg/s (before/after; the better is used)")
-    print(f"   Dispatcher + aiogram adapter: {handled:,} handled in {elapsed:.2f} s = "
+    print(f"   OutboxSender + aiogram adapter: {handled:,} handled in {elapsed:.2f} s = "
           f"{rate:,.0f} msg/s; fake received {stats['sent']:,}; outbox {dict(states)}")
     ok = handled == len(rows) and stats["sent"] == len(rows) and states["sent"] == len(rows)
     return common.goal("rate >= 0.8 x baseline", ok and rate >= 0.8 * best,
@@ -123,8 +123,8 @@ async def limited(directory: Path, protocol: Protocol, total: int) -> bool:
                     key=f"notice:bench:{patient}:{n}", now=common.START)
         bot = make_bot(common.TOKEN, fakes.telegram)
         await bot.get_me()
-        # The production limits: the Dispatcher's defaults (30/s per bot, 1/s per chat).
-        dispatcher = Dispatcher(db, protocol, {"telegram": TelegramChannel(bot)},
+        # The production limits: the OutboxSender's defaults (30/s per bot, 1/s per chat).
+        dispatcher = OutboxSender(db, protocol, {"telegram": TelegramChannel(bot)},
                                 common.OffsetClock(), worker_id="bench")
         started = time.perf_counter()
         handled = await dispatcher.run_once()

@@ -37,7 +37,7 @@ from bot.http import Server, build_app
 from engage.clock import Clock, SystemClock
 from engage.config import Settings
 from messages.channel import Channel
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from scheduler.runner import Runner
 from scheduler.supervision import Supervised
@@ -162,7 +162,7 @@ class Runtime:
             self.wecom = wecom_channel(settings, self.db, self.clock)
             if self.wecom is not None:
                 self.channels[WECOM] = self.wecom
-            dispatcher = Dispatcher(self.db, self.protocol, self.channels, self.clock,
+            dispatcher = OutboxSender(self.db, self.protocol, self.channels, self.clock,
                                     worker_id=f"{socket.gethostname()}:{os.getpid()}",
                                     rates=configured_rates(settings))
             conversation = Conversation(self.db, self.protocol, self.clock, wake=dispatcher.wake)

@@ -11,7 +11,7 @@ from fakes.telegram_api import FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI
 from fakes.webhooks import PUBLIC_URL
 from messages.channel import Channel
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database
 from trial.clock import Clock
@@ -50,8 +50,8 @@ async def sms(fake_twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
     await channel.close()
 
 
-def dispatcher(db: Database, protocol: Protocol, channels: Mapping[str, Channel],
-               clock: Clock) -> Dispatcher:
+def outbox_sender(db: Database, protocol: Protocol, channels: Mapping[str, Channel],
+               clock: Clock) -> OutboxSender:
     """The real dispatcher, unthrottled so tests do not wait for rate-limit slots."""
-    return Dispatcher(db, protocol, channels, clock, worker_id="test",
+    return OutboxSender(db, protocol, channels, clock, worker_id="test",
                       rates={name: ChannelRate(0.0) for name in ("telegram", "sms")})

@@ -81,8 +81,9 @@ def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> flo
     return rng.uniform(0.0, min(cap, base * 2 ** max(0, attempt - 1)))
 
 
-class Dispatcher:
-    """Sends the outbox through the channels; one per worker process (`worker_id` unique)."""
+class OutboxSender:
+    """Sends the outbox through the channels; one per worker process (`worker_id` unique).
+    (aiogram's `Dispatcher`, in bot/channels/telegram, routes incoming Telegram updates.)"""
 
     def __init__(self, db: Database, protocol: Protocol, channels: Mapping[str, Channel],
                  clock: Clock, *, worker_id: str, lease: timedelta = timedelta(seconds=60),

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.supervision import Supervised
 from scheduler.tick import TickReport, run_tick
 from storage.db import Database
@@ -30,7 +30,7 @@ TickFunction = Callable[[Database, Protocol, datetime], Awaitable[TickReport]]
 class Runner:
     """Starts and stops the tick job and the dispatcher together."""
 
-    def __init__(self, db: Database, protocol: Protocol, dispatcher: Dispatcher, clock: Clock,
+    def __init__(self, db: Database, protocol: Protocol, dispatcher: OutboxSender, clock: Clock,
                  *, tick_seconds: float = 60.0, misfire_grace_seconds: int = 30,
                  tick: TickFunction = run_tick) -> None:
         self.db = db

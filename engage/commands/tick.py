@@ -57,10 +57,10 @@ async def _dispatch(db: Database, protocol: Protocol, channels: dict[str, Any],
     if not channels:
         return None
     try:
-        from scheduler.dispatcher import Dispatcher
+        from scheduler.dispatcher import OutboxSender
     except ImportError:
         return None
-    dispatcher = Dispatcher(db, protocol, channels, SimulatedClock(at),
+    dispatcher = OutboxSender(db, protocol, channels, SimulatedClock(at),
                             worker_id=f"tick:{socket.gethostname()}:{os.getpid()}")
     return await dispatcher.run_once()
 

@@ -1,6 +1,7 @@
 """The demo's running system: the same parts `engage run` wires (conversation core, dispatcher,
 scheduler runner), on a fresh SQLite file, a simulated clock and sandbox adapters registered
-under the names "telegram" and "sms", plus the sandbox's input side (what a person sends)."""
+under the names "telegram", "sms", "wechat" and "wecom", plus the sandbox's input side (what a
+person sends, as each channel's adapter hands it to the conversation core)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot.channels.sandbox import SandboxChannel
+from bot.channels.twilio.inbound import sms_event
 from bot.conversation import Conversation, Handled, InboundEvent
 from engage.clock import SimulatedClock
-from engage.demo.scenario import SMS, TELEGRAM, Person, Scenario
+from engage.demo.scenario import SMS, TELEGRAM, WECHAT, WECOM, Person, Scenario
 from messages.channel import OutgoingMessage
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from scheduler.runner import Runner
 from storage import audit, outbox
@@ -24,14 +26,15 @@ from storage.audit import Actor
 from storage.db import Database
 from storage.migrate import upgrade
 from storage.models import OutboundMessage
-from study import enrolment, visits
+from study import contacts, enrolment, visits
 from trial.enrolment import check_enrolment
 from trial.protocol import Protocol
 
 SETUP = Actor.cli("demo")
 # The sandbox has no provider behind it to protect, and the clock stands still while a batch
 # is sent: the providers' rate limits would only make the demo wait in real time.
-SANDBOX_RATES = {TELEGRAM: ChannelRate(0.0, 0.0), SMS: ChannelRate(0.0, 0.0)}
+CHANNELS = (TELEGRAM, SMS, WECHAT, WECOM)
+SANDBOX_RATES = {name: ChannelRate(0.0, 0.0) for name in CHANNELS}
 
 
 class DemoError(Exception):
@@ -79,14 +82,15 @@ class World:
         self.scenario = scenario
         self._sent: list[tuple[str, OutgoingMessage]] = []
         self.channels = {name: SandboxChannel(name, on_send=self._on_send)
-                         for name in (TELEGRAM, SMS)}
-        self.dispatcher = Dispatcher(db, protocol, self.channels, clock, worker_id="demo",
+                         for name in CHANNELS}
+        self.dispatcher = OutboxSender(db, protocol, self.channels, clock, worker_id="demo",
                                      rates=SANDBOX_RATES)
         self.conversation = Conversation(db, protocol, clock, wake=self.dispatcher.wake)
         self.runner = Runner(db, protocol, self.dispatcher, clock)
         self._by_address = {(p.channel, p.address): p for p in scenario.people}
         self._update_ids = itertools.count(1)
         self._sms_ids = itertools.count(1)
+        self._tencent_ids = itertools.count(6_000_000_000_000_000_001)
         self.errors: list[str] = []
 
     @classmethod
@@ -121,9 +125,12 @@ class World:
             for member in scenario.staff:
                 row = await enrolment.add_staff(
                     session, site_id=member.site, role=member.role, name=member.name,
-                    telegram_id=int(member.address), phone=None, language=member.language,
-                    now=now, actor=SETUP)
+                    telegram_id=int(member.address) if member.channel == TELEGRAM else None,
+                    phone=None, language=member.language, now=now, actor=SETUP)
                 member.record_id = row.id
+                if member.channel == WECOM:  # as `engage staff add --wecom-userid` does
+                    await contacts.bind(session, row, channel=WECOM, address=member.address,
+                                        now=now, actor=SETUP, reason="demo set-up")
             for person in scenario.patients:
                 request, problems = check_enrolment(
                     subject=person.key, site=person.site,
@@ -142,14 +149,22 @@ class World:
     # -- the sandbox's input side ------------------------------------------------------------
     def inbound(self, person: Person, text: str = "", action: str | None = None
                 ) -> InboundEvent:
-        """What the Telegram or SMS adapter would hand the conversation core."""
+        """What the person's channel adapter would hand the conversation core."""
         now = self.clock.now()
+        if person.channel in (WECHAT, WECOM):
+            # As bot.channels.wechat.inbound and bot.channels.wecom.callback make them: a text
+            # by MsgId; a menu click, a QR scan or a card button as its action.
+            msg_id = str(next(self._tencent_ids))
+            kind = "event" if action else "text"
+            return InboundEvent(person.channel, msg_id, person.address, "" if action else text,
+                                action, now, {"msg_type": kind, "create_time": str(int(
+                                    now.timestamp()))})
         if person.channel == TELEGRAM:
             return InboundEvent(TELEGRAM, str(next(self._update_ids)), person.address, text,
                                 action, now, {"chat_id": int(person.address),
                                               "language_code": person.language})
-        return InboundEvent(SMS, f"SMdemo{next(self._sms_ids):026d}", person.address, text,
-                            None, now, {"to": "", "opt_out_type": "", "num_media": "0"})
+        return sms_event({"MessageSid": f"SMdemo{next(self._sms_ids):026d}",
+                          "From": person.address, "Body": text}, now)
 
     async def send(self, person: Person, text: str = "", action: str | None = None
                    ) -> tuple[Handled, list[Delivered]]:

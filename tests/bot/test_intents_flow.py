@@ -13,7 +13,7 @@ from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
-from fakes.servers import ACCOUNT, AUTH_TOKEN, dispatcher
+from fakes.servers import ACCOUNT, AUTH_TOKEN, outbox_sender
 from fakes.twilio_api import FakeTwilioAPI
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from messages import catalogue
@@ -60,7 +60,7 @@ async def test_thanks_are_answered_politely_and_open_no_report(
     assert outcomes == ["acknowledgement"] * 3 + ["report"]
     assert [(r.raw_text, r.tier) for r in reports] == [("ok but I have chest pain", "emergency")]
     assert replies == ["chat.acknowledged"] * 3 + ["report.reply_emergency"]
-    assert await dispatcher(db, protocol, {"sms": sms}, clock).run_once() >= 4
+    assert await outbox_sender(db, protocol, {"sms": sms}, clock).run_once() >= 4
     polite = catalogue.render("chat.acknowledged", "en")
     assert sum(polite in r.params["Body"] for r in fake_twilio.sent_to(PHONE)) == 3
 
@@ -78,7 +78,7 @@ async def test_didnt_take_it_today_marks_the_dose_missed_and_sends_the_rule(
         (inbound,) = (await s.execute(select(InboundMessage))).scalars()
         assert (await s.execute(select(SymptomReport))).scalars().all() == []
     assert (dose.state, inbound.outcome) == ("missed", "dose_missed")
-    assert await dispatcher(db, protocol, {"sms": sms}, clock).run_once() >= 1
+    assert await outbox_sender(db, protocol, {"sms": sms}, clock).run_once() >= 1
     rule = catalogue.render("dose.missed_rule", "en", latest="20:00",  # 08:00 + 12 h
                             capsules=protocol.dose.capsules)
     assert sum(rule in r.params["Body"] for r in fake_twilio.sent_to(PHONE)) == 1

@@ -15,18 +15,18 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
-from bot.channels.telegram import TelegramChannel, build_dispatcher, make_bot
+from bot.channels.telegram import TelegramChannel, build_dispatcher
 from bot.channels.telegram.webhook import SECRET_HEADER, TelegramWebhook
 from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation, InboundEvent
 from bot.http import Server
 from engage.clock import SimulatedClock
 from fakes.polling import Polling
-from fakes.servers import ACCOUNT, AUTH_TOKEN, TOKEN, dispatcher
+from fakes.servers import ACCOUNT, AUTH_TOKEN, outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from messages import catalogue
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import (
@@ -48,13 +48,6 @@ OTHER_SITE_STAFF = 8021
 PHONE = "+8613800000811"
 
 
-@pytest.fixture
-async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
-    bot = make_bot(TOKEN, fake_telegram.base_url)
-    yield bot
-    await bot.session.close()
-
-
 class World:
     """One site (BJ01) with a coordinator and a patient linked on Telegram, another site's
     coordinator, the poller and the dispatcher."""
@@ -62,7 +55,7 @@ class World:
     def __init__(self, db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot,
                  fake: FakeTelegramAPI) -> None:
         self.db, self.protocol, self.clock, self.fake = db, protocol, clock, fake
-        self.sender: Dispatcher = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)},
+        self.sender: OutboxSender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)},
                                              clock)
         self.core = Conversation(db, protocol, clock)
         self.polling: Polling | None = None

@@ -13,7 +13,7 @@ from bot.channels.telegram import TelegramChannel, make_bot
 from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
-from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN, dispatcher
+from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN, outbox_sender
 from fakes.telegram_api import Failure, FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from storage import outbox
@@ -84,7 +84,7 @@ async def test_21610_on_send_means_opted_out_and_the_coordinator_is_told(
     enrolled = await enrol_sms_only(sqlite_db, protocol, clock)
     fake_twilio.fail_number(PHONE, SmsFailure(400, 21610))
     await queue(sqlite_db, clock, enrolled.patient_id, "sms", PHONE)
-    sender = dispatcher(sqlite_db, protocol, {"sms": channels.sms,
+    sender = outbox_sender(sqlite_db, protocol, {"sms": channels.sms,
                                               "telegram": channels.telegram}, clock)
     await sender.run_once()
     assert (await patient(sqlite_db, enrolled.patient_id)).opted_out is True
@@ -105,7 +105,7 @@ async def test_a_blocked_bot_marks_the_chat_unreachable_and_tells_the_coordinato
     enrolled = await linked_patient(sqlite_db, protocol, clock)
     fake_telegram.fail_chat(CHAT, Failure(403, "Forbidden: bot was blocked by the user"))
     await queue(sqlite_db, clock, enrolled.patient_id, "telegram", str(CHAT))
-    sender = dispatcher(sqlite_db, protocol, {"sms": channels.sms,
+    sender = outbox_sender(sqlite_db, protocol, {"sms": channels.sms,
                                               "telegram": channels.telegram}, clock)
     await sender.run_once()
     row = await patient(sqlite_db, enrolled.patient_id)
@@ -123,7 +123,7 @@ async def test_a_safety_message_to_a_patient_who_blocked_the_bot_goes_by_sms(
     fake_telegram.fail_chat(CHAT, Failure(403, "Forbidden: bot was blocked by the user"))
     await queue(db, clock, enrolled.patient_id, "telegram", str(CHAT), lane=outbox.SAFETY,
                 key="reply:99:0")
-    sender = dispatcher(db, protocol, {"sms": channels.sms, "telegram": channels.telegram},
+    sender = outbox_sender(db, protocol, {"sms": channels.sms, "telegram": channels.telegram},
                         clock)
     for _ in range(3):
         await sender.run_once()
@@ -139,7 +139,7 @@ async def test_the_stop_confirmation_is_delivered_and_then_nothing_routine(
     core = Conversation(sqlite_db, protocol, clock)
     await core.handle(InboundEvent("sms", "SM1", PHONE, "退订", None, clock.now()))
     await queue(sqlite_db, clock, enrolled.patient_id, "sms", PHONE)  # a routine notice
-    sender = dispatcher(sqlite_db, protocol, {"sms": channels.sms,
+    sender = outbox_sender(sqlite_db, protocol, {"sms": channels.sms,
                                               "telegram": channels.telegram}, clock)
     await sender.run_once()
     bodies = [r.params["Body"] for r in fake_twilio.sent_to(PHONE)]

@@ -27,7 +27,7 @@ from fakes.telegram_api import Call, FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from messages import catalogue
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from scheduler.runner import Runner
 from storage.db import Database
@@ -105,7 +105,7 @@ async def running(db: Database, protocol: Protocol, clock: SimulatedClock,
                      messaging_service_sid=SERVICE, timeout=5)
     # Production defaults (poll interval, lanes, leases); only the provider rates are lifted
     # so the test does not wait for rate-limit slots.
-    dispatcher = Dispatcher(db, protocol, {"telegram": TelegramChannel(bot), "sms": sms}, clock,
+    dispatcher = OutboxSender(db, protocol, {"telegram": TelegramChannel(bot), "sms": sms}, clock,
                             worker_id="e2e", rates={"telegram": ChannelRate(0.0),
                                                     "sms": ChannelRate(0.0)})
     conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)

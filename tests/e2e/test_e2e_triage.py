@@ -29,7 +29,7 @@ from fakes.telegram_api import FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from messages import catalogue
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database, is_sqlite
 from storage.models import Alert, InboundMessage, OutboundMessage, SymptomReport
@@ -87,7 +87,7 @@ async def stack(db: Database, protocol: Protocol, clock: SimulatedClock,
     # Production lanes and leases; the provider rates are lifted so the test does not wait
     # for rate-limit slots (priority under a paced sender:
     # tests/scheduler/test_dispatch_priority.py).
-    dispatcher = Dispatcher(db, protocol, {"telegram": TelegramChannel(bot), "sms": sms}, clock,
+    dispatcher = OutboxSender(db, protocol, {"telegram": TelegramChannel(bot), "sms": sms}, clock,
                             worker_id="e2e-triage", poll_interval=0.05,
                             rates={"telegram": ChannelRate(0.0), "sms": ChannelRate(0.0)})
     conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)

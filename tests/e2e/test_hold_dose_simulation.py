@@ -23,7 +23,7 @@ from sqlalchemy import select
 from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from fakes.twilio_api import FakeTwilioAPI
 from scheduler.tick import run_tick
 from storage.audit import Actor
@@ -63,7 +63,7 @@ async def test_visit_day_instructions_are_right_on_every_day(
         await enrol(db, protocol, START, subject=f"S01-{name}", phone=PHONES[name],
                     language="zh", site="S01", baseline=BASELINE, dose_time=dose_time)
     conversation = Conversation(db, protocol, clock)
-    send = dispatcher(db, protocol, {"sms": sms}, clock)
+    send = outbox_sender(db, protocol, {"sms": sms}, clock)
 
     async def staff(fn: Callable[..., Awaitable[object]], name: str, *args: object,
                     **kwargs: object) -> None:

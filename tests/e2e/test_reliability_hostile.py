@@ -26,7 +26,7 @@ from bot.channels.twilio.inbound import SIGNATURE_HEADER, TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
-from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN, dispatcher
+from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN, outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed, sign
@@ -229,7 +229,7 @@ async def test_an_unknown_number_gets_one_neutral_sms_however_often_and_fast_it_
                          status_callback=f"{PUBLIC_URL}/twilio/status",
                          messaging_service_sid=SERVICE)
         try:
-            sender = dispatcher(db, protocol, {"sms": sms}, clock)
+            sender = outbox_sender(db, protocol, {"sms": sms}, clock)
             await sender.run_once()
             response = await post_signed(client, "/twilio/sms", _form("again?", sender=STRANGER),
                                          AUTH_TOKEN)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from engage.clock import SimulatedClock
 from messages.channel import OutgoingMessage, SendResult
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from scheduler.tick import run_tick
 from storage.audit import Actor
@@ -137,7 +137,7 @@ async def test_48_weeks_of_visit_and_phase_notices(sqlite_db: Database,
     dose_ticks = {local(date(2026, 6, d), time(8), NY) for d in range(1, 7)}
     channels = {name: Recorder(name, clock) for name in ("telegram", "sms")}
     rates = {name: ChannelRate(0.0) for name in channels}  # no real-time waits
-    dispatcher = Dispatcher(db, protocol, channels, clock, worker_id="sim", rates=rates)
+    dispatcher = OutboxSender(db, protocol, channels, clock, worker_id="sim", rates=rates)
     for moment in instants(set(actions) | set(after_tick) | dose_ticks):
         clock.set(moment)
         for action in actions.get(moment, []):

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from engage.clock import SimulatedClock, SystemClock
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from storage.db import Database
 from storage.models import OutboundMessage, Patient
 from tests import ROOT as PROJECT_ROOT
@@ -52,7 +52,7 @@ async def test_four_workers_send_5000_reminders_exactly_once(
     channel = FakeChannel("telegram")
     workers = [Database(postgres_url, pool_size=5) for _ in range(4)]
     try:
-        dispatchers = [Dispatcher(db, protocol, {"telegram": channel}, clock,
+        dispatchers = [OutboxSender(db, protocol, {"telegram": channel}, clock,
                                   worker_id=f"w{n}", rates={}, concurrency=50)
                        for n, db in enumerate(workers)]
         handled = await asyncio.wait_for(

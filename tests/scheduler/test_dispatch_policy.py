@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from engage.clock import SimulatedClock
 from messages.channel import PermanentSendError, TransientSendError
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from storage.db import Database
 from storage.models import Alert, AuditEntry, DeliveryEvent, OutboundMessage, Patient
 from tests.workers.dispatch_support import (
@@ -32,10 +32,10 @@ CHAT = "424242"
 
 
 def _dispatcher(db: Database, protocol: Protocol, clock: SimulatedClock,
-                **options: Any) -> tuple[Dispatcher, FakeChannel, FakeChannel]:
+                **options: Any) -> tuple[OutboxSender, FakeChannel, FakeChannel]:
     telegram, sms = FakeChannel("telegram"), FakeChannel("sms")
     options.setdefault("rates", {})
-    dispatcher = Dispatcher(db, protocol, {"telegram": telegram, "sms": sms}, clock,
+    dispatcher = OutboxSender(db, protocol, {"telegram": telegram, "sms": sms}, clock,
                             worker_id="w1", rng=random.Random(7), **options)
     return dispatcher, telegram, sms
 

@@ -18,7 +18,7 @@ from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
 from fakes.twilio_api import FakeTwilioAPI
 from messages import catalogue
-from scheduler.dispatcher import SAFETY_FIRST, Dispatcher
+from scheduler.dispatcher import SAFETY_FIRST, OutboxSender
 from scheduler.ratelimit import ChannelRate, RateLimiter
 from storage import outbox
 from storage.db import Database
@@ -54,7 +54,7 @@ async def test_emergency_reply_and_page_overtake_queued_routine_replies(
     await add_staff(db, clock.now(), telegram_id=None, phone=COORDINATOR)
     await enrol(db, protocol, clock.now(), phone=PATIENT, language="zh")
     # One sender paced at 10 SMS/s: the forty routine replies take about four seconds.
-    dispatcher = Dispatcher(db, protocol, {"sms": sms}, clock, worker_id="priority",
+    dispatcher = OutboxSender(db, protocol, {"sms": sms}, clock, worker_id="priority",
                             rates={"sms": ChannelRate(10.0)}, poll_interval=0.05)
     conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)
     emergency = catalogue.render("report.reply_emergency", "zh")

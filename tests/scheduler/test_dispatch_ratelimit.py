@@ -17,7 +17,7 @@ from engage.runtime import configured_rates, sms_channel
 from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
 from fakes.twilio_api import FakeTwilioAPI
 from messages.channel import TransientSendError
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import Bucket, ChannelRate
 from storage import outbox
 from storage.db import Database
@@ -33,7 +33,7 @@ async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _running(dispatcher: Dispatcher,
+async def _running(dispatcher: OutboxSender,
                    body: Callable[[], Awaitable[None]]) -> None:
     stop = asyncio.Event()
     loop = asyncio.create_task(dispatcher.run(stop))
@@ -69,7 +69,7 @@ async def test_one_chat_is_paced_while_other_chats_go_in_parallel(
                                   *(row(f"b{i}", address=f"{100 + i}", now=now)
                                     for i in range(20))])
     telegram = FakeChannel("telegram", delay=0.1)
-    dispatcher = Dispatcher(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
+    dispatcher = OutboxSender(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
                             rates={"telegram": ChannelRate(1000.0, 4.0)}, concurrency=30)
     start = time.monotonic()
     assert await dispatcher.run_once() == 22
@@ -85,7 +85,7 @@ async def test_channel_rate_is_never_exceeded(sqlite_db: Database, protocol: Pro
     await insert_rows(sqlite_db, [row(f"m{i}", address=str(i), now=clock.now())
                                   for i in range(25)])
     telegram = FakeChannel("telegram")
-    dispatcher = Dispatcher(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
+    dispatcher = OutboxSender(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
                             telegram_rate=50.0, concurrency=50)
     await dispatcher.run_once()
     times = sorted(s.at for s in telegram.sent)
@@ -100,7 +100,7 @@ async def test_retry_after_delays_that_chat_and_the_whole_bot(
     (first,) = await insert_rows(sqlite_db, [row("a", address="1", now=clock.now())])
     telegram = FakeChannel("telegram")
     telegram.fail_next("1", TransientSendError("429 Too Many Requests", retry_after=0.5))
-    dispatcher = Dispatcher(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
+    dispatcher = OutboxSender(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
                             poll_interval=0.05)
 
     async def body() -> None:
@@ -125,7 +125,7 @@ async def test_safety_message_is_not_delayed_by_a_routine_fan_out(
     await insert_rows(sqlite_db, [row(f"m{i}", address=str(1000 + i), now=clock.now())
                                   for i in range(300)])
     telegram = FakeChannel("telegram", delay=0.01)
-    dispatcher = Dispatcher(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
+    dispatcher = OutboxSender(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
                             telegram_rate=100.0, poll_interval=0.5)
     latency: list[float] = []
 
@@ -169,7 +169,7 @@ async def test_engage_sms_rate_paces_replies_through_twilio(
     clock = SystemClock()
     await insert_rows(sqlite_db, [row(f"reply:{n}:0", address=f"+86138{n:08d}", channel="sms",
                                       now=clock.now()) for n in range(100)])
-    dispatcher = Dispatcher(sqlite_db, protocol, {"sms": sms}, clock, worker_id="paced",
+    dispatcher = OutboxSender(sqlite_db, protocol, {"sms": sms}, clock, worker_id="paced",
                             rates=configured_rates(settings), poll_interval=0.05)
     started = time.monotonic()
     try:

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from engage.clock import SystemClock
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.runner import Runner
 from scheduler.tick import TickReport
 from storage import outbox
@@ -30,7 +30,7 @@ async def test_ticks_never_overlap_and_a_planned_message_is_sent(
         sqlite_db: Database, protocol: Protocol) -> None:
     clock = SystemClock()
     telegram = FakeChannel("telegram")
-    dispatcher = Dispatcher(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
+    dispatcher = OutboxSender(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
                             poll_interval=30.0)  # only a wake can make it claim soon
     running, most, ticks = 0, 0, 0
 
@@ -67,7 +67,7 @@ async def test_stop_lets_in_flight_sends_finish_and_leaves_the_rest_queued(
     await insert_rows(sqlite_db, [row(f"m{i}", address=str(i), now=clock.now())
                                   for i in range(10)])
     telegram = FakeChannel("telegram", delay=0.3)
-    dispatcher = Dispatcher(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
+    dispatcher = OutboxSender(sqlite_db, protocol, {"telegram": telegram}, clock, worker_id="w",
                             concurrency=2)
 
     async def idle_tick(_db: Database, _protocol: Protocol, now: datetime) -> TickReport:
@@ -92,7 +92,7 @@ async def test_a_failing_tick_is_reported_and_ticking_goes_on(
         calls += 1
         raise RuntimeError("planner bug")
 
-    dispatcher = Dispatcher(sqlite_db, protocol, {}, SystemClock(), worker_id="w")
+    dispatcher = OutboxSender(sqlite_db, protocol, {}, SystemClock(), worker_id="w")
     runner = Runner(sqlite_db, protocol, dispatcher, SystemClock(), tick_seconds=0.05,
                     tick=broken)
     await runner.start()

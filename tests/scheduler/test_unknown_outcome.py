@@ -21,16 +21,16 @@ import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
-from bot.channels.telegram import TelegramChannel, make_bot
+from bot.channels.telegram import TelegramChannel
 from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock, SystemClock
-from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, TOKEN
+from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
 from fakes.telegram_api import FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from fakes.webhooks import PUBLIC_URL
 from messages import catalogue
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from storage import outbox
 from storage.db import Database
@@ -66,16 +66,9 @@ async def sms(twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
     await channel.close()
 
 
-@pytest.fixture
-async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
-    bot = make_bot(TOKEN, fake_telegram.base_url)
-    yield bot
-    await bot.session.close()
-
-
 def _dispatcher(db: Database, protocol: Protocol, clock: SimulatedClock, sms: SmsChannel,
-                bot: Bot) -> Dispatcher:
-    return Dispatcher(db, protocol, {"sms": sms, "telegram": TelegramChannel(bot)}, clock,
+                bot: Bot) -> OutboxSender:
+    return OutboxSender(db, protocol, {"sms": sms, "telegram": TelegramChannel(bot)}, clock,
                       worker_id="w", rates={"sms": ChannelRate(0.0),
                                             "telegram": ChannelRate(0.0)},
                       send_timeout=0.3)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from bot.conversation import Conversation, Handled, InboundEvent
 from engage.clock import SimulatedClock
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.tick import run_tick
 from storage.db import Database
 from storage.models import Alert, DoseRecord, InboundMessage, OutboundMessage, SymptomReport
@@ -47,7 +47,7 @@ async def test_twenty_inbound_handlers_a_dispatcher_and_a_tick_share_one_sqlite_
 
         channels = {"telegram": FakeChannel("telegram", delay=0.002),
                     "sms": FakeChannel("sms", delay=0.002)}
-        dispatcher = Dispatcher(sender, protocol, channels, clock, worker_id="w", rates={})
+        dispatcher = OutboxSender(sender, protocol, channels, clock, worker_id="w", rates={})
         core = Conversation(inbound, protocol, clock, wake=dispatcher.wake)
 
         def event(n: int, round_: int) -> InboundEvent:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from engage.clock import SystemClock
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from storage.db import Database
 from tests.workers.dispatch_support import FakeChannel
 from trial.protocol import load_protocol
@@ -22,7 +22,7 @@ from trial.protocol import load_protocol
 async def main(url: str, sends: Path, worker_id: str, lease: float, delay: float) -> None:
     db = Database(url)
     channel = FakeChannel("telegram", delay=delay, log_path=sends)
-    dispatcher = Dispatcher(db, load_protocol(), {"telegram": channel}, SystemClock(),
+    dispatcher = OutboxSender(db, load_protocol(), {"telegram": channel}, SystemClock(),
                             worker_id=worker_id, lease=timedelta(seconds=lease), rates={},
                             concurrency=20, poll_interval=0.1)
     stop = asyncio.Event()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,11 +15,10 @@ from bot.channels.telegram import (
     TelegramPoller,
     build_dispatcher,
     callback_data,
-    make_bot,
 )
 from bot.conversation import Conversation
 from engage.clock import SimulatedClock
-from fakes.servers import TOKEN, dispatcher
+from fakes.servers import outbox_sender
 from fakes.telegram_api import Failure, FakeTelegramAPI
 from messages.channel import Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from scheduler.doses import plan_doses
@@ -31,13 +29,6 @@ from storage.models import DoseRecord, InboundMessage, Patient
 from study.doses import dose_choices
 from tests.factories import add_site, enrol
 from trial.protocol import Protocol
-
-
-@pytest.fixture
-async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
-    bot = make_bot(TOKEN, fake_telegram.base_url)
-    yield bot
-    await bot.session.close()
 
 
 class Polling:
@@ -64,7 +55,7 @@ async def test_link_remind_press_taken_and_see_the_dose_recorded(
         fake_telegram: FakeTelegramAPI) -> None:
     await add_site(db, clock.now())
     enrolled = await enrol(db, protocol, clock.now())
-    sender = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
+    sender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
     core = Conversation(db, protocol, clock, wake=sender.wake)
     polling = Polling(bot, core, clock)
     try:

@@ -6,17 +6,15 @@ text over 4,096 characters, as Telegram does)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
-from bot.channels.telegram import TelegramChannel, make_bot
+from bot.channels.telegram import TelegramChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
 from fakes.polling import Polling
-from fakes.servers import TOKEN, dispatcher
+from fakes.servers import outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
 from messages import catalogue
 from storage.db import Database
@@ -26,13 +24,6 @@ from trial.protocol import Protocol
 
 PATIENT = 911
 COORDINATOR = 9011
-
-
-@pytest.fixture
-async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
-    bot = make_bot(TOKEN, fake_telegram.base_url)
-    yield bot
-    await bot.session.close()
 
 
 async def texts_to(fake: FakeTelegramAPI, chat: int, *, count: int = 1,
@@ -50,7 +41,7 @@ async def test_a_4000_character_chest_pain_report_pages_and_is_listed_by_alerts(
     await add_site(db, clock.now())
     await add_staff(db, clock.now(), telegram_id=COORDINATOR)
     enrolled = await enrol(db, protocol, clock.now())
-    sender = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
+    sender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
     core = Conversation(db, protocol, clock, wake=sender.wake)
     await core.handle(InboundEvent("telegram", "link", str(PATIENT), f"/start {enrolled.code}",
                                    None, clock.now(), {"chat_id": PATIENT}))

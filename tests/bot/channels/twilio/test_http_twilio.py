@@ -13,7 +13,7 @@ from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
-from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, dispatcher
+from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE, outbox_sender
 from fakes.twilio_api import FakeTwilioAPI
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from scheduler.doses import plan_doses
@@ -59,7 +59,7 @@ async def test_a_signed_taken_by_sms_records_the_dose_and_the_reply_goes_by_twil
                      status_callback=f"{PUBLIC_URL}/twilio/status",
                      messaging_service_sid=SERVICE)
     try:
-        assert await dispatcher(db, protocol, {"sms": sms}, clock).run_once() >= 1
+        assert await outbox_sender(db, protocol, {"sms": sms}, clock).run_once() >= 1
     finally:
         await sms.close()
     async with db.read() as session:
@@ -141,7 +141,7 @@ async def test_status_callbacks_move_forward_only_and_need_a_signature(
                          status_callback=f"{PUBLIC_URL}/twilio/status",
                          messaging_service_sid=SERVICE)
         try:
-            await dispatcher(db, protocol, {"sms": sms}, clock).run_once()
+            await outbox_sender(db, protocol, {"sms": sms}, clock).run_once()
         finally:
             await sms.close()
         (sent,) = fake_twilio.sent_to(PHONE)

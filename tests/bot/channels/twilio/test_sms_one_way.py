@@ -17,7 +17,7 @@ from sqlalchemy import select
 from bot.channels.twilio import SmsChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from fakes.twilio_api import FakeTwilioAPI
 from messages.channel import OutgoingMessage, SendResult
 from messages.sms import check_sms, measure, one_way_text, sms_templates
@@ -81,7 +81,7 @@ async def test_no_sms_to_a_one_way_site_invites_a_reply(
         await enrol(db, protocol, START, subject=f"{site}-{name}", phone=PHONES[name],
                     language=language, site=site, baseline=BASELINE)
     conversation = Conversation(db, protocol, clock)
-    send = dispatcher(db, protocol, {"sms": sms, "telegram": Accepting()}, clock)
+    send = outbox_sender(db, protocol, {"sms": sms, "telegram": Accepting()}, clock)
     said = iter(range(1, 1000))
     # What the patients write (a one-way route may still let a text through, or it reached
     # the site's other number): a routine report, an emergency, help, a dose answer, thanks.

@@ -24,9 +24,9 @@ from bot.http import Server, build_app
 from engage.clock import SimulatedClock
 from engage.runtime import wechat_from_settings
 from fakes import wechat as fake
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from messages.channel import OutgoingMessage, PermanentSendError
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.tick import run_tick
 from storage.db import Database
 from storage.models import Alert, DoseRecord, OutboundMessage, Patient
@@ -51,7 +51,7 @@ async def fake_wechat() -> AsyncIterator[fake.FakeWeChatAPI]:
 class Account:
     wechat: WeChat
     pusher: fake.Pusher
-    dispatcher: Dispatcher
+    dispatcher: OutboxSender
 
     async def push(self, xml: str) -> None:
         assert await self.pusher.push(xml) == (200, "success")
@@ -74,7 +74,7 @@ async def account(db: Database, protocol: Protocol, clock: SimulatedClock,
     await client.start_server()
     try:
         yield Account(wechat, fake.Pusher(str(client.make_url("/wechat"))),
-                      dispatcher(db, protocol, {"wechat": wechat.channel}, clock))
+                      outbox_sender(db, protocol, {"wechat": wechat.channel}, clock))
     finally:
         await wechat.close()
         await client.close()

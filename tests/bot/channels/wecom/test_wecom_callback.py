@@ -36,7 +36,7 @@ from fakes.wecom import (
     Push,
     Sent,
 )
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database
 from storage.models import Alert, AlertEvent, AuditEntry, InboundMessage, OutboundMessage, Staff
@@ -85,7 +85,7 @@ async def stack(db: Database, protocol: Protocol, clock: SimulatedClock, fake_we
                 language="zh", dose_time="21:00")
     wecom = WeComChannel(WeComAPI(db, clock.now, corp_id=CORP_ID, agent_id=AGENT_ID,
                                   secret=SECRET, api_url=fake_wecom.base_url))
-    dispatcher = Dispatcher(db, protocol, {"wecom": wecom, "sms": sms}, clock,  # type: ignore
+    dispatcher = OutboxSender(db, protocol, {"wecom": wecom, "sms": sms}, clock,  # type: ignore
                             worker_id="wecom-test", poll_interval=0.05,
                             rates={"sms": ChannelRate(0.0), "wecom": ChannelRate(0.0)})
     conversation = Conversation(db, protocol, clock, wake=dispatcher.wake)

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 from bot.channels.wecom import WeComAPI, WeComChannel
 from engage.clock import SimulatedClock
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from fakes.wecom import AGENT_ID, CORP_ID, SECRET, FakeWeComAPI
 from scheduler import digest as digest_step
 from storage.audit import Actor
@@ -37,7 +37,7 @@ async def test_a_wecom_only_coordinator_gets_the_digest_text_and_chart_by_wecom(
                                   agent_id=AGENT_ID, secret=SECRET,
                                   api_url=fake_wecom.base_url))
     try:
-        await dispatcher(db, protocol, {"wecom": wecom}, SimulatedClock(T0)).run_once()
+        await outbox_sender(db, protocol, {"wecom": wecom}, SimulatedClock(T0)).run_once()
     finally:
         await wecom.close()
     sent = fake_wecom.sent_to("zhangsan")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from bot.channels.twilio import SmsChannel
 from bot.channels.wecom import WeComAPI, WeComChannel
 from engage.clock import SimulatedClock
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from fakes.wecom import AGENT_ID, CORP_ID, SECRET, FakeWeComAPI
 from storage.db import Database
 from storage.models import AuditEntry, ContactPoint, OutboundMessage, Patient, Staff
@@ -42,7 +42,7 @@ async def test_a_userid_wecom_refuses_is_marked_unreachable_and_the_site_told(
     wecom = WeComChannel(WeComAPI(db, clock.now, corp_id=CORP_ID, agent_id=AGENT_ID,
                                   secret=SECRET, api_url=fake_wecom.base_url))
     try:
-        await dispatcher(db, protocol, {"wecom": wecom, "sms": sms}, clock).run_once()
+        await outbox_sender(db, protocol, {"wecom": wecom, "sms": sms}, clock).run_once()
     finally:
         await wecom.close()
     async with db.read() as session:
