@@ -19,8 +19,9 @@ from rich.markup import escape
 from bot.channels import twilio as sms
 from engage.clock import SimulatedClock
 from engage.demo.driver import advance, daily_instants, start_instant
-from engage.demo.scenario import MAX_PATIENTS, SMS, Person, build
-from engage.demo.transcript import local_time
+from engage.demo.people import link_act
+from engage.demo.scenario import MAX_PATIENTS, SMS, WECHAT, Person, build
+from engage.demo.transcript import as_sent, local_time
 from engage.demo.world import Delivered, World
 from messages.channel import Choice
 from trial.protocol import Protocol
@@ -71,6 +72,9 @@ class Chat:
         if item.channel == SMS:
             text = sms.render(text, item.message.choices, item.language,
                               item.message.signature)
+        elif item.channel == WECHAT:  # no buttons on WeChat: the answers printed as words
+            text = as_sent(item.channel, item.template_id, text, item.message.choices,
+                           item.language)
         style = "bold" if mine else "dim"
         if item.lane == "safety":
             style += " red"
@@ -78,7 +82,7 @@ class Chat:
         self.console.print(f"[{style}]{escape(head)}[/{style}]", highlight=False)
         for line in text.splitlines():
             self.console.print(f"    {escape(line)}", highlight=False, soft_wrap=True)
-        if item.channel != SMS and item.message.choices:
+        if item.channel not in (SMS, WECHAT) and item.message.choices:
             numbered = "  ".join(f"{first + n}) [{c.label}]"
                                  for n, c in enumerate(item.message.choices, start=1))
             self.console.print(f"    {escape(numbered)}", highlight=False, soft_wrap=True)
@@ -88,9 +92,9 @@ class Chat:
     def people(self) -> None:
         scenario = self.world.scenario
         patients = ", ".join(f"{p.key} ({p.language}, {p.channel})" for p in scenario.patients)
-        staff = ", ".join(f"{s.key} ({s.language})" for s in scenario.staff)
+        staff = ", ".join(f"{s.key} ({s.language}, {s.channel})" for s in scenario.staff)
         self.console.print(f"patients: {patients}", highlight=False, soft_wrap=True)
-        self.console.print(f"staff (Telegram): {staff}", highlight=False, soft_wrap=True)
+        self.console.print(f"staff: {staff}", highlight=False, soft_wrap=True)
 
     def become(self, key: str) -> bool:
         person = self.world.scenario.find(key)
@@ -119,14 +123,14 @@ class Chat:
         self.console.print(f"[dim]… {escape(match.group(0))} later[/dim]")
 
     async def say(self, text: str) -> None:
-        """Send a line as the current person (a number presses a Telegram button)."""
+        """Send a line as the current person (a number presses a Telegram or WeCom button)."""
         me = self.me
         assert me is not None
         world = self.world
         self.show(await advance(world, world.clock.now() + KEYSTROKE_TIME, self.fixed))
         action, label = None, ""
         choices = self.buttons.get(me.key, [])
-        if me.channel != SMS and text.isdigit() and 1 <= int(text) <= len(choices):
+        if me.channel not in (SMS, WECHAT) and text.isdigit() and 1 <= int(text) <= len(choices):
             choice = choices[int(text) - 1]
             action, label = choice.action, choice.label
         shown = f"pressed [{label}]" if action else text
@@ -171,7 +175,8 @@ async def run_chat(path: Path, protocol: Protocol, console: Console, lines: Text
         await world.set_up()
         for person in scenario.patients:
             if person.channel != SMS and person.link_code:
-                await world.send(person, f"/start {person.link_code}")
+                act = link_act(clock.now(), person)  # /start CODE, or a WeChat QR scan
+                await world.send(person, act.text, act.action)
         chat = Chat(world, console, daily_instants(scenario, protocol))
         chat.show(await advance(world, clock.now() + CHAT_STARTS, chat.fixed), everyone=False)
         here = clock.now().astimezone(ZoneInfo(scenario.sites[0].tz))

@@ -10,7 +10,7 @@ import heapq
 import itertools
 import time as wall
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,7 +24,7 @@ from engage.clock import SimulatedClock
 from engage.demo.people import Act, People
 from engage.demo.scenario import MAX_PATIENTS, SITES, Scenario, build
 from engage.demo.summary import last_digest, print_adherence, print_alerts, write_chart
-from engage.demo.transcript import Transcript
+from engage.demo.transcript import CHANNEL, Transcript
 from engage.demo.world import Delivered, World, sqlite_url
 from storage.models import Alert, ConversationState, DoseRecord, OutboundMessage, Patient, Visit
 from trial.protocol import Protocol
@@ -148,7 +148,7 @@ class Timeline:
             world.clock.set(moment)
             while self._acts and self._acts[0][0] <= moment:
                 _, _, act = heapq.heappop(self._acts)
-                act = Act(moment, act.person, act.text, act.action, act.label)
+                act = replace(act, at=moment)
                 self.transcript.incoming(act)
                 _, delivered = await world.send(act.person, act.text, act.action)
                 self.show(delivered)
@@ -271,11 +271,12 @@ def introduce(console: Console, world: World, end: datetime) -> None:
     console.print(f"database: {world.path} (fresh)", highlight=False)
     console.print(f"simulated time: {world.clock.now():%Y-%m-%d %H:%M} UTC to "
                   f"{end:%Y-%m-%d %H:%M} UTC; channels: sandbox adapters registered as "
-                  "\"telegram\" and \"sms\"", highlight=False)
+                  "\"telegram\", \"sms\", \"wechat\" (patients' Official Account) and "
+                  "\"wecom\" (staff's WeCom app)", highlight=False)
     for site in scenario.sites:
-        staff = ", ".join(f"{m.role} {m.name} ({m.language})" for m in scenario.staff
-                          if m.site == site.id)
-        console.print(f"site {site.id}: {site.name}, {site.tz}; staff on Telegram: {staff}",
+        staff = ", ".join(f"{m.role} {m.name} ({m.language}, {CHANNEL[m.channel]})"
+                          for m in scenario.staff if m.site == site.id)
+        console.print(f"site {site.id}: {site.name}, {site.tz}; staff: {staff}",
                       highlight=False)
     table = Table(title="patients", show_edge=False)
     for column in ("subject", "language", "channel", "dose time", "baseline", "behaviour",
@@ -297,7 +298,8 @@ async def show_digest(console: Console, transcript: Transcript, world: World,
     if digest is None:
         console.print("(no digest was sent)")
         return None
-    console.print(f"as sent to {digest.staff} on Telegram ({digest.key}):", highlight=False)
+    console.print(f"as sent to {digest.staff} on {CHANNEL.get(digest.channel, digest.channel)} "
+                  f"({digest.key}):", highlight=False)
     for page in digest.pages:
         console.print(escape(page), soft_wrap=True, highlight=False)
     path = write_chart(digest, folder)

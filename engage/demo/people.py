@@ -1,8 +1,9 @@
 """How the simulated people answer what the sandbox delivers to them.
 
-Patients answer reminders by their behaviour (a button on Telegram, a word by SMS, in their own
-language); a few also write on their own (a fever, a hospital admission). Coordinators press
-Acknowledge on an urgent page and later resolve it with a note. Everything is planned as an
+Patients answer reminders by their behaviour (a button on Telegram, a word by SMS, the menu's
+服药已完成 on WeChat, in their own language); a few also write on their own (a fever, a
+hospital admission). Coordinators press Acknowledge on an urgent page (a Telegram button, a
+WeCom card's button) and later resolve it with a note. Everything is planned as an
 `Act` at a simulated instant; the driver sends it through the sandbox when the clock gets there.
 """
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from engage.demo.scenario import SMS, Behaviour, Person, Scenario
+from bot.channels.wechat.inbound import MENU, MENU_NAMES
+from engage.demo.scenario import SMS, TELEGRAM, WECHAT, Behaviour, Person, Scenario
 from engage.demo.world import Delivered
 
 DOSE_PROMPTS = ("dose.reminder", "dose.reminder_hold_for_visit", "dose.follow_up")
@@ -47,6 +49,7 @@ class Act:
     text: str = ""
     action: str | None = None
     label: str = ""  # the pressed button's label, for the transcript
+    shown: str = ""  # how the transcript shows it, when not a button press or a text
 
 
 @dataclass
@@ -68,8 +71,10 @@ class People:
         return (local - self.scenario.first_day).days
 
     def link_chats(self, at: datetime) -> list[Act]:
-        """Telegram patients send `/start CODE` with the code from their enrolment slip."""
-        return [Act(at + timedelta(seconds=20 * n), person, f"/start {person.link_code}")
+        """Telegram patients send `/start CODE` with the code from their enrolment slip;
+        WeChat patients scan the slip's QR code, whose scene is the code (`engage patient
+        qr`): following the account with it links them."""
+        return [link_act(at + timedelta(seconds=20 * n), person)
                 for n, person in enumerate(p for p in self.scenario.patients
                                            if p.channel != SMS and p.link_code)]
 
@@ -138,7 +143,12 @@ class People:
     @staticmethod
     def _dose_act(person: Person, item: Delivered, answer: str, minutes: int) -> Act:
         at = item.at + timedelta(minutes=minutes)
-        if person.channel != SMS:
+        if person.channel == WECHAT and f"dose:{answer}" in MENU.values():
+            # No buttons on a WeChat message: the account's menu has 服药已完成.
+            key = next(k for k, v in MENU.items() if v == f"dose:{answer}")
+            return Act(at, person, action=MENU[key], label=MENU_NAMES[key],
+                       shown=f"pressed the menu's [{MENU_NAMES[key]}]")
+        if person.channel == TELEGRAM:
             for choice in item.message.choices:
                 if choice.action.startswith(f"dose:{answer}:"):
                     return Act(at, person, action=choice.action, label=choice.label)
@@ -173,6 +183,15 @@ class People:
         note = RESOLUTIONS.get(person.language, RESOLUTIONS["en"])
         resolve = Act(ack.at + timedelta(minutes=50), person, f"/resolve {alert_id} {note}")
         return [ack, resolve]
+
+
+def link_act(at: datetime, person: Person) -> Act:
+    """How a patient links their chat: `/start CODE` on Telegram, a scan on WeChat."""
+    if person.channel == WECHAT:
+        return Act(at, person, action=f"link:{person.link_code}",
+                   shown="scanned the clinic's QR code (its scene is the link code) and followed "
+                         "the account")
+    return Act(at, person, f"/start {person.link_code}")
 
 
 def _at(day: date, moment: time, tz: str) -> datetime:

@@ -1,5 +1,6 @@
 """Who is in the demo study: two sites in different time zones, their staff, and about twenty
-patients in Chinese and English, on Telegram or SMS, each with a way of behaving."""
+patients in Chinese and English, on Telegram or SMS (one patient on WeChat, and one coordinator
+on WeCom, as at the hospitals in mainland China), each with a way of behaving."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from enum import StrEnum
 
 TELEGRAM = "telegram"
 SMS = "sms"
+WECHAT = "wechat"  # a patient's Official Account follower: their openid
+WECOM = "wecom"  # a staff member of the hospital's WeCom corp: their userid
 
 
 class Behaviour(StrEnum):
@@ -40,8 +43,8 @@ class Person:
     site: str
     tz: str
     language: str
-    channel: str  # telegram | sms
-    address: str  # Telegram user id or E.164 phone
+    channel: str  # telegram | sms | wechat | wecom
+    address: str  # Telegram user id, E.164 phone, WeChat openid or WeCom userid
     name: str = ""
     role: str = ""
     behaviour: Behaviour | None = None
@@ -106,11 +109,15 @@ STAFF = [
     ("XJ-pi", "pi", "Prof Ma Lin", "en", 820003, False),
 ]
 
+# Staff on WeCom instead of Telegram (handle -> WeCom userid): the Shanghai coordinator, who is
+# paged first at her site.
+WECOM_STAFF = {"SH-coordinator": "WangFang"}
+
 # The first rows matter most: a smaller demo (--patients N) keeps the first N, so every
 # behaviour the demo must show comes early. (subject, language, channel, dose time,
 # behaviour, baseline offset, featured)
 PATIENTS: list[tuple[str, str, str, str, Behaviour, int, bool]] = [
-    ("SH-001", "zh", TELEGRAM, "08:00", Behaviour.RELIABLE, -1, True),
+    ("SH-001", "zh", WECHAT, "08:00", Behaviour.RELIABLE, -1, True),
     ("XJ-001", "en", SMS, "08:00", Behaviour.RELIABLE, -1, True),
     ("SH-002", "zh", SMS, "08:30", Behaviour.FEVER, -1, True),
     ("XJ-002", "en", TELEGRAM, "20:00", Behaviour.HOSPITAL, -1, True),
@@ -147,14 +154,17 @@ def build(first_day: date, *, days: int = 14, patients: int = MAX_PATIENTS) -> S
         raise ValueError("the demo runs for at least one day")
     tz = {site.id: site.tz for site in SITES}
     staff = [Person(key=handle, kind="staff", site=handle.split("-")[0],
-                    tz=tz[handle.split("-")[0]], language=language, channel=TELEGRAM,
-                    address=str(telegram_id), name=name, role=role, slow_first_page=slow)
+                    tz=tz[handle.split("-")[0]], language=language,
+                    channel=WECOM if handle in WECOM_STAFF else TELEGRAM,
+                    address=WECOM_STAFF.get(handle, str(telegram_id)), name=name, role=role,
+                    slow_first_page=slow)
              for handle, role, name, language, telegram_id, slow in STAFF]
     people = []
     for n, (subject, language, channel, dose_time, behaviour, offset, featured) in enumerate(
             PATIENTS[:patients]):
         site = subject.split("-")[0]
-        address = str(710001 + n) if channel == TELEGRAM else f"+86139{n + 1:08d}"
+        address = {TELEGRAM: str(710001 + n), WECHAT: f"oDemo_{subject}"}.get(
+            channel, f"+86139{n + 1:08d}")
         people.append(Person(key=subject, kind="patient", site=site, tz=tz[site],
                              language=language, channel=channel, address=address,
                              behaviour=behaviour, dose_time=dose_time,

@@ -30,6 +30,7 @@ class SentDigest:
     staff: str
     pages: list[str]
     chart: bytes | None
+    channel: str = "telegram"  # the channel it went by (Telegram or WeCom)
 
 
 async def print_adherence(console: Console, db: Database, protocol: Protocol,
@@ -89,7 +90,8 @@ async def last_digest(db: Database, site_id: str) -> SentDigest | None:
     pages = [row.body for row in mine if row.image is None]
     chart = next((row.image for row in mine if row.image is not None), None)
     return SentDigest(site_id, f"digest:{site_id}:{day}",
-                      f"{site_id}-{member.role} ({member.name})", pages, chart)
+                      f"{site_id}-{member.role} ({member.name})", pages, chart,
+                      mine[0].channel if mine else "telegram")
 
 
 def write_chart(digest: SentDigest, folder: Path) -> Path | None:

@@ -21,12 +21,14 @@ from rich.progress import (
 )
 
 from bot.channels import twilio as sms
+from bot.channels.wechat.templates import PROACTIVE
 from engage.demo.people import WORDS, Act
-from engage.demo.scenario import SMS, Person, Scenario
+from engage.demo.scenario import SMS, WECHAT, WECOM, Person, Scenario
 from engage.demo.world import Delivered
+from messages import sms as sms_text
 from messages.channel import Choice
 
-CHANNEL = {"telegram": "Telegram", "sms": "SMS"}
+CHANNEL = {"telegram": "Telegram", "sms": "SMS", WECHAT: "WeChat", WECOM: "WeCom"}
 FULL_DAYS = 2  # days on which every message of the featured patients is shown
 QUIET_REMINDERS = frozenset({"dose.reminder"})
 QUIET_ACKS = frozenset({"dose.taken_ack", "dose.snoozed_ack"})
@@ -44,6 +46,20 @@ def local_time(at: datetime, tz: str) -> str:
 
 def buttons(choices: tuple[Choice, ...]) -> str:
     return "  ".join(f"[{c.label}]" for c in choices)
+
+
+def as_sent(channel: str, template_id: str, text: str, choices: tuple[Choice, ...],
+            language: str) -> str:
+    """A message as its channel shows it: on WeChat the answers printed as words after the
+    text (no buttons there), a message we start being a template message; on Telegram and
+    WeCom (a template card) the buttons."""
+    if channel == WECHAT:
+        words = sms_text.choice_line([(c.sms_word, c.label) for c in choices], language)
+        kind = "template message" if template_id in PROACTIVE else "customer-service message"
+        return f"{text}\n{words}\n({kind})" if words else f"{text}\n({kind})"
+    if choices:
+        return f"{text}\n{buttons(choices)}"
+    return text
 
 
 class Transcript(AbstractContextManager["Transcript"]):
@@ -146,8 +162,9 @@ class Transcript(AbstractContextManager["Transcript"]):
         if item.channel == SMS:
             text = sms.render(text, item.message.choices, item.language,
                               item.message.signature)
-        elif item.message.choices:
-            text = f"{text}\n{buttons(item.message.choices)}"
+        else:
+            text = as_sent(item.channel, item.template_id, text, item.message.choices,
+                           item.language)
         if item.message.image is not None:
             text += f"\n[image: {len(item.message.image) // 1024} KB PNG]"
         style = "bold red" if safety else ("yellow" if person and not person.is_patient
@@ -164,7 +181,7 @@ class Transcript(AbstractContextManager["Transcript"]):
             self._count(person, "routine answers")
             return
         self._quiet.discard(person.key)
-        text = f"pressed [{act.label}]" if act.action else act.text
+        text = act.shown or (f"pressed [{act.label}]" if act.action else act.text)
         style = "green" if person.is_patient else "magenta"
         self._line(act.at, person.tz, person.label, f"▶ {CHANNEL[person.channel]}", text, style)
 
@@ -181,8 +198,8 @@ class Transcript(AbstractContextManager["Transcript"]):
             return
         self._digests.add(key)
         self._line(item.at, person.tz if person else "UTC", f"site {site} staff",
-                   "◀ Telegram", "daily digest (text and adherence chart) to the site's "
-                   "coordinator, investigator and PI", "yellow dim")
+                   "◀ chat app", "daily digest (text and adherence chart) to the site's "
+                   "coordinator, investigator and PI (on Telegram or WeCom)", "yellow dim")
 
     def _line(self, at: datetime, tz: str, who: str, how: str, text: str, style: str) -> None:
         lines = text.splitlines() or [""]
@@ -196,5 +213,5 @@ class Transcript(AbstractContextManager["Transcript"]):
 
 def _is_dose_answer(act: Act) -> bool:
     if act.action is not None:
-        return act.action.startswith(("dose:taken:", "dose:snooze:"))
+        return act.action.startswith(("dose:taken", "dose:snooze"))
     return act.text in DOSE_WORDS

@@ -102,6 +102,47 @@ def test_a_fever_is_escalated_up_the_chain_then_acknowledged_by_the_coordinator(
     assert pages[0][0] == 3  # cumulative: the coordinator, then the coordinator and investigator
 
 
+def test_one_patient_is_on_wechat_and_one_staff_member_on_wecom(demo: tuple[Path, str]) -> None:
+    """Issue 20: SH-001 links by scanning the QR code of their link code, gets the reminders by
+    WeChat (template messages: the sandbox registered as "wechat") and answers with the menu's
+    服药已完成; the SH coordinator is paged on WeCom and acknowledges with the card's button."""
+    from storage.models import ContactPoint
+
+    path, output = demo
+    points = query(path, select(ContactPoint.channel, ContactPoint.owner_kind,
+                                ContactPoint.address, ContactPoint.reachable)
+                   .order_by(ContactPoint.channel))
+    assert points == [("wechat", "patient", "oDemo_SH-001", True),
+                      ("wecom", "staff", "WangFang", True)]
+    reminders = query(path, select(OutboundMessage.channel, func.count()).join(
+        Patient, Patient.id == OutboundMessage.patient_id).where(
+        Patient.subject_id == "SH-001", OutboundMessage.template_id == "dose.reminder",
+        OutboundMessage.status == "delivered").group_by(OutboundMessage.channel))
+    assert [channel for channel, _ in reminders] == ["wechat"]
+    assert reminders[0][1] >= 4
+    taken = query(path, select(InboundMessage.outcome, func.count()).where(
+        InboundMessage.channel == "wechat").group_by(InboundMessage.outcome))
+    assert dict(taken).get("dose_taken", 0) >= 4
+    assert dict(taken).get("link_linked") == 1
+    pages = query(path, select(OutboundMessage.channel).join(
+        Staff, Staff.id == OutboundMessage.staff_id).where(
+        Staff.name == "Wang Fang", OutboundMessage.template_id == "alert.page"))
+    assert pages
+    assert {channel for (channel,) in pages} == {"wecom"}
+    acks = query(path, select(func.count()).select_from(AlertEvent).join(
+        Staff, Staff.id == AlertEvent.staff_id).where(
+        AlertEvent.kind == "acknowledged", Staff.name == "Wang Fang"))
+    assert acks[0][0] >= 1
+    assert query(path, select(func.count()).select_from(InboundMessage).where(
+        InboundMessage.channel == "wecom"))[0][0] >= 2  # the button, the /resolve typed
+    assert "▶ WeChat        scanned the clinic's QR code" in output
+    assert "▶ WeChat        pressed the menu's [服药已完成]" in output
+    assert "(template message)" in output
+    assert "◀ WeCom zh      紧急" in output
+    assert "▶ WeCom         pressed [确认]" in output
+    assert "on WeCom (digest:SH:" in output
+
+
 def test_a_patient_who_sent_stop_is_opted_out_not_withdrawn(demo: tuple[Path, str]) -> None:
     path, _ = demo
     rows = query(path, select(Patient.subject_id, Patient.status).where(
