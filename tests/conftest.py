@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiogram import Bot
 
+from bot.channels.telegram import make_bot
 from engage.clock import SimulatedClock
-from fakes.servers import fake_telegram, fake_twilio, sms  # noqa: F401  (fixtures for all)
+from fakes.servers import TOKEN, fake_telegram, fake_twilio, sms  # noqa: F401  (fixtures for all)
+from fakes.telegram_api import FakeTelegramAPI
 from fakes.wecom import fake_wecom  # noqa: F401  (the fake WeCom API)
 from storage.db import Database
 from storage.migrate import upgrade
@@ -143,3 +146,11 @@ def protocol() -> Protocol:
 def clock() -> SimulatedClock:
     """A simulated clock at a fixed Monday morning, UTC."""
     return SimulatedClock(datetime(2026, 3, 2, 0, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:  # noqa: F811 (the fixture)
+    """An aiogram Bot on the fake Telegram API (closed afterwards)."""
+    bot = make_bot(TOKEN, fake_telegram.base_url)
+    yield bot
+    await bot.session.close()

@@ -4,20 +4,18 @@ aiogram's models reject (aiogram #1587), failing getUpdates; polling and webhook
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 from aiogram import Bot
 from sqlalchemy import select
 
-from bot.channels.telegram import build_dispatcher, make_bot
+from bot.channels.telegram import build_dispatcher
 from bot.channels.telegram.webhook import SECRET_HEADER, TelegramWebhook
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
 from fakes.polling import Polling
-from fakes.servers import TOKEN
 from fakes.telegram_api import Failure, FakeTelegramAPI
 from fakes.webhooks import http_client
 from messages import catalogue
@@ -28,13 +26,6 @@ from tests.factories import add_site
 from trial.protocol import Protocol
 
 SECRET = "never-deaf-secret"
-
-
-@pytest.fixture
-async def bot(fake_telegram: FakeTelegramAPI) -> AsyncIterator[Bot]:
-    bot = make_bot(TOKEN, fake_telegram.base_url)
-    yield bot
-    await bot.session.close()
 
 
 async def inbound(db: Database) -> dict[str, InboundMessage]:
