@@ -18,7 +18,7 @@ from bot.channels.twilio.inbound import TwilioInbound
 from bot.conversation import Conversation
 from bot.http import Server
 from engage.clock import SimulatedClock
-from fakes.servers import ACCOUNT, AUTH_TOKEN, dispatcher
+from fakes.servers import ACCOUNT, AUTH_TOKEN, outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
@@ -81,7 +81,7 @@ async def test_failed_and_undelivered_after_delivered_change_neither_message_nor
     (message_id,) = await insert_rows(db, [row(
         "reply:1:0", address=PHONE, channel="sms", lane=lane, template_id="report.urgent_ack",
         patient_id=patient_id, now=clock.now())])
-    assert await dispatcher(db, protocol, {"sms": sms}, clock).run_once() == 1
+    assert await outbox_sender(db, protocol, {"sms": sms}, clock).run_once() == 1
     (sent,) = fake_twilio.sent_to(PHONE)
     assert sent.sid is not None
 
@@ -108,7 +108,7 @@ async def test_a_callback_while_the_send_is_in_flight_is_kept_and_applied(
         now=clock.now())])
     # Twilio takes the message and reports it delivered before its answer to us arrives.
     fake_twilio.fail_number(PHONE, SmsFailure(status=201, delay=0.5, times=1))
-    sending = asyncio.create_task(dispatcher(sqlite_db, protocol, {"sms": sms},
+    sending = asyncio.create_task(outbox_sender(sqlite_db, protocol, {"sms": sms},
                                              clock).run_once())
     (sent,) = await fake_twilio.wait_for(1)
     assert sent.sid is not None
@@ -134,13 +134,13 @@ async def test_a_safety_sms_failed_later_goes_again_by_telegram_and_the_coordina
         "reply:9:0", address=PHONE, channel="sms", lane="safety",
         template_id="report.urgent_ack", patient_id=patient_id, now=clock.now())])
     channels = {"sms": sms, "telegram": TelegramChannel(bot)}
-    assert await dispatcher(sqlite_db, protocol, channels, clock).run_once() == 1
+    assert await outbox_sender(sqlite_db, protocol, channels, clock).run_once() == 1
     (sent,) = fake_twilio.sent_to(PHONE)
     assert sent.sid is not None
 
     await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("sent", ""),
                      (status, code))
-    assert await dispatcher(sqlite_db, protocol, channels, clock).run_once() == 2
+    assert await outbox_sender(sqlite_db, protocol, channels, clock).run_once() == 2
 
     patient, rows, alerts = await _state(sqlite_db, patient_id)
     by_key = {r.dedupe_key: r for r in rows}
@@ -166,11 +166,11 @@ async def test_a_safety_sms_failed_later_with_no_other_channel_tells_the_coordin
         "reply:9:0", address=PHONE, channel="sms", lane="safety",
         template_id="report.urgent_ack", patient_id=patient_id, now=clock.now())])
     channels = {"sms": sms, "telegram": TelegramChannel(bot)}
-    assert await dispatcher(sqlite_db, protocol, channels, clock).run_once() == 1
+    assert await outbox_sender(sqlite_db, protocol, channels, clock).run_once() == 1
     (sent,) = fake_twilio.sent_to(PHONE)
     assert sent.sid is not None
     await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("failed", "30003"))
-    assert await dispatcher(sqlite_db, protocol, channels, clock).run_once() == 1
+    assert await outbox_sender(sqlite_db, protocol, channels, clock).run_once() == 1
     _, rows, _ = await _state(sqlite_db, patient_id)
     assert [r.dedupe_key for r in rows if r.patient_id == patient_id] == ["reply:9:0"]
     (notice,) = [c for c in fake_telegram.sent("sendMessage")
@@ -184,7 +184,7 @@ async def test_a_routine_sms_failed_later_with_a_transient_code_changes_nothing_
     patient_id = await _patient(sqlite_db, clock.now(), telegram=True)
     await insert_rows(sqlite_db, [row("dose:reminder:3", address=PHONE, channel="sms",
                                       patient_id=patient_id, now=clock.now())])
-    assert await dispatcher(sqlite_db, protocol, {"sms": sms}, clock).run_once() == 1
+    assert await outbox_sender(sqlite_db, protocol, {"sms": sms}, clock).run_once() == 1
     (sent,) = fake_twilio.sent_to(PHONE)
     assert sent.sid is not None
     await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("failed", "30003"))

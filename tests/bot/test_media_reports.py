@@ -22,11 +22,11 @@ from bot.conversation import Conversation, InboundEvent
 from bot.http import Server
 from engage.clock import SimulatedClock
 from fakes.polling import Polling
-from fakes.servers import ACCOUNT, AUTH_TOKEN, dispatcher
+from fakes.servers import ACCOUNT, AUTH_TOKEN, outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
 from messages import catalogue
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import (
@@ -55,7 +55,7 @@ class World:
     def __init__(self, db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot,
                  fake: FakeTelegramAPI) -> None:
         self.db, self.protocol, self.clock, self.fake = db, protocol, clock, fake
-        self.sender: Dispatcher = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)},
+        self.sender: OutboxSender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)},
                                              clock)
         self.core = Conversation(db, protocol, clock)
         self.polling: Polling | None = None

@@ -30,7 +30,7 @@ from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
 from fakes.telegram_api import Call, Failure, FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database
 from storage.models import DeliveryEvent, OutboundMessage
@@ -66,7 +66,7 @@ async def test_a_429_and_5xx_storm_over_many_chats_delivers_each_message_once(
         planned[chat] = (1, 2, 1, 0)[kind]
     ids = await insert_rows(sqlite_db, [row(f"storm:{chat}", address=chat, now=clock.now())
                                         for chat in chats])
-    dispatcher = Dispatcher(sqlite_db, protocol, {"telegram": TelegramChannel(bot)}, clock,
+    dispatcher = OutboxSender(sqlite_db, protocol, {"telegram": TelegramChannel(bot)}, clock,
                             worker_id="storm", rates={"telegram": ChannelRate(0.0)},
                             backoff_base=0.3, poll_interval=0.05, rng=random.Random(3))
     stop = asyncio.Event()
@@ -124,7 +124,7 @@ async def test_a_twilio_timeout_after_the_send_leaves_the_row_unknown_and_never_
                      timeout=0.3 if where == "client timeout" else 15.0)
     (message_id,) = await insert_rows(db, [row("dose:reminder:1", address=phone, channel="sms",
                                                now=clock.now())])
-    dispatcher = Dispatcher(db, protocol, {"sms": sms}, clock, worker_id="w",
+    dispatcher = OutboxSender(db, protocol, {"sms": sms}, clock, worker_id="w",
                             rates={"sms": ChannelRate(0.0)},
                             send_timeout=0.3 if where == "dispatcher timeout" else None)
     try:

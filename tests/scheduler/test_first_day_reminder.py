@@ -14,7 +14,7 @@ from sqlalchemy import select
 from bot.channels.telegram import TelegramChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
 from scheduler.tick import run_tick
 from storage.db import Database
@@ -57,7 +57,7 @@ async def test_linking_after_the_dose_time_before_the_follow_up_sends_the_remind
     dose = await dose_on(db, today)
     assert dose.state == "scheduled"
     assert dose.next_action_at == dose.cutoff_at  # it would wait for the cut-off
-    sender = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
+    sender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
     core = Conversation(db, protocol, clock, wake=sender.wake)
     stop = asyncio.Event()
     sending = asyncio.create_task(sender.run(stop))
@@ -85,7 +85,7 @@ async def test_after_an_unblock_the_reminder_that_waited_is_delivered(
     await add_staff(db, clock.now(), telegram_id=9021)
     enrolled = await enrol(db, protocol, clock.now(), dose_time="08:00",
                            baseline=date(2026, 3, 3))
-    sender = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
+    sender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
     core = Conversation(db, protocol, clock, wake=sender.wake)
     await core.handle(InboundEvent("telegram", "link", str(PATIENT), f"/start {enrolled.code}",
                                    None, clock.now(), {"chat_id": PATIENT}))

@@ -30,7 +30,7 @@ from fakes.telegram_api import FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from fakes.webhooks import PUBLIC_URL
 from messages import catalogue
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import OutboxSender
 from scheduler.ratelimit import ChannelRate
 from storage import outbox
 from storage.db import Database
@@ -67,8 +67,8 @@ async def sms(twilio: FakeTwilioAPI) -> AsyncIterator[SmsChannel]:
 
 
 def _dispatcher(db: Database, protocol: Protocol, clock: SimulatedClock, sms: SmsChannel,
-                bot: Bot) -> Dispatcher:
-    return Dispatcher(db, protocol, {"sms": sms, "telegram": TelegramChannel(bot)}, clock,
+                bot: Bot) -> OutboxSender:
+    return OutboxSender(db, protocol, {"sms": sms, "telegram": TelegramChannel(bot)}, clock,
                       worker_id="w", rates={"sms": ChannelRate(0.0),
                                             "telegram": ChannelRate(0.0)},
                       send_timeout=0.3)

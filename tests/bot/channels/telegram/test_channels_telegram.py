@@ -18,7 +18,7 @@ from bot.channels.telegram import (
 )
 from bot.conversation import Conversation
 from engage.clock import SimulatedClock
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from fakes.telegram_api import Failure, FakeTelegramAPI
 from messages.channel import Choice, OutgoingMessage, PermanentSendError, TransientSendError
 from scheduler.doses import plan_doses
@@ -55,7 +55,7 @@ async def test_link_remind_press_taken_and_see_the_dose_recorded(
         fake_telegram: FakeTelegramAPI) -> None:
     await add_site(db, clock.now())
     enrolled = await enrol(db, protocol, clock.now())
-    sender = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
+    sender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
     core = Conversation(db, protocol, clock, wake=sender.wake)
     polling = Polling(bot, core, clock)
     try:

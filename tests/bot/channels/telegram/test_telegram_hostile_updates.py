@@ -17,7 +17,7 @@ from bot.channels.telegram import TelegramChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
 from fakes.polling import Polling
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
 from messages import catalogue
 from storage import outbox
@@ -56,7 +56,7 @@ async def trial(db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bo
     await add_staff(db, clock.now(), telegram_id=COORDINATOR)
     await add_staff(db, clock.now(), telegram_id=ADMIN, role="admin", site=None)  # type: ignore[arg-type]
     enrolled = await enrol(db, protocol, clock.now(), phone="+8613800000009")
-    sender = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
+    sender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
     core = Conversation(db, protocol, clock, wake=sender.wake)
     await core.handle(InboundEvent("telegram", "link", str(PATIENT), f"/start {enrolled.code}",
                                    None, clock.now(), {"chat_id": PATIENT}))

@@ -14,7 +14,7 @@ from bot.channels.telegram import TelegramChannel
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
 from fakes.polling import Polling
-from fakes.servers import dispatcher
+from fakes.servers import outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
 from messages import catalogue
 from storage.db import Database
@@ -41,7 +41,7 @@ async def test_a_4000_character_chest_pain_report_pages_and_is_listed_by_alerts(
     await add_site(db, clock.now())
     await add_staff(db, clock.now(), telegram_id=COORDINATOR)
     enrolled = await enrol(db, protocol, clock.now())
-    sender = dispatcher(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
+    sender = outbox_sender(db, protocol, {"telegram": TelegramChannel(bot)}, clock)
     core = Conversation(db, protocol, clock, wake=sender.wake)
     await core.handle(InboundEvent("telegram", "link", str(PATIENT), f"/start {enrolled.code}",
                                    None, clock.now(), {"chat_id": PATIENT}))
