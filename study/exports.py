@@ -36,6 +36,7 @@ from trial.adherence import day_status
 Row = Sequence[Any]
 BATCH = 1000
 _Kept = TypeVar("_Kept", DoseRecord, SymptomReport)  # a table of rows each of one patient
+_Message = TypeVar("_Message", OutboundMessage, InboundMessage)
 
 
 def local(moment: datetime | None, tz: str | None) -> str:
@@ -138,16 +139,21 @@ def media_text(payload: Any) -> str:
                      if isinstance(m, dict))
 
 
+def _with_sender(model: type[_Message],
+                 at: Any) -> Select[_Message, str, str, str, str | None, str]:
+    """Messages one way with their patient's subject, time zone and site or their staff
+    member's site and its time zone, in time order (`at`), in batches."""
+    return (select(model, Patient.subject_id, Patient.tz, Patient.site_id, Staff.site_id, Site.tz)
+            .outerjoin(Patient, Patient.id == model.patient_id)
+            .outerjoin(Staff, Staff.id == model.staff_id)
+            .outerjoin(Site, Site.id == Staff.site_id)
+            .order_by(at, model.id)
+            .execution_options(yield_per=BATCH))
+
+
 async def message_rows(session: AsyncSession) -> AsyncIterator[Row]:
     """Every message out (outbox rows, by creation) and then every message in (by receipt)."""
-    out = await session.stream(
-        select(OutboundMessage, Patient.subject_id, Patient.tz, Patient.site_id, Staff.site_id,
-               Site.tz)
-        .outerjoin(Patient, Patient.id == OutboundMessage.patient_id)
-        .outerjoin(Staff, Staff.id == OutboundMessage.staff_id)
-        .outerjoin(Site, Site.id == Staff.site_id)
-        .order_by(OutboundMessage.created_at, OutboundMessage.id)
-        .execution_options(yield_per=BATCH))
+    out = await session.stream(_with_sender(OutboundMessage, OutboundMessage.created_at))
     async for m, subject, patient_tz, patient_site, staff_site, staff_tz in out:
         yield ("out", m.id, subject, m.staff_id, patient_site or staff_site, m.channel,
                m.created_at, local(m.created_at, patient_tz or staff_tz), m.template_id,
@@ -155,14 +161,7 @@ async def message_rows(session: AsyncSession) -> AsyncIterator[Row]:
                m.last_error, m.body, m.image is not None, m.dedupe_key,
                f"{forwarded.kind} {forwarded.reference}"
                if (forwarded := attached_media(m.image)) is not None else "")
-    inbound = await session.stream(
-        select(InboundMessage, Patient.subject_id, Patient.tz, Patient.site_id, Staff.site_id,
-               Site.tz)
-        .outerjoin(Patient, Patient.id == InboundMessage.patient_id)
-        .outerjoin(Staff, Staff.id == InboundMessage.staff_id)
-        .outerjoin(Site, Site.id == Staff.site_id)
-        .order_by(InboundMessage.received_at, InboundMessage.id)
-        .execution_options(yield_per=BATCH))
+    inbound = await session.stream(_with_sender(InboundMessage, InboundMessage.received_at))
     async for i, subject, patient_tz, patient_site, staff_site, staff_tz in inbound:
         yield ("in", i.id, subject, i.staff_id, patient_site or staff_site, i.channel,
                i.received_at, local(i.received_at, patient_tz or staff_tz), "", "", "", "",
