@@ -6,6 +6,7 @@ by the patient's other channel with the coordinator told."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 
 import pytest
@@ -20,8 +21,9 @@ from bot.http import Server
 from engage.clock import SimulatedClock
 from fakes.servers import ACCOUNT, AUTH_TOKEN, outbox_sender
 from fakes.telegram_api import FakeTelegramAPI
-from fakes.twilio_api import FakeTwilioAPI, SmsFailure
+from fakes.twilio_api import FakeTwilioAPI, SmsFailure, SmsRequest
 from fakes.webhooks import PUBLIC_URL, http_client, post_signed
+from messages.channel import Channel
 from storage.db import Database
 from storage.models import Alert, DeliveryEvent, OutboundMessage, Patient
 from tests.workers.dispatch_support import (
@@ -60,6 +62,19 @@ async def _callbacks(db: Database, protocol: Protocol, clock: SimulatedClock,
             if code:
                 form["ErrorCode"] = code
             assert (await post_signed(client, path, form, AUTH_TOKEN)).status == 204
+
+
+async def _safety_sms_sent(db: Database, protocol: Protocol, clock: SimulatedClock,
+                           channels: Mapping[str, Channel], fake_twilio: FakeTwilioAPI,
+                           patient_id: int) -> SmsRequest:
+    """A safety reply to the patient queued by SMS and sent once: what Twilio accepted."""
+    await insert_rows(db, [row(
+        "reply:9:0", address=PHONE, channel="sms", lane="safety",
+        template_id="report.urgent_ack", patient_id=patient_id, now=clock.now())])
+    assert await outbox_sender(db, protocol, channels, clock).run_once() == 1
+    (sent,) = fake_twilio.sent_to(PHONE)
+    assert sent.sid is not None
+    return sent
 
 
 async def _state(db: Database, patient_id: int) -> tuple[Patient, list[OutboundMessage],
@@ -130,13 +145,8 @@ async def test_a_safety_sms_failed_later_goes_again_by_telegram_and_the_coordina
         bot: Bot, fake_twilio: FakeTwilioAPI, fake_telegram: FakeTelegramAPI, status: str,
         code: str) -> None:
     patient_id = await _patient(sqlite_db, clock.now(), telegram=True)
-    await insert_rows(sqlite_db, [row(
-        "reply:9:0", address=PHONE, channel="sms", lane="safety",
-        template_id="report.urgent_ack", patient_id=patient_id, now=clock.now())])
     channels = {"sms": sms, "telegram": TelegramChannel(bot)}
-    assert await outbox_sender(sqlite_db, protocol, channels, clock).run_once() == 1
-    (sent,) = fake_twilio.sent_to(PHONE)
-    assert sent.sid is not None
+    sent = await _safety_sms_sent(sqlite_db, protocol, clock, channels, fake_twilio, patient_id)
 
     await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("sent", ""),
                      (status, code))
@@ -162,13 +172,8 @@ async def test_a_safety_sms_failed_later_with_no_other_channel_tells_the_coordin
         sqlite_db: Database, protocol: Protocol, clock: SimulatedClock, sms: SmsChannel,
         bot: Bot, fake_twilio: FakeTwilioAPI, fake_telegram: FakeTelegramAPI) -> None:
     patient_id = await _patient(sqlite_db, clock.now())
-    await insert_rows(sqlite_db, [row(
-        "reply:9:0", address=PHONE, channel="sms", lane="safety",
-        template_id="report.urgent_ack", patient_id=patient_id, now=clock.now())])
     channels = {"sms": sms, "telegram": TelegramChannel(bot)}
-    assert await outbox_sender(sqlite_db, protocol, channels, clock).run_once() == 1
-    (sent,) = fake_twilio.sent_to(PHONE)
-    assert sent.sid is not None
+    sent = await _safety_sms_sent(sqlite_db, protocol, clock, channels, fake_twilio, patient_id)
     await _callbacks(sqlite_db, protocol, clock, sent.params, sent.sid, ("failed", "30003"))
     assert await outbox_sender(sqlite_db, protocol, channels, clock).run_once() == 1
     _, rows, _ = await _state(sqlite_db, patient_id)
