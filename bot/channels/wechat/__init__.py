@@ -40,6 +40,7 @@ from urllib.parse import quote
 import aiohttp
 from sqlalchemy import select
 
+from bot.channels.tencent import TencentAPI, TencentError
 from bot.channels.wechat.templates import PROACTIVE, Template, Templates
 from messages import sms as sms_text
 from messages.channel import (
@@ -50,7 +51,7 @@ from messages.channel import (
 )
 from storage.db import Database
 from storage.models import ContactPoint, OutboundMessage
-from storage.tokens import TokenUnavailableError, access_token
+from storage.tokens import TokenUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -82,81 +83,44 @@ def fit_bytes(text: str, limit: int = TEXT_BYTES) -> str:
     return cut + "…"
 
 
-class WeChatError(Exception):
+class WeChatError(TencentError):
     """WeChat answered with a non-zero errcode."""
 
-    def __init__(self, path: str, errcode: int, errmsg: str) -> None:
-        super().__init__(f"wechat {path}: errcode {errcode} {errmsg}".strip())
-        self.errcode = errcode
-        self.errmsg = errmsg
+    channel = WECHAT
 
 
-class WeChatAPI:
-    """The documented HTTP API with one shared access token (`storage.tokens`)."""
+class WeChatAPI(TencentAPI):
+    """The documented HTTP API with one shared access token (`bot.channels.tencent`)."""
+
+    error = WeChatError
+    token_refused = TOKEN_REFUSED
 
     def __init__(self, db: Database, now: Callable[[], datetime], *, app_id: str,
                  app_secret: str, api_url: str = API_URL, timeout: float = 10.0) -> None:
-        self.db = db
-        self.now = now
+        super().__init__(db, now, api_url=api_url, timeout=timeout)
         self.app_id = app_id
         self._secret = app_secret
-        self.api_url = api_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    def token_name(self) -> str:
+        return token_name(self.app_id)
 
     async def _fetch_token(self) -> tuple[str, int]:
         body = await self._request("GET", "/cgi-bin/token", params={
             "grant_type": "client_credential", "appid": self.app_id, "secret": self._secret})
         return str(body["access_token"]), int(body.get("expires_in", 7200))
 
-    async def token(self, rejected: str | None = None) -> str:
-        return await access_token(self.db, token_name(self.app_id), self._fetch_token,
-                                  now=self.now, rejected=rejected)
+    def _check_status(self, response: aiohttp.ClientResponse, path: str) -> None:
+        if response.status >= 500:
+            raise TransientSendError(f"wechat {path}: HTTP {response.status}")
+        if response.status == 429:
+            raise TransientSendError(f"wechat {path}: HTTP 429", retry_after=60.0)
+        if response.status != 200:
+            raise PermanentSendError(f"wechat {path}: HTTP {response.status}",
+                                     code=str(response.status))
 
-    async def call(self, path: str, *, json: dict[str, Any] | None = None,
-                   data: aiohttp.FormData | Callable[[], aiohttp.FormData] | None = None,
-                   params: dict[str, str] | None = None) -> dict[str, Any]:
-        """POST to an endpoint with the shared token; a refused token is replaced once."""
-        token = await self.token()
-        for attempt in (1, 2):
-            form = data() if callable(data) else data
-            try:
-                return await self._request("POST", path, json=json, data=form,
-                                           params={**(params or {}), "access_token": token})
-            except WeChatError as exc:
-                if exc.errcode not in TOKEN_REFUSED or attempt == 2:
-                    raise
-                log.info("wechat refused the access token (%s): replacing it", exc.errcode)
-                token = await self.token(rejected=token)
-        raise AssertionError("unreachable")
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        async with self.session.request(method, self.api_url + path, **kwargs) as response:
-            if response.status >= 500:
-                raise TransientSendError(f"wechat {path}: HTTP {response.status}")
-            if response.status == 429:
-                raise TransientSendError(f"wechat {path}: HTTP 429", retry_after=60.0)
-            if response.status != 200:
-                raise PermanentSendError(f"wechat {path}: HTTP {response.status}",
-                                         code=str(response.status))
-            body = await response.json(content_type=None)
-        if not isinstance(body, dict):
-            raise TransientSendError(f"wechat {path}: not a JSON object")
-        errcode = int(body.get("errcode") or 0)
-        if errcode:
-            raise WeChatError(path, errcode, str(body.get("errmsg", "")))
-        return body
+    def _not_an_object(self, path: str) -> Exception:
+        return TransientSendError(f"wechat {path}: not a JSON object")
 
     async def create_qr(self, scene: str, *, seconds: int = QR_SECONDS) -> dict[str, Any]:
         """A temporary parametric QR code whose scan carries `scene` (a link code)."""

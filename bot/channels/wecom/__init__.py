@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.channels.tencent import TencentAPI, TencentError
 from messages import catalogue
 from messages.channel import (
     Choice,
@@ -35,7 +36,7 @@ from messages.channel import (
     TransientSendError,
 )
 from storage.db import Database
-from storage.tokens import MARGIN, TokenUnavailableError, access_token
+from storage.tokens import MARGIN, TokenUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -111,44 +112,40 @@ def card(text: str, choices: tuple[Choice, ...], task_id: str) -> tuple[dict[str
     return body, fits
 
 
-class WeComError(Exception):
+class WeComError(TencentError):
     """An API answer with a non-zero errcode."""
 
-    def __init__(self, path: str, errcode: int, errmsg: str) -> None:
-        super().__init__(f"wecom {path}: {errcode} {errmsg}")
-        self.path = path
-        self.errcode = errcode
-        self.errmsg = errmsg
+    channel = WECOM
+
+    @classmethod
+    def describe(cls, path: str, errcode: int, errmsg: str) -> str:
+        return f"wecom {path}: {errcode} {errmsg}"
 
 
-class WeComAPI:
-    """The app's API calls, with the shared access token (refreshed once when refused)."""
+class WeComAPI(TencentAPI):
+    """The app's API calls, with the shared access token (refreshed once when refused:
+    `bot.channels.tencent`)."""
+
+    error = WeComError
+    token_refused = TOKEN_REFUSED
 
     def __init__(self, db: Database, now: Callable[[], datetime], *, corp_id: str,
                  agent_id: int, secret: str, api_url: str = API_URL,
                  timeout: float = 10.0) -> None:
-        self.db = db
-        self.now = now
+        super().__init__(db, now, api_url=api_url, timeout=timeout)
         self.corp_id = corp_id
         self.agent_id = agent_id
         self.secret = secret
-        self.api_url = api_url.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
         self._held: tuple[str, datetime] | None = None  # the shared token, and till when
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:  # made inside the running loop
-            trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(_on_headers_sent)
-            self._session = aiohttp.ClientSession(timeout=self.timeout, trace_configs=[trace])
-        return self._session
+    def token_name(self) -> str:
+        return token_name(self.corp_id, self.agent_id)
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    def _session_options(self) -> dict[str, Any]:
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_on_headers_sent)
+        return {"trace_configs": [trace]}
 
     async def _fetch_token(self) -> tuple[str, int]:
         answer = await self._request("GET", "/cgi-bin/gettoken", params={
@@ -161,43 +158,16 @@ class WeComAPI:
         moment = self.now()
         if rejected is None and self._held is not None and self._held[1] > moment:
             return self._held[0]
-        value = await access_token(self.db, token_name(self.corp_id, self.agent_id),
-                                   self._fetch_token, now=self.now, rejected=rejected)
+        value = await super().token(rejected)
         # Shorter than storage.tokens' renewal margin: a held token never outlives its expiry.
         self._held = (value, moment + HOLD)
         return value
 
-    async def call(self, path: str, *, json: dict[str, Any] | None = None,
-                   params: dict[str, str] | None = None,
-                   data: aiohttp.FormData | Callable[[], aiohttp.FormData] | None = None,
-                   ) -> dict[str, Any]:
-        """POST to `path` with the access token; a refused token is replaced once."""
-        token = await self.token()
-        for attempt in (1, 2):
-            form = data() if callable(data) else data
-            try:
-                return await self._request("POST", path, json=json, data=form,
-                                           params={**(params or {}), "access_token": token})
-            except WeComError as exc:
-                if exc.errcode not in TOKEN_REFUSED or attempt == 2:
-                    raise
-                log.info("wecom refused the access token (%s); replacing it once", exc.errcode)
-                token = await self.token(rejected=token)
-        raise AssertionError("unreachable")
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        async with self.session.request(method, self.api_url + path, **kwargs) as response:
-            if response.status >= 400:
-                raise aiohttp.ClientResponseError(response.request_info, response.history,
-                                                  status=response.status,
-                                                  message=response.reason or "")
-            answer = await response.json(content_type=None)
-        if not isinstance(answer, dict):
-            raise WeComError(path, -2, "not a JSON object")
-        errcode = int(answer.get("errcode") or 0)
-        if errcode:
-            raise WeComError(path, errcode, str(answer.get("errmsg") or ""))
-        return answer
+    def _check_status(self, response: aiohttp.ClientResponse, path: str) -> None:
+        if response.status >= 400:
+            raise aiohttp.ClientResponseError(response.request_info, response.history,
+                                              status=response.status,
+                                              message=response.reason or "")
 
 
 class WeComChannel:
