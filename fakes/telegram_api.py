@@ -221,14 +221,22 @@ class FakeTelegramAPI:
         return [c for c in self.calls if c.method == method
                 and (chat_id is None or str(c.params.get("chat_id")) == str(chat_id))]
 
-    async def wait_for(self, method: str, count: int = 1, within: float = 5.0) -> list[Call]:
-        """Wait until at least `count` calls of a method were seen."""
+    async def wait_for(self, method: str, count: int = 1, within: float = 5.0,
+                       chat_id: int | str | None = None) -> list[Call]:
+        """Wait until at least `count` calls of a method (to one chat) were seen."""
         deadline = asyncio.get_running_loop().time() + within
-        while len(self.sent(method)) < count:
+        while len(self.sent(method, chat_id)) < count:
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"only {len(self.sent(method))} {method} calls")
+                raise AssertionError(f"only {len(self.sent(method, chat_id))} {method} calls: "
+                                     f"{self.sent(method, chat_id)}")
             await asyncio.sleep(0.02)
-        return self.sent(method)
+        return self.sent(method, chat_id)
+
+    async def texts_to(self, chat_id: int | str, count: int = 1,
+                       within: float = 5.0) -> list[str]:
+        """Wait until at least `count` messages went to one chat: the texts sent to it."""
+        return [str(c.params["text"])
+                for c in await self.wait_for("sendMessage", count, within, chat_id)]
 
     async def wait_confirmed(self, update_id: int, within: float = 5.0) -> None:
         """Wait until a poller asked for updates past `update_id` (confirming it)."""
@@ -349,22 +357,20 @@ class FakeTelegramAPI:
             await asyncio.sleep(hangs.pop(0))
         return message
 
-    async def _send_photo(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+    def _sent_to_chat(self, params: dict[str, Any], **fields: Any) -> Any:
+        """The message a send to params' chat makes, or the failure planned for that chat."""
         chat_id = str(params["chat_id"])
         failure = self._failure_for(chat_id)
-        if failure is not None:
-            return failure
+        return failure if failure is not None else self._message(chat_id, **fields)
+
+    async def _send_photo(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         photo = [{"file_id": "ph1", "file_unique_id": "u1", "width": 10, "height": 10}]
-        return self._message(chat_id, photo=photo, caption=params.get("caption"))
+        return self._sent_to_chat(params, photo=photo, caption=params.get("caption"))
 
     def _send_file(self, field: str) -> Any:
         """sendVoice, sendDocument...: the file as Telegram would answer (a new file_id is not
         made up: the one sent comes back)."""
         async def send(params: dict[str, Any], files: dict[str, bytes]) -> Any:
-            chat_id = str(params["chat_id"])
-            failure = self._failure_for(chat_id)
-            if failure is not None:
-                return failure
             file_id = str(params.get(field) or f"uploaded-{field}")
             sent: dict[str, Any] = {"file_id": file_id, "file_unique_id": "u-" + file_id[:20]}
             if field in ("voice", "video", "video_note", "audio", "animation"):
@@ -373,16 +379,12 @@ class FakeTelegramAPI:
                 sent.update(width=10, height=10, length=10)
             if field == "sticker":
                 sent.update(type="regular", is_animated=False, is_video=False)
-            return self._message(chat_id, **{field: sent}, caption=params.get("caption"))
+            return self._sent_to_chat(params, **{field: sent}, caption=params.get("caption"))
         return send
 
     async def _send_location(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
-        chat_id = str(params["chat_id"])
-        failure = self._failure_for(chat_id)
-        if failure is not None:
-            return failure
-        return self._message(chat_id, location={"latitude": float(params["latitude"]),
-                                                "longitude": float(params["longitude"])})
+        return self._sent_to_chat(params, location={"latitude": float(params["latitude"]),
+                                                    "longitude": float(params["longitude"])})
 
     async def _copy_message(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         failure = self._failure_for(str(params["chat_id"]))

@@ -43,6 +43,12 @@ class Trial:
     stop: asyncio.Event
     sending: asyncio.Task[None]
 
+    async def patient(self) -> Patient:
+        async with self.db.read() as session:
+            patient = await session.get(Patient, self.patient_id)
+        assert patient is not None
+        return patient
+
     async def close(self) -> None:
         await self.polling.close()
         self.stop.set()
@@ -73,15 +79,6 @@ async def rows(db: Database) -> dict[str, InboundMessage]:
                 .scalars()}
 
 
-async def texts_to(fake: FakeTelegramAPI, chat: int, *, count: int = 1,
-                   within: float = 5.0) -> list[str]:
-    deadline = asyncio.get_running_loop().time() + within
-    while len(fake.sent("sendMessage", chat)) < count:
-        assert asyncio.get_running_loop().time() < deadline, fake.sent("sendMessage", chat)
-        await asyncio.sleep(0.02)
-    return [c.params["text"] for c in fake.sent("sendMessage", chat)]
-
-
 async def test_forged_ids_nul_and_an_update_failing_for_good_do_not_freeze_input(
         trial: Trial, fake_telegram: FakeTelegramAPI) -> None:
     forged = fake_telegram.inject(fake_telegram.callback_update(PATIENT, "dose:taken:3000000000"))
@@ -98,7 +95,7 @@ async def test_forged_ids_nul_and_an_update_failing_for_good_do_not_freeze_input
     assert stored[str(behind)].outcome is not None
     assert stored[str(behind)].outcome.startswith("dose_")
     assert fake_telegram.sent("answerCallbackQuery")
-    told = await texts_to(fake_telegram, ADMIN)
+    told = await fake_telegram.texts_to(ADMIN)
     assert catalogue.render("delivery.inbound_failed", "en", channel="Telegram", tries=3,
                             inbound=stored[str(poison)].id) in told
 
@@ -112,7 +109,7 @@ async def test_an_edit_is_triaged_again_and_pages_the_coordinator(
     edit = fake_telegram.inject(fake_telegram.edited_update(PATIENT, 50,
                                                             "fever 39.2 and chills"))
     await trial.polling.handled(edit)
-    page = await texts_to(fake_telegram, COORDINATOR)
+    page = await fake_telegram.texts_to(COORDINATOR)
     assert any("fever 39.2 and chills" in text for text in page)
     # The page says the patient edited the message (the first words were "ok").
     edited = catalogue.render("alert.edited_note", "en")
@@ -131,7 +128,7 @@ async def test_a_group_gets_one_reply_a_day_and_nothing_there_is_a_report(
     for text in ("fever 39.5", "chest pain", "hello?"):
         update = fake_telegram.inject(fake_telegram.group_update(-100123, PATIENT, text))
     await trial.polling.handled(update)
-    (reply,) = await texts_to(fake_telegram, -100123)
+    (reply,) = await fake_telegram.texts_to(-100123)
     assert reply == catalogue.render("chat.group_private", "zh")
     await asyncio.sleep(0.3)
     assert len(fake_telegram.sent("sendMessage", -100123)) == 1
@@ -146,10 +143,8 @@ async def test_a_block_tells_the_coordinator_and_after_an_unblock_the_reminder_a
         trial: Trial, fake_telegram: FakeTelegramAPI, clock: SimulatedClock) -> None:
     update = fake_telegram.inject(fake_telegram.member_update(PATIENT, "kicked"))
     await trial.polling.handled(update)
-    (told,) = await texts_to(fake_telegram, COORDINATOR)
-    async with trial.db.read() as session:
-        patient = await session.get(Patient, trial.patient_id)
-    assert patient is not None
+    (told,) = await fake_telegram.texts_to(COORDINATOR)
+    patient = await trial.patient()
     assert told == catalogue.render("delivery.telegram_blocked", "en",
                                     subject=patient.subject_id)
     assert patient.telegram_reachable is False
@@ -164,7 +159,7 @@ async def test_a_block_tells_the_coordinator_and_after_an_unblock_the_reminder_a
                              template_version="t", language="en", body="Time for your dose",
                              due_at=clock.now(), now=clock.now(), patient_id=patient.id,
                              lane=outbox.SAFETY)
-    assert "Time for your dose" in await texts_to(fake_telegram, PATIENT, count=2)
+    assert "Time for your dose" in await fake_telegram.texts_to(PATIENT, count=2)
 
 
 async def test_a_patient_who_writes_again_is_reachable_again(
@@ -173,10 +168,7 @@ async def test_a_patient_who_writes_again_is_reachable_again(
     await trial.polling.handled(update)
     update = fake_telegram.inject(fake_telegram.message_update(PATIENT, "TAKEN"))
     await trial.polling.handled(update)
-    async with trial.db.read() as session:
-        patient = await session.get(Patient, trial.patient_id)
-    assert patient is not None
-    assert patient.telegram_reachable is True
+    assert (await trial.patient()).telegram_reachable is True
 
 
 async def test_300_strangers_do_not_delay_a_fever_page(
@@ -188,7 +180,7 @@ async def test_300_strangers_do_not_delay_a_fever_page(
         fake_telegram.inject(fake_telegram.message_update(500_000 + n, f"hello {n}"))
     injected = loop.time()
     fever = fake_telegram.inject(fake_telegram.message_update(PATIENT, "fever 39.2 and chills"))
-    await texts_to(fake_telegram, COORDINATOR, within=10)
+    await fake_telegram.texts_to(COORDINATOR, within=10)
     page = fake_telegram.sent("sendMessage", COORDINATOR)[0].at
     served = fake_telegram.served[fever]
     logging.getLogger(__name__).info(

@@ -26,15 +26,6 @@ PATIENT = 911
 COORDINATOR = 9011
 
 
-async def texts_to(fake: FakeTelegramAPI, chat: int, *, count: int = 1,
-                   within: float = 10.0) -> list[str]:
-    deadline = asyncio.get_running_loop().time() + within
-    while len(fake.sent("sendMessage", chat)) < count:
-        assert asyncio.get_running_loop().time() < deadline, fake.sent("sendMessage", chat)
-        await asyncio.sleep(0.02)
-    return [c.params["text"] for c in fake.sent("sendMessage", chat)]
-
-
 async def test_a_4000_character_chest_pain_report_pages_and_is_listed_by_alerts(
         db: Database, protocol: Protocol, clock: SimulatedClock, bot: Bot,
         fake_telegram: FakeTelegramAPI) -> None:
@@ -53,13 +44,13 @@ async def test_a_4000_character_chest_pain_report_pages_and_is_listed_by_alerts(
     assert len(report) == 4000
     try:
         fake_telegram.inject(fake_telegram.message_update(PATIENT, report))
-        (page,) = await texts_to(fake_telegram, COORDINATOR)
+        (page,) = await fake_telegram.texts_to(COORDINATOR, within=10.0)
         assert len(page) < 4096
         assert story.strip() in page
         assert "…" in page  # the quote is cut, visibly
         update = fake_telegram.inject(fake_telegram.message_update(COORDINATOR, "/alerts"))
         await polling.handled(update)
-        listed = (await texts_to(fake_telegram, COORDINATOR, count=3))[1:]
+        listed = (await fake_telegram.texts_to(COORDINATOR, count=3, within=10.0))[1:]
     finally:
         await polling.close()
         stop.set()
