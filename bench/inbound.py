@@ -22,7 +22,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -139,21 +139,30 @@ async def _post(http: aiohttp.ClientSession, url: str, request: Request) -> bool
         return response.status == 200
 
 
+@dataclass
+class _Tally:
+    """The latencies and errors of the posts of one run."""
+
+    http: aiohttp.ClientSession
+    url: str
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    async def post(self, request: Request, since: float) -> None:
+        """One webhook POST, its latency counted from `since` (failed or refused: an error)."""
+        try:
+            ok = await _post(self.http, self.url, request)
+        except aiohttp.ClientError:
+            ok = False
+        self.errors += not ok
+        self.latencies.append(time.monotonic() - since)
+
+
 async def fixed_rate(label: str, process: Serving, batch: list[Request], rate: float) -> Run:
     url = f"http://127.0.0.1:{process.port}/twilio/sms"
-    latencies: list[float] = []
-    errors = 0
     connector = aiohttp.TCPConnector(limit=500)
     async with aiohttp.ClientSession(connector=connector) as http:
-        async def one(request: Request, intended: float) -> None:
-            nonlocal errors
-            try:
-                ok = await _post(http, url, request)
-            except aiohttp.ClientError:
-                ok = False
-            errors += not ok
-            latencies.append(time.monotonic() - intended)
-
+        tally = _Tally(http, url)
         cpu = common.cpu_seconds(process.pid)
         tasks = []
         start = time.monotonic() + 0.05
@@ -162,40 +171,32 @@ async def fixed_rate(label: str, process: Serving, batch: list[Request], rate: f
             delay = intended - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(request, intended)))
+            tasks.append(asyncio.create_task(tally.post(request, intended)))
         await asyncio.gather(*tasks)
         seconds = time.monotonic() - start
-    return Run(label, len(batch), errors, seconds, latencies,
+    return Run(label, len(batch), tally.errors, seconds, tally.latencies,
                common.cpu_seconds(process.pid) - cpu)
 
 
 async def max_rate(label: str, process: Serving, batch: list[Request], clients: int,
                    seconds: float) -> Run:
     url = f"http://127.0.0.1:{process.port}/twilio/sms"
-    latencies: list[float] = []
-    errors = 0
     pending = iter(batch)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as http:
+        tally = _Tally(http, url)
         deadline = time.monotonic() + seconds
 
         async def client() -> None:
-            nonlocal errors
             for request in pending:
                 if time.monotonic() > deadline:
                     return
-                began = time.monotonic()
-                try:
-                    ok = await _post(http, url, request)
-                except aiohttp.ClientError:
-                    ok = False
-                errors += not ok
-                latencies.append(time.monotonic() - began)
+                await tally.post(request, time.monotonic())
 
         cpu = common.cpu_seconds(process.pid)
         start = time.monotonic()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.monotonic() - start
-    return Run(label, len(latencies), errors, elapsed, latencies,
+    return Run(label, len(tally.latencies), tally.errors, elapsed, tally.latencies,
                common.cpu_seconds(process.pid) - cpu)
 
 
