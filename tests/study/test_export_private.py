@@ -27,12 +27,17 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _folder(tmp_path: Path) -> tuple[Path, Path]:
+    """An empty folder for exports, and the audit export's place in it."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    return folder, folder / "audit.csv"
+
+
 async def test_a_failure_mid_export_leaves_no_partial_file_and_nothing_readable_by_others(
         sqlite_db: Database, clock: SimulatedClock, tmp_path: Path) -> None:
     await _audit_rows(sqlite_db, clock, 600)
-    exports = tmp_path / "exports"
-    exports.mkdir()
-    out = exports / "audit.csv"
+    exports, out = _folder(tmp_path)
     seen: list[tuple[str, int]] = []
 
     def disk_full(rows: int) -> None:
@@ -54,9 +59,7 @@ async def test_a_failure_mid_export_leaves_no_partial_file_and_nothing_readable_
 async def test_a_complete_export_replaces_the_target_and_stays_private(
         sqlite_db: Database, clock: SimulatedClock, tmp_path: Path) -> None:
     await _audit_rows(sqlite_db, clock, 3)
-    exports = tmp_path / "exports"
-    exports.mkdir()
-    out = exports / "audit.csv"
+    exports, out = _folder(tmp_path)
     out.write_text("an older export\n")
     async with sqlite_db.read() as session:
         count = await write_export(session, "audit", out)
@@ -70,9 +73,7 @@ def test_the_cli_reports_a_failed_rename_and_leaves_no_temporary_file(
         sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ENGAGE_DATABASE_URL", sqlite_url)
-    exports = tmp_path / "exports"
-    exports.mkdir()
-    target = exports / "audit.csv"
+    exports, target = _folder(tmp_path)
     target.mkdir()  # a directory where the file should go: the rename fails at the end
     (target / "keep").write_text("")
     outcome = run_cli(capsys, "export", "audit", "--out", str(target))
