@@ -3,7 +3,8 @@
 The first part enrols through the real operations (`add_site`, `add_staff`, `enrol`: committed,
 as the CLI would); the second writes rows straight into an open session (`site_row`,
 `staff_row`, `patient_row`, `dose_row`, `alert_row`, `report_row`, `visit_row`) for tests that
-need a state the operations would take many steps to reach.
+need a state the operations would take many steps to reach. `read_patient` reads a patient back
+as committed.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ async def enrol(db: Database, protocol: Protocol, now: datetime, *, subject: str
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # the `clock` fixture's start (08:00 in Shanghai)
 SHANGHAI = "Asia/Shanghai"
+
+
+async def read_patient(db: Database, patient_id: int) -> Patient:
+    """A patient as committed (for what a test checks afterwards)."""
+    async with db.read() as session:
+        row = await session.get(Patient, patient_id)
+        assert row is not None
+        return row
 
 
 async def site_row(session: AsyncSession, site_id: str, tz: str = SHANGHAI) -> Site:

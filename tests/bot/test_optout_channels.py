@@ -18,8 +18,8 @@ from fakes.telegram_api import Failure, FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from storage import outbox
 from storage.db import Database
-from storage.models import Alert, OutboundMessage, Patient
-from tests.factories import Enrolled, add_site, add_staff, enrol
+from storage.models import Alert, OutboundMessage
+from tests.factories import Enrolled, add_site, add_staff, enrol, read_patient
 from trial.protocol import Protocol
 
 PHONE = "+8613800000001"
@@ -66,13 +66,6 @@ async def queue(db: Database, clock: SimulatedClock, patient_id: int, channel: s
                              now=clock.now(), lane=lane, patient_id=patient_id)
 
 
-async def patient(db: Database, patient_id: int) -> Patient:
-    async with db.read() as session:
-        row = await session.get(Patient, patient_id)
-        assert row is not None
-        return row
-
-
 async def alerts(db: Database) -> list[Alert]:
     async with db.read() as session:
         return list((await session.execute(select(Alert))).scalars())
@@ -87,7 +80,7 @@ async def test_21610_on_send_means_opted_out_and_the_coordinator_is_told(
     sender = outbox_sender(sqlite_db, protocol, {"sms": channels.sms,
                                               "telegram": channels.telegram}, clock)
     await sender.run_once()
-    assert (await patient(sqlite_db, enrolled.patient_id)).opted_out is True
+    assert (await read_patient(sqlite_db, enrolled.patient_id)).opted_out is True
     assert [a.patient_id for a in await alerts(sqlite_db)] == [enrolled.patient_id]
     await sender.run_once()
     assert fake_telegram.sent("sendMessage", 9001)  # the coordinator heard of it
@@ -108,7 +101,7 @@ async def test_a_blocked_bot_marks_the_chat_unreachable_and_tells_the_coordinato
     sender = outbox_sender(sqlite_db, protocol, {"sms": channels.sms,
                                               "telegram": channels.telegram}, clock)
     await sender.run_once()
-    row = await patient(sqlite_db, enrolled.patient_id)
+    row = await read_patient(sqlite_db, enrolled.patient_id)
     assert row.telegram_reachable is False
     assert row.opted_out is False
     assert len(await alerts(sqlite_db)) == 1
@@ -129,7 +122,7 @@ async def test_a_safety_message_to_a_patient_who_blocked_the_bot_goes_by_sms(
         await sender.run_once()
     (sms,) = fake_twilio.sent_to(PHONE)
     assert sms.params["Body"] == "Please call us.\nSite"  # signed, as every patient SMS
-    assert (await patient(db, enrolled.patient_id)).telegram_reachable is False
+    assert (await read_patient(db, enrolled.patient_id)).telegram_reachable is False
 
 
 async def test_the_stop_confirmation_is_delivered_and_then_nothing_routine(
@@ -146,4 +139,4 @@ async def test_the_stop_confirmation_is_delivered_and_then_nothing_routine(
     assert bodies == ["Messages are paused. You are still in the study. Reply START to resume."
                       "\nSite"]  # signed with the site's name
     await core.handle(InboundEvent("sms", "SM2", PHONE, "START", None, clock.now()))
-    assert (await patient(sqlite_db, enrolled.patient_id)).opted_out is False
+    assert (await read_patient(sqlite_db, enrolled.patient_id)).opted_out is False

@@ -23,7 +23,7 @@ from messages import catalogue
 from storage import outbox
 from storage.db import Database
 from storage.models import InboundMessage, OutboundMessage, Patient, SymptomReport
-from tests.factories import add_site, add_staff, enrol
+from tests.factories import add_site, add_staff, enrol, read_patient
 from trial.protocol import Protocol
 
 PATIENT = 901
@@ -44,10 +44,7 @@ class Trial:
     sending: asyncio.Task[None]
 
     async def patient(self) -> Patient:
-        async with self.db.read() as session:
-            patient = await session.get(Patient, self.patient_id)
-        assert patient is not None
-        return patient
+        return await read_patient(self.db, self.patient_id)
 
     async def close(self) -> None:
         await self.polling.close()
