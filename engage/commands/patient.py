@@ -115,18 +115,16 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise CommandError(f"{path}: not UTF-8 text (save it as \"CSV UTF-8\")") from None
-    async with open_database(settings) as database:
-        try:
-            with refused():
-                async with database.write() as session:
-                    enrolled = await import_roster(session, protocol, text, now=now(),
-                                                   actor=cli_actor())
-        except RosterError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            lines = len({p.line for p in exc.problems})
-            raise CommandError(f"{path}: {len(exc.problems)} problem(s) on {lines} line(s); "
-                               "nobody was enrolled") from None
+    try:
+        async with writing(settings) as session:
+            enrolled = await import_roster(session, protocol, text, now=now(),
+                                           actor=cli_actor())
+    except RosterError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        lines = len({p.line for p in exc.problems})
+        raise CommandError(f"{path}: {len(exc.problems)} problem(s) on {lines} line(s); "
+                           "nobody was enrolled") from None
     ttl = protocol.reminders.link_code_ttl_hours
     rows = [{"subject_id": e.subject_id, "site": e.site_id, "link_code": e.link_code}
             for e in enrolled]
