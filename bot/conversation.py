@@ -16,7 +16,6 @@ Every adapter (Telegram, SMS, sandbox, a future WeChat) turns what it receives i
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -28,16 +27,34 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import staff_commands
-from bot.channels.twilio import vocabulary as twilio_words
+from bot import staff_sms
+from bot.staff import STAFF_COMMANDS
+from bot.staff_commands import StaffCommands
 from messages import catalogue
+from messages.actions import (
+    REPORT_START,
+    DoseAction,
+    HelpAction,
+    LanguageAction,
+    QuestionAction,
+)
+from messages.actions import parse as parse_action
 from messages.channel import Choice, Media
 from messages.keywords import Keyword, language_name, normalize, parse_keyword, parse_language
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database, insert_new
 from storage.models import InboundMessage, Patient, Staff
-from study import contacts, linking, optout, outgoing, reachability, staff_access, unregistered
+from study import (
+    contacts,
+    linking,
+    optout,
+    outgoing,
+    questionnaire,
+    reachability,
+    staff_access,
+    unregistered,
+)
 from study.enrolment import CODE_ALPHABET, CODE_LENGTH
 from study.recipients import contact_point
 from study.replies import Reply
@@ -54,6 +71,9 @@ PATIENT_COMMANDS = {"report": Keyword.REPORT, "help": Keyword.HELP, "stop": Keyw
                     "lang": Keyword.LANGUAGE}
 DOSE_ANSWERS = {Keyword.TAKEN: "taken", Keyword.SKIP: "skip", Keyword.SNOOZE: "snooze",
                 Keyword.MISSED: "missed"}
+# A typed answer means what the button it names means (`1`, 已服: `dose:taken`, today's dose).
+KEYWORD_ACTIONS = {**{keyword: DoseAction(answer).pack() for keyword, answer in
+                      DOSE_ANSWERS.items()}, Keyword.REPORT: REPORT_START.pack()}
 # A stranger's text that triaged as urgent: answered every time, with the safety reply.
 URGENT_STRANGER = "unregistered_urgent"
 # A contact-point channel's event carrying a link code (WeChat: a QR code's scene).
@@ -88,6 +108,11 @@ class InboundEvent:
     # What came besides text (a photo, a voice note, an MMS's pictures), filled by the channel
     # adapter; the text is then the caption.
     media: tuple[Media, ...] = ()
+    # What the provider made of the message, filled by its adapter: the keyword it recognised
+    # (over what the text says), and whether it answered the message itself (then an opt-out
+    # or opt-in gets no reply of ours: the provider replied, and blocks us after a STOP).
+    keyword: Keyword | None = None
+    answered_by_provider: bool = False
 
     def storable(self) -> InboundEvent:
         """The event with lone UTF-16 surrogates replaced (U+FFFD): valid JSON can carry them,
@@ -100,9 +125,12 @@ class InboundEvent:
                                                for m in self.media) if m is not None))
 
     def stored_payload(self) -> dict[str, Any]:
-        """The inbound row's payload: the adapter's, the pressed action, the media references."""
+        """The inbound row's payload: the adapter's, the pressed action, the media references,
+        what the provider made of it."""
         media = {"media": [m.as_dict() for m in self.media]} if self.media else {}
-        return {**self.payload, **media, "action": self.action}
+        keyword = {"keyword": str(self.keyword)} if self.keyword is not None else {}
+        answered = {"answered_by_provider": True} if self.answered_by_provider else {}
+        return {**self.payload, **media, **keyword, **answered, "action": self.action}
 
     @classmethod
     def from_row(cls, row: InboundMessage) -> InboundEvent:
@@ -111,8 +139,11 @@ class InboundEvent:
         action = payload.pop("action", None)
         media = tuple(m for m in map(Media.from_dict, payload.pop("media", None) or [])
                       if m is not None)
+        keyword = payload.pop("keyword", None)
         return cls(row.channel, row.external_id, row.sender, row.text, action, row.received_at,
-                   payload, media)
+                   payload, media,
+                   Keyword(keyword) if keyword in tuple(Keyword) else None,
+                   payload.pop("answered_by_provider", None) is True)
 
     @property
     def address(self) -> str:
@@ -179,12 +210,13 @@ class Conversation:
     """Handles inbound events from every channel the same way."""
 
     def __init__(self, db: Database, protocol: Protocol, clock: Clock, *,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None,
+                 staff_commands: StaffCommands = STAFF_COMMANDS) -> None:
         self.db = db
         self.protocol = protocol
         self.clock = clock
         self.wake = wake
-        staff_commands.load_features()
+        self.staff_commands = staff_commands
 
     # -- the entry point ---------------------------------------------------------------------
     async def handle(self, event: InboundEvent) -> Handled:
@@ -411,8 +443,7 @@ class Conversation:
             return await media.receive(session, self.protocol, patient, event.media,
                                        event.text, now=now, inbound_id=inbound_id)
         text = event.text.strip()
-        opt_out_type = str(event.payload.get("opt_out_type") or "").upper()
-        keyword = twilio_words.OPT_OUT_TYPES.get(opt_out_type) or parse_keyword(text)
+        keyword = event.keyword or parse_keyword(text)
         command = _command(text)
         if command is not None:
             name, args = command
@@ -421,9 +452,7 @@ class Conversation:
             keyword = PATIENT_COMMANDS.get(name) or parse_keyword(name) or Keyword.HELP
         if keyword in (Keyword.STOP, Keyword.START, Keyword.HELP):
             return await self._opt(session, patient, keyword, event, now)
-        questionnaire = _questionnaire()
-        if command is None and questionnaire is not None \
-                and await questionnaire.is_active(session, patient, now):
+        if command is None and await questionnaire.is_active(session, patient, now):
             return "questionnaire", await questionnaire.answer(
                 session, self.protocol, patient, text, now=now, inbound_id=inbound_id)
         language = _language_choice(text)
@@ -431,10 +460,9 @@ class Conversation:
             return await self._set_language(session, patient, language, now)
         if keyword is Keyword.LANGUAGE:
             return "language_ask", [_language_question()]
-        if keyword in DOSE_ANSWERS:
-            return await self._dose(session, patient, DOSE_ANSWERS[keyword], None, now)
-        if keyword is Keyword.REPORT:
-            return await self._start_questionnaire(session, patient, now)
+        if keyword in KEYWORD_ACTIONS:  # a typed answer is the button it names
+            return await self._patient_action(session, patient, KEYWORD_ACTIONS[keyword],
+                                              inbound_id, now)
         if not text:
             return "not_text", [Reply("chat.text_only")]
         if intents.is_acknowledgement(text):  # "好的 谢谢", "ok thanks": not a report
@@ -465,23 +493,19 @@ class Conversation:
 
     async def _patient_action(self, session: AsyncSession, patient: Patient, action: str,
                               inbound_id: int, now: datetime) -> tuple[str, list[Reply]]:
-        kind, _, rest = action.partition(":")
-        if kind == "dose":
+        pressed = parse_action(action)
+        if isinstance(pressed, DoseAction):
             # `dose:taken` without an id (a channel's menu): today's dose, as the keyword is.
-            answer, _, dose_id = rest.partition(":")
-            if answer in DOSE_ANSWERS.values() and (dose_id.isdigit() or not dose_id):
-                return await self._dose(session, patient, answer,
-                                        int(dose_id) if dose_id else None, now)
-        elif kind == "q":
-            questionnaire = _questionnaire()
-            if questionnaire is not None:
-                return "questionnaire", await questionnaire.answer(
-                    session, self.protocol, patient, action, now=now, inbound_id=inbound_id)
-        elif action == "report:start":
+            if pressed.answer in DOSE_ANSWERS.values():
+                return await self._dose(session, patient, pressed.answer, pressed.dose_id, now)
+        elif isinstance(pressed, QuestionAction):
+            return "questionnaire", await questionnaire.answer(
+                session, self.protocol, patient, action, now=now, inbound_id=inbound_id)
+        elif pressed == REPORT_START:
             return await self._start_questionnaire(session, patient, now)
-        elif kind == "lang" and rest in LANGUAGES:
-            return await self._set_language(session, patient, rest, now)
-        elif action == "help":
+        elif isinstance(pressed, LanguageAction) and pressed.code in LANGUAGES:
+            return await self._set_language(session, patient, pressed.code, now)
+        elif isinstance(pressed, HelpAction):
             return str(Keyword.HELP), await optout.help_reply(session, patient)
         elif action.startswith(LINK):  # a linked patient scanned a code (again)
             return f"link_{linking.LinkOutcome.ALREADY}", [Reply("chat.link_already")]
@@ -497,15 +521,14 @@ class Conversation:
             replies = await optout.opt_in(session, patient, now=now, source=event.channel)
         else:
             replies = await optout.help_reply(session, patient)
-        if event.channel == SMS and twilio_words.answered_by_twilio(
-                event.text, event.payload.get("opt_out_type")) and keyword is not Keyword.HELP:
-            # Twilio answered its own keywords already (and blocks us after STOP).
+        if event.answered_by_provider and keyword is not Keyword.HELP:
+            # The provider answered its own keywords already (Twilio; it blocks us after STOP).
             replies = []
         return str(keyword), replies
 
     async def _dose(self, session: AsyncSession, patient: Patient, answer: str,
                     dose_id: int | None, now: datetime) -> tuple[str, list[Reply]]:
-        from study.doses import answer_dose
+        from study.dose_answers import answer_dose
 
         reply = await answer_dose(session, self.protocol, patient, answer, now=now,
                                   dose_id=dose_id)
@@ -513,9 +536,6 @@ class Conversation:
 
     async def _start_questionnaire(self, session: AsyncSession, patient: Patient,
                                    now: datetime) -> tuple[str, list[Reply]]:
-        questionnaire = _questionnaire()
-        if questionnaire is None:
-            return "report_start", [Reply("chat.help_no_phone")]
         return "report_start", await questionnaire.start(session, self.protocol, patient,
                                                          now=now)
 
@@ -528,25 +548,22 @@ class Conversation:
     async def _staff(self, session: AsyncSession, staff: Staff, event: InboundEvent,
                      now: datetime) -> tuple[str, list[Reply]]:
         if event.channel == SMS:
-            from bot import staff_sms
-
             return await staff_sms.handle(session, self.protocol, staff, event.text, now=now)
         if event.action:
-            found = staff_commands.find_action(event.action)
+            found = self.staff_commands.find_action(event.action)
             if found is None:
                 return "staff_unknown_action", [Reply("chat.staff_unknown_command")]
-            handler, payload = found
-            return "staff_action", await handler(session, self.protocol, staff, payload,
-                                                 now=now)
+            pressed, action = found
+            return "staff_action", await pressed(session, self.protocol, staff, action, now=now)
         command = _command(event.text.strip())
         if command is None:
-            return "staff_text", await staff_commands.staff_help(
+            return "staff_text", await self.staff_commands.help(
                 session, self.protocol, staff, "", now=now)
         name, args = command
-        if name not in staff_commands.COMMANDS:
+        handler = self.staff_commands.get(name)
+        if handler is None:
             return "staff_unknown_command", [Reply("chat.staff_unknown_command")]
-        return f"staff_{name}"[:32], await staff_commands.COMMANDS[name](
-            session, self.protocol, staff, args, now=now)
+        return f"staff_{name}"[:32], await handler(session, self.protocol, staff, args, now=now)
 
     # -- replies -----------------------------------------------------------------------------
     async def _enqueue(self, session: AsyncSession, inbound_id: int, event: InboundEvent,
@@ -579,22 +596,12 @@ class Conversation:
             patient_id=sender.patient.id if sender.patient else None,
             staff_id=sender.staff.id if sender.staff else None)
         return await outgoing.queue(session, recipient, reply, key=key, now=now,
-                                    image=image) is not None
+                                    image=image, protocol=self.protocol) is not None
 
 
 def _language_question() -> Reply:
     return Reply("chat.language_ask", choices=(
         # By SMS the words themselves, in the reader's language (中文 / 英文): no number that
         # could be read as a dose answer (messages.sms.SMS_CHOICES["language"]).
-        Choice("chat.language_zh", "lang:zh", "chat.language_zh_word"),
-        Choice("chat.language_en", "lang:en", "chat.language_en_word")))
-
-
-def _questionnaire() -> Any:
-    """The questionnaire module, once the feature exists."""
-    try:
-        return importlib.import_module("study.questionnaire")
-    except ModuleNotFoundError as exc:
-        if exc.name != "study.questionnaire":
-            raise
-        return None
+        Choice("chat.language_zh", LanguageAction("zh").pack(), "chat.language_zh_word"),
+        Choice("chat.language_en", LanguageAction("en").pack(), "chat.language_en_word")))

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.staff_commands import register_action, register_command
+from bot.staff_commands import CommandRouter
 from messages import catalogue
+from messages.actions import AlertAction
 from messages.channel import Choice
 from storage.audit import Actor
 from storage.models import Alert, Site, Staff
@@ -24,6 +25,8 @@ from study.oncall import who_is_on_call
 from study.replies import Reply
 from trial.protocol import Protocol
 
+router = CommandRouter("alerts")
+
 
 def _language(staff: Staff) -> str:
     return catalogue.reader_language(staff.language)
@@ -32,8 +35,8 @@ def _language(staff: Staff) -> str:
 def _buttons(staff: Staff, alert: Alert) -> tuple[Choice, ...]:
     if not staff_access.can_acknowledge(staff, alert.site_id) or alert.status == alerts.RESOLVED:
         return ()
-    return (Choice("alert.button_ack", f"alert:ack:{alert.id}"),
-            Choice("alert.button_resolve", f"alert:resolve:{alert.id}"))
+    return (Choice("alert.button_ack", AlertAction("ack", alert.id).pack()),
+            Choice("alert.button_resolve", AlertAction("resolve", alert.id).pack()))
 
 
 def _error(error: AlertError) -> Reply:
@@ -45,6 +48,7 @@ def _alert_id(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) < 10 else None
 
 
+@router.command("alerts")
 async def list_alerts(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                       now: datetime) -> list[Reply]:
     """/alerts: unresolved alerts of the staff member's site (every site for an admin)."""
@@ -58,6 +62,7 @@ async def list_alerts(session: AsyncSession, protocol: Protocol, staff: Staff, a
     return replies
 
 
+@router.command("ack")
 async def ack(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
               now: datetime) -> list[Reply]:
     """/ack ID: take responsibility for an alert; its escalation stops."""
@@ -70,9 +75,10 @@ async def ack(session: AsyncSession, protocol: Protocol, staff: Staff, args: str
         return [_error(error)]
     message = "alert.acknowledged" if new else "alert.already_acknowledged"
     return [Reply(message, {"id": alert.id}, (Choice("alert.button_resolve",
-                                                     f"alert:resolve:{alert.id}"),))]
+                                                     AlertAction("resolve", alert.id).pack()),))]
 
 
+@router.command("resolve")
 async def resolve(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                   now: datetime) -> list[Reply]:
     """/resolve ID NOTE: close an alert with what was done; an empty note is refused."""
@@ -87,19 +93,22 @@ async def resolve(session: AsyncSession, protocol: Protocol, staff: Staff, args:
     return [Reply("alert.resolved", {"id": alert.id})]
 
 
-async def ack_button(session: AsyncSession, protocol: Protocol, staff: Staff, payload: str, *,
-                     now: datetime) -> list[Reply]:
+@router.action(AlertAction, verb="ack")
+async def ack_button(session: AsyncSession, protocol: Protocol, staff: Staff,
+                     action: AlertAction, *, now: datetime) -> list[Reply]:
     """The Acknowledge button."""
-    return await ack(session, protocol, staff, payload, now=now)
+    return await ack(session, protocol, staff, str(action.alert_id), now=now)
 
 
-async def resolve_button(session: AsyncSession, protocol: Protocol, staff: Staff, payload: str,
-                         *, now: datetime) -> list[Reply]:
+@router.action(AlertAction, verb="resolve")
+async def resolve_button(session: AsyncSession, protocol: Protocol, staff: Staff,
+                         action: AlertAction, *, now: datetime) -> list[Reply]:
     """The Resolve button: `/resolve ID` without a note, so the answer says how to send one
     (or why the alert cannot be resolved by this staff member)."""
-    return await resolve(session, protocol, staff, payload, now=now)
+    return await resolve(session, protocol, staff, str(action.alert_id), now=now)
 
 
+@router.command("sae")
 async def sae(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
               now: datetime) -> list[Reply]:
     """/sae ID reported: the SAE candidate was reported to the sponsor; its reminders stop."""
@@ -115,12 +124,14 @@ async def sae(session: AsyncSession, protocol: Protocol, staff: Staff, args: str
                   {"id": alert.id})]
 
 
-async def sae_button(session: AsyncSession, protocol: Protocol, staff: Staff, payload: str, *,
-                     now: datetime) -> list[Reply]:
+@router.action(AlertAction, verb="sae_reported")
+async def sae_button(session: AsyncSession, protocol: Protocol, staff: Staff,
+                     action: AlertAction, *, now: datetime) -> list[Reply]:
     """The Reported-to-sponsor button of an SAE reminder."""
-    return await sae(session, protocol, staff, f"{payload} reported", now=now)
+    return await sae(session, protocol, staff, f"{action.alert_id} reported", now=now)
 
 
+@router.command("oncall")
 async def oncall_now(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                      now: datetime) -> list[Reply]:
     """/oncall [SITE]: who is paged first at the staff member's site now."""
@@ -146,6 +157,7 @@ async def oncall_now(session: AsyncSession, protocol: Protocol, staff: Staff, ar
     return [Reply("alert.oncall_now", {**when, "who": who})]
 
 
+@router.command("reviewed")
 async def reviewed(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                    now: datetime) -> list[Reply]:
     """/reviewed ID|all: the staff member reviewed a routine report (all: every unreviewed
@@ -169,27 +181,18 @@ async def reviewed(session: AsyncSession, protocol: Protocol, staff: Staff, args
     return [Reply("alert.reports_reviewed", {"count": count})]
 
 
+@router.action(AlertAction, verb="reviewed")
 async def reviewed_button(session: AsyncSession, protocol: Protocol, staff: Staff,
-                          payload: str, *, now: datetime) -> list[Reply]:
-    """The digest's "Listed reports reviewed" button: every unreviewed report of the staff
-    member's site up to the newest one the digest listed."""
-    if staff.role in staff_access.READ_ONLY_ROLES or not payload.isdigit():
-        return [Reply("alert.error_not_permitted", {"id": payload[:10] or "?"})]
+                          action: AlertAction, *, now: datetime) -> list[Reply]:
+    """The digest's "Listed reports reviewed" button (`alert:reviewed:N`, N the newest report
+    it listed): every unreviewed report of the staff member's site up to report N."""
+    newest = action.alert_id
+    if staff.role in staff_access.READ_ONLY_ROLES:
+        return [Reply("alert.error_not_permitted", {"id": str(newest)[:10]})]
     site = None if staff_access.sees_all_sites(staff) else staff.site_id
-    chosen = [r for r in await reports.unreviewed(session, site) if r.id <= int(payload)]
+    chosen = [r for r in await reports.unreviewed(session, site) if r.id <= newest]
     count = await reports.mark_reviewed(session, chosen, staff_id=staff.id, now=now,
                                         actor=Actor.staff(staff.id),
                                         reason="digest button: listed reports reviewed")
     return [Reply("alert.reports_reviewed", {"count": count})]
 
-
-register_command("alerts", list_alerts)
-register_command("sae", sae)
-register_command("oncall", oncall_now)
-register_command("reviewed", reviewed)
-register_action("alert:sae_reported", sae_button)
-register_action("alert:reviewed", reviewed_button)
-register_command("ack", ack)
-register_command("resolve", resolve)
-register_action("alert:ack", ack_button)
-register_action("alert:resolve", resolve_button)

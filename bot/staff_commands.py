@@ -1,20 +1,36 @@
-"""The staff command registry: feature modules register `/commands` and button actions here."""
+"""Staff commands, aiogram-style: each feature module has one `CommandRouter` with its
+`/commands` and button actions, and `bot/staff.py` includes every router by importing it.
+
+    router = CommandRouter("alerts")
+
+    @router.command("ack")
+    async def ack(session, protocol, staff, args, *, now): ...
+
+    @router.action(AlertAction, verb="ack")
+    async def ack_button(session, protocol, staff, action, *, now): ...
+
+A command gets the text after `/name`; an action handler gets the pressed action, unpacked by
+`messages.actions` (a malformed one reaches no handler). A name or an action routed twice is
+refused when the routers are included, not when a message arrives.
+"""
 
 from __future__ import annotations
 
-import importlib
-import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any, TypeVar
 from typing import Protocol as TypingProtocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from messages import actions
+from messages.actions import Action
 from storage.models import Staff
 from study.replies import Reply
 from trial.protocol import Protocol
 
-log = logging.getLogger(__name__)
+A = TypeVar("A", bound=Action, contravariant=True)
+K = TypeVar("K", bound=Action)
 
 
 class StaffCommand(TypingProtocol):
@@ -24,74 +40,85 @@ class StaffCommand(TypingProtocol):
                  now: datetime) -> Awaitable[list[Reply]]: ...
 
 
-class StaffAction(TypingProtocol):
-    """A button a staff member pressed: `prefix:payload`, e.g. `alert:ack` + `17`."""
+class StaffAction(TypingProtocol[A]):
+    """A button a staff member pressed, e.g. `AlertAction("ack", 17)`."""
 
-    def __call__(self, session: AsyncSession, protocol: Protocol, staff: Staff, payload: str, *,
+    def __call__(self, session: AsyncSession, protocol: Protocol, staff: Staff, action: A, *,
                  now: datetime) -> Awaitable[list[Reply]]: ...
 
 
-COMMANDS: dict[str, StaffCommand] = {}
-ACTIONS: dict[str, StaffAction] = {}
-
-# Modules that register staff commands when imported (each feature adds its own line); a
-# missing one is skipped with a warning, one that fails inside fails loudly.
-FEATURE_MODULES: list[str] = [
-    "bot.staff_visits",
-    "bot.staff_queries",
-    "bot.staff_alerts",
-    "bot.staff_media",
-]
+# An action route: its kind and the field values it matches (e.g. verb="ack").
+_Route = tuple[type[Action], tuple[tuple[str, object], ...]]
 
 
-def register_command(name: str, fn: StaffCommand) -> None:
-    """Make `/name` available to staff (a second registration of a name is a bug)."""
-    name = name.lstrip("/").lower()
-    if name in COMMANDS and COMMANDS[name] is not fn:
-        raise ValueError(f"staff command /{name} is registered twice")
-    COMMANDS[name] = fn
+class CommandRouter:
+    """One feature's staff commands and button actions."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.commands: dict[str, StaffCommand] = {}
+        self.actions: dict[_Route, StaffAction[Any]] = {}
+
+    def command(self, *names: str) -> Callable[[StaffCommand], StaffCommand]:
+        """Route `/name` (each of `names`) to the decorated handler."""
+        def register(handler: StaffCommand) -> StaffCommand:
+            for name in names:
+                key = name.lstrip("/").lower()
+                if key in self.commands:
+                    raise ValueError(f"staff command /{key} is routed twice in {self.name}")
+                self.commands[key] = handler
+            return handler
+        return register
+
+    def action(self, kind: type[K], **match: object
+               ) -> Callable[[StaffAction[K]], StaffAction[K]]:
+        """Route pressed actions of `kind` whose fields equal `match` to the handler."""
+        route: _Route = (kind, tuple(sorted(match.items())))
+
+        def register(handler: StaffAction[K]) -> StaffAction[K]:
+            if route in self.actions:
+                raise ValueError(f"staff action {kind.prefix} {match} is routed twice")
+            self.actions[route] = handler
+            return handler
+        return register
 
 
-def register_action(prefix: str, fn: StaffAction) -> None:
-    """Route button actions starting with `prefix:` to fn."""
-    if prefix in ACTIONS and ACTIONS[prefix] is not fn:
-        raise ValueError(f"staff action {prefix} is registered twice")
-    ACTIONS[prefix] = fn
+class StaffCommands:
+    """The staff commands of this deployment: the routers included, and /help listing them."""
 
+    def __init__(self, *routers: CommandRouter) -> None:
+        self.commands: dict[str, StaffCommand] = {"help": self.help}
+        self.actions: dict[_Route, StaffAction[Any]] = {}
+        for router in routers:
+            self.include(router)
 
-_loaded = False
+    def include(self, router: CommandRouter) -> None:
+        """Add a feature's router; a command or an action already routed is a bug."""
+        for name, handler in router.commands.items():
+            if name in self.commands:
+                raise ValueError(f"staff command /{name} of {router.name} is routed twice")
+            self.commands[name] = handler
+        for route, action_handler in router.actions.items():
+            if route in self.actions:
+                raise ValueError(f"staff action {route} of {router.name} is routed twice")
+            self.actions[route] = action_handler
 
+    def get(self, name: str) -> StaffCommand | None:
+        """The handler of `/name`, or None."""
+        return self.commands.get(name)
 
-def load_features() -> None:
-    """Import every feature module so that its commands are registered."""
-    global _loaded
-    if _loaded:
-        return
-    for name in FEATURE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            log.warning("staff feature module %s is not installed", name)
-    _loaded = True
+    def find_action(self, text: str) -> tuple[StaffAction[Any], Action] | None:
+        """The handler of a pressed action and the action unpacked, or None."""
+        action = actions.parse(text)
+        if action is None:
+            return None
+        for (kind, match), handler in self.actions.items():
+            if type(action) is kind and all(getattr(action, f) == v for f, v in match):
+                return handler, action
+        return None
 
-
-def find_action(action: str) -> tuple[StaffAction, str] | None:
-    """The handler of a button action and its payload (longest registered prefix wins)."""
-    parts = action.split(":")
-    for cut in range(len(parts) - 1, 0, -1):
-        prefix = ":".join(parts[:cut])
-        if prefix in ACTIONS:
-            return ACTIONS[prefix], ":".join(parts[cut:])
-    return None
-
-
-async def staff_help(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
-                     now: datetime) -> list[Reply]:
-    """/help: the commands this deployment offers."""
-    names = sorted({*COMMANDS, "help"})
-    return [Reply("chat.staff_help", {"commands": " ".join(f"/{n}" for n in names)})]
-
-
-register_command("help", staff_help)
+    async def help(self, session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
+                   now: datetime) -> list[Reply]:
+        """/help: the commands this deployment offers."""
+        names = sorted(self.commands)
+        return [Reply("chat.staff_help", {"commands": " ".join(f"/{n}" for n in names)})]

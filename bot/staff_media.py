@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.staff_commands import register_command
+from bot.staff_commands import CommandRouter
 from messages import catalogue
 from storage import audit
 from storage.audit import Actor
@@ -22,12 +22,15 @@ from study.alerts import AlertError
 from study.replies import Reply
 from trial.protocol import Protocol
 
+router = CommandRouter("media")
+
 
 def _alert_id(text: str) -> int | None:
     text = text.strip().lstrip("#")
     return int(text) if text.isdigit() and len(text) < 10 else None
 
 
+@router.command("media")
 async def media_of_alert(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                          now: datetime) -> list[Reply]:
     """/media N: each file of alert N, resent to this chat with a line saying what it is."""
@@ -59,6 +62,3 @@ async def media_of_alert(session: AsyncSession, protocol: Protocol, staff: Staff
                  new="; ".join(f"{item.kind} {item.reference}" for _, item in files)[:2000],
                  reason=f"/media {alert.id}")
     return replies
-
-
-register_command("media", media_of_alert)

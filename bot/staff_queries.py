@@ -2,7 +2,8 @@
 
 Every answer is scoped by study/staff_access.py and every look at patient data is audited there.
 A subject or site outside the staff member's scope is "not found", like one that does not exist.
-Long answers come in pages with buttons (`page:{command}:{n}`); a press re-runs the command.
+Long answers come in pages with buttons (`PageAction`, `page:{command}:{n}`); a press re-runs
+the command.
 """
 
 from __future__ import annotations
@@ -14,20 +15,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.staff_commands import register_action, register_command
+from bot.staff_commands import CommandRouter
 from messages import catalogue
+from messages.actions import PageAction
 from messages.channel import Choice
-from messages.pagination import (
-    ROWS_PER_PAGE,
-    UNLIMITED_ROWS,
-    page_action,
-    paginate,
-    parse_page_payload,
-    pick,
-)
+from messages.pagination import ROWS_PER_PAGE, UNLIMITED_ROWS, paginate, pick
 from storage.models import DoseRecord, Patient, Site, Staff, Visit
 from study import digest, staff_access
-from study.doses import patient_adherence
+from study.adherence import patient_adherence
 from study.replies import Reply
 from trial import schedule
 from trial.adherence import days_between
@@ -39,6 +34,8 @@ VISIT_DAYS_MAX = 90
 
 Pager = Callable[[AsyncSession, Protocol, Staff, str, int, datetime],
                  Awaitable[list[Reply]]]
+
+router = CommandRouter("queries")
 
 
 def _t(message_id: str, staff: Staff, **params: object) -> str:
@@ -59,10 +56,10 @@ def _pages(staff: Staff, command: str, header: str, rows: Sequence[str], number:
     choices = []
     if page.number > 1:
         choices.append(Choice(_t("staff.page_prev", staff),
-                              page_action(command, page.number - 1)))
+                              PageAction(command, page.number - 1).pack()))
     if page.number < page.count:
         choices.append(Choice(_t("staff.page_next", staff),
-                              page_action(command, page.number + 1)))
+                              PageAction(command, page.number + 1).pack()))
     return [Reply("staff.page", {"body": page.text, "page": page.number, "pages": page.count},
                   tuple(choices))]
 
@@ -99,6 +96,7 @@ async def _default_sites(session: AsyncSession, staff: Staff, *, command: str,
 
 # /adherence ---------------------------------------------------------------------------------
 
+@router.command("adherence")
 async def adherence(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                     now: datetime) -> list[Reply]:
     """/adherence [SUBJECT|SITE]: the site table, or one subject day by day."""
@@ -192,6 +190,7 @@ def _reach(staff: Staff, configured: bool, reachable: bool) -> str:
     return _t("staff.reach_yes" if reachable else "staff.reach_no", staff)
 
 
+@router.command("patient")
 async def patient_card(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                        now: datetime) -> list[Reply]:
     """/patient SUBJECT: status, reachability, next dose and visit, open alerts."""
@@ -240,6 +239,7 @@ async def patient_card(session: AsyncSession, protocol: Protocol, staff: Staff, 
 
 # /visits -----------------------------------------------------------------------------------
 
+@router.command("visits")
 async def visits(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                  now: datetime) -> list[Reply]:
     """/visits [DAYS]: visits in the next DAYS days (default 7), and those recently missed."""
@@ -278,6 +278,7 @@ async def _visits_page(session: AsyncSession, protocol: Protocol, staff: Staff, 
 
 # /digest -----------------------------------------------------------------------------------
 
+@router.command("digest")
 async def digest_now(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                      now: datetime) -> list[Reply]:
     """/digest [SITE]: today's digest of the site now (nothing is marked as reviewed)."""
@@ -303,22 +304,14 @@ async def digest_now(session: AsyncSession, protocol: Protocol, staff: Staff, ar
 PAGERS: dict[str, Pager] = {"adherence": _adherence_page, "visits": _visits_page}
 
 
-async def page(session: AsyncSession, protocol: Protocol, staff: Staff, payload: str, *,
+@router.action(PageAction)
+async def page(session: AsyncSession, protocol: Protocol, staff: Staff, action: PageAction, *,
                now: datetime) -> list[Reply]:
     """A page button: re-run the command and show the requested page."""
-    parsed = parse_page_payload(payload)
-    if parsed is None:
-        return _not_found(payload)
-    command, number = parsed
-    name, _, args = command.partition(" ")
+    if action.n < 1 or not action.command:
+        return _not_found(f"{action.command}:{action.n}")
+    name, _, args = action.command.partition(" ")
     pager = PAGERS.get(name)
     if pager is None:
-        return _not_found(command)
-    return await pager(session, protocol, staff, args, number, now)
-
-
-register_command("adherence", adherence)
-register_command("patient", patient_card)
-register_command("visits", visits)
-register_command("digest", digest_now)
-register_action("page", page)
+        return _not_found(action.command)
+    return await pager(session, protocol, staff, args, action.n, now)

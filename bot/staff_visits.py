@@ -6,13 +6,15 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.staff_commands import register_command
+from bot.staff_commands import CommandRouter
 from storage.audit import Actor
 from storage.models import Patient, Staff
 from study import staff_access, visits
 from study.replies import Reply
 from study.visits import VisitChange, VisitError
 from trial.protocol import Protocol
+
+router = CommandRouter("visits")
 
 
 def _reply(change: VisitChange, moved: bool) -> Reply:
@@ -35,6 +37,7 @@ async def _patient(session: AsyncSession, staff: Staff, subject: str, command: s
     return patient
 
 
+@router.command("move")
 async def move(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                now: datetime) -> list[Reply]:
     """/move SUBJECT VISIT YYYY-MM-DD REASON: reschedule a visit (the reason is required)."""
@@ -56,6 +59,7 @@ async def move(session: AsyncSession, protocol: Protocol, staff: Staff, args: st
     return [_reply(change, moved=True)]
 
 
+@router.command("done")
 async def done(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                now: datetime) -> list[Reply]:
     """/done SUBJECT VISIT [YYYY-MM-DD]: record that a visit took place (today by default)."""
@@ -72,7 +76,3 @@ async def done(session: AsyncSession, protocol: Protocol, staff: Staff, args: st
     except VisitError as exc:
         return [Reply(exc.message_id, exc.params)]
     return [_reply(change, moved=False)]
-
-
-register_command("move", move)
-register_command("done", done)

@@ -207,7 +207,7 @@ class Runtime:
     async def _start_http(self, conversation: Conversation,
                           webhook: TelegramWebhook | None) -> None:
         assert self.db is not None
-        server = Server(db=self.db, parts=self.parts,
+        server = Server(db=self.db, parts=self.parts, clock=self.clock,
                         routes=self.inbound_routes(conversation, webhook))
         self.http = web.AppRunner(build_app(server), access_log=None,
                                   shutdown_timeout=SHUTDOWN_GRACE_SECONDS)

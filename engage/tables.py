@@ -4,7 +4,7 @@ a cycle)."""
 
 from __future__ import annotations
 
-from study.doses import AdherenceReport
+from study.adherence import AdherenceReport
 
 COLUMNS = ("subject", "site", "sched", "taken", "late", "skip", "missed", "no-resp",
            "confirmed", "response", "worst", "flags")

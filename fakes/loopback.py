@@ -1,8 +1,22 @@
-"""Serving an aiohttp app on a free port of 127.0.0.1: how every fake provider runs."""
+"""Serving an aiohttp app on a free port of 127.0.0.1: how every fake provider runs; and the
+pytest fixture of a fake, started for a test."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
+
+import pytest
 from aiohttp import web
+
+
+class Fake(Protocol):
+    async def start(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+
+F = TypeVar("F", bound=Fake)
 
 
 class LoopbackServer:
@@ -28,3 +42,18 @@ class LoopbackServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def fixture(name: str, make: Callable[[], F]) -> Any:
+    """A pytest fixture `name` giving a fake started (and stopping it after the test)."""
+
+    @pytest.fixture(name=name)
+    async def started() -> AsyncIterator[F]:
+        api = make()
+        await api.start()
+        try:
+            yield api
+        finally:
+            await api.stop()
+
+    return started

@@ -20,7 +20,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import DoseRecord, OutboundMessage, Patient, Site
-from study import doses
+from study import adherence, dose_answers, dose_records
 from study.enrolment import change_status
 from trial.protocol import Protocol
 
@@ -162,7 +162,7 @@ async def apply_event(db: Database, p: Scripted, what: str, now: datetime,
         else:
             patient = await session.get(Patient, p.patient_id)
             assert patient is not None
-            reply = await doses.answer_dose(session, protocol, patient, "taken", now=now)
+            reply = await dose_answers.answer_dose(session, protocol, patient, "taken", now=now)
             assert reply.message_id == "dose.late_answer_ack"
 
 
@@ -212,9 +212,9 @@ async def answer_messages(db: Database, protocol: Protocol, people: dict[int, Sc
             owner = {dose.id: people[dose.patient_id].patient for dose in loaded}
             with session.no_autoflush:
                 for dose_id, answer in answers:  # in the order the messages were queued
-                    await doses.answer_dose(session, protocol, owner[dose_id], answer,
-                                            now=now, dose_id=dose_id)
-                await doses.flush_audit(session)
+                    await dose_answers.answer_dose(session, protocol, owner[dose_id], answer,
+                                                   now=now, dose_id=dose_id)
+                await dose_records.flush_audit(session)
         return await next_instant(db, now, session)
 
 
@@ -270,7 +270,7 @@ async def check(db: Database, protocol: Protocol, people: list[Scripted], now: d
             answered = taken + days.count("skipped") + days.count("missed")
             patient = await session.get(Patient, p.patient_id)
             assert patient is not None
-            result = await doses.patient_adherence(
+            result = await adherence.patient_adherence(
                 session, protocol, patient, now=now, end=p.baseline + timedelta(days=weeks * 7))
             assert result.counts.scheduled == scheduled
             assert result.counts.worst_case == pytest.approx(taken / scheduled)

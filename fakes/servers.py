@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from bot.channels.twilio import SmsChannel
+from fakes.loopback import fixture
 from fakes.telegram_api import FakeTelegramAPI
 from fakes.twilio_api import FakeTwilioAPI
 from fakes.webhooks import PUBLIC_URL
@@ -23,20 +24,8 @@ AUTH_TOKEN = "twilio-auth-token-secret"
 SERVICE = "MG" + "2" * 32
 
 
-@pytest.fixture
-async def fake_telegram() -> AsyncIterator[FakeTelegramAPI]:
-    api = FakeTelegramAPI()
-    await api.start()
-    yield api
-    await api.stop()
-
-
-@pytest.fixture
-async def fake_twilio() -> AsyncIterator[FakeTwilioAPI]:
-    api = FakeTwilioAPI()
-    await api.start()
-    yield api
-    await api.stop()
+fake_telegram = fixture("fake_telegram", FakeTelegramAPI)
+fake_twilio = fixture("fake_twilio", FakeTwilioAPI)
 
 
 @pytest.fixture

@@ -7,16 +7,11 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
+from fakes.loopback import Fake
 
-class Startable(Protocol):
-    def start(self) -> Awaitable[str]: ...
-
-    def stop(self) -> Awaitable[None]: ...
-
-
-F = TypeVar("F", bound=Startable)
+F = TypeVar("F", bound=Fake)
 
 
 @contextmanager

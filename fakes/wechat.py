@@ -7,12 +7,12 @@ and `/cgi-bin/menu/create`, every answer a JSON body with `errcode` (0: ok) and 
 records every request and refuses what the real one refuses: an unknown token (40001), a token
 it said has expired (42001), a user who does not follow the account (43004), a customer-service
 message more than 48 hours after the user's last message (45015), an unknown template (40037);
-it can be told to expire the current token once.
+it can be told to expire the current token once (42001, or 40001 as when another fetch
+replaced it). The token endpoint, errcode answers and request records are `fakes.tencent`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 import time
@@ -26,7 +26,8 @@ from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import WeChatSigner
 
 from engage.config import Settings
-from fakes.loopback import LoopbackServer
+from fakes.loopback import fixture
+from fakes.tencent import APIRequest, FakeTencentAPI, message_xml
 
 APP_ID = "wx0123456789abcdef"
 APP_SECRET = "wechat-app-secret-0123456789"
@@ -37,15 +38,7 @@ ACCOUNT = "gh_0123456789ab"  # the account's own id: ToUserName of every push
 TEMPLATES = {"tmpl-dose", "tmpl-visit", "tmpl-notice"}
 
 
-@dataclass
-class WeChatRequest:
-    """One request to the fake: its path, query and JSON body (or the uploaded file)."""
-
-    path: str
-    query: dict[str, str]
-    body: dict[str, Any] | None = None
-    upload: bytes | None = None
-    errcode: int = 0  # what the fake answered
+WeChatRequest = APIRequest  # one request to the fake (path, query, body, upload, errcode)
 
 
 @dataclass
@@ -66,52 +59,36 @@ class Sent:
         return "\n".join(str(v.get("value", "")) for v in self.payload.get("data", {}).values())
 
 
-class FakeWeChatAPI:
+class FakeWeChatAPI(FakeTencentAPI):
     """The fake server; `base_url` goes into ENGAGE_WECHAT_API_URL. `window` is what the real
     one knows and we track ourselves: each user's last message to the account (set it with
     `user_wrote`), else free-form messages are refused with 45015."""
 
+    TOKEN_PATH = "/cgi-bin/token"
+    UNKNOWN_TOKEN = 40001
+    NAME = "WeChat"
+
     def __init__(self, *, app_id: str = APP_ID, secret: str = APP_SECRET) -> None:
+        super().__init__()
         self.app_id = app_id
         self.secret = secret
-        self.requests: list[WeChatRequest] = []
         self.sent: list[Sent] = []
         self.qr: list[dict[str, Any]] = []
         self.menus: list[dict[str, Any]] = []
-        self.media: dict[str, bytes] = {}
-        self.tokens: list[str] = []  # every token handed out, in order
         self.unfollowed: set[str] = set()  # openids that do not follow the account
         self.last_message: dict[str, float] = {}  # openid -> when they last wrote (time.time())
         self.window_check = False  # refuse custom sends outside 48 h (when user_wrote is used)
-        self._expired: set[str] = set()
-        self._expire_next = 0
         self._ids = itertools.count(1_000_000_001)
-        self._server = LoopbackServer()
-        self.base_url = ""
 
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_get("/cgi-bin/token", self._token)
-        app.router.add_post("/cgi-bin/message/custom/send", self._custom)
-        app.router.add_post("/cgi-bin/message/template/send", self._template)
-        app.router.add_post("/cgi-bin/qrcode/create", self._qrcode)
-        app.router.add_post("/cgi-bin/media/upload", self._upload)
-        app.router.add_post("/cgi-bin/menu/create", self._menu)
-        self.base_url = await self._server.serve(app)
-        return self.base_url
-
-    async def stop(self) -> None:
-        await self._server.close()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(self.TOKEN_PATH, self._token),
+                web.post("/cgi-bin/message/custom/send", self._custom),
+                web.post("/cgi-bin/message/template/send", self._template),
+                web.post("/cgi-bin/qrcode/create", self._qrcode),
+                web.post("/cgi-bin/media/upload", self._upload),
+                web.post("/cgi-bin/menu/create", self._menu)]
 
     # -- test controls -----------------------------------------------------------------------
-    def expire_token(self, times: int = 1) -> None:
-        """The next `times` calls with the current token answer 42001, and the token stays
-        expired (a token another process replaced answers 40001 the same way)."""
-        self._expire_next += times
-
-    def token_calls(self) -> int:
-        return sum(1 for r in self.requests if r.path == "/cgi-bin/token")
-
     def sent_to(self, openid: str | None = None, kind: str | None = None) -> list[Sent]:
         return [s for s in self.sent if (openid is None or s.touser == openid)
                 and (kind is None or s.kind == kind)]
@@ -119,38 +96,10 @@ class FakeWeChatAPI:
     async def wait_for(self, count: int = 1, within: float = 5.0, *,
                        openid: str | None = None, kind: str | None = None) -> list[Sent]:
         """Wait until `count` messages (to `openid`, of `kind`) were accepted."""
-        deadline = asyncio.get_running_loop().time() + within
-        while len(self.sent_to(openid, kind)) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"only {len(self.sent_to(openid, kind))} WeChat messages "
-                                     f"accepted: {[(s.kind, s.text) for s in self.sent]}")
-            await asyncio.sleep(0.01)
-        return self.sent_to(openid, kind)
+        return await self._until(count, within, lambda: self.sent_to(openid, kind),
+                                 lambda: [(s.kind, s.text) for s in self.sent])
 
     # -- the API -----------------------------------------------------------------------------
-    def _record(self, request: web.Request, body: dict[str, Any] | None = None,
-                upload: bytes | None = None) -> WeChatRequest:
-        entry = WeChatRequest(request.path, dict(request.query), body, upload)
-        self.requests.append(entry)
-        return entry
-
-    def _answer(self, entry: WeChatRequest, errcode: int, errmsg: str = "ok",
-                **extra: Any) -> web.Response:
-        entry.errcode = errcode
-        return web.json_response({"errcode": errcode, "errmsg": errmsg, **extra})
-
-    def _token_error(self, entry: WeChatRequest) -> web.Response | None:
-        token = entry.query.get("access_token", "")
-        if token in self._expired:
-            return self._answer(entry, 42001, "access_token expired")
-        if token not in self.tokens:
-            return self._answer(entry, 40001, "invalid credential, access_token is invalid")
-        if self._expire_next:
-            self._expire_next -= 1
-            self._expired.add(token)
-            return self._answer(entry, 42001, "access_token expired")
-        return None
-
     async def _token(self, request: web.Request) -> web.Response:
         entry = self._record(request)
         if entry.query.get("grant_type") != "client_credential":
@@ -159,22 +108,15 @@ class FakeWeChatAPI:
             return self._answer(entry, 40013, "invalid appid")
         if entry.query.get("secret") != self.secret:
             return self._answer(entry, 40001, "invalid credential, secret is invalid")
-        token = secrets.token_urlsafe(48)
-        self.tokens.append(token)
-        entry.errcode = 0
         # The real one answers without errcode on success.
-        return web.json_response({"access_token": token, "expires_in": 7200})
+        return web.json_response({"access_token": self._issue_token(), "expires_in": 7200})
 
-    async def _json(self, request: web.Request) -> tuple[WeChatRequest, dict[str, Any] | None]:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        return self._record(request, body if isinstance(body, dict) else None), (
-            body if isinstance(body, dict) else None)
+    async def _call(self, request: web.Request) -> tuple[APIRequest, dict[str, Any] | None]:
+        body = await self._json(request)
+        return self._record(request, body), body
 
     async def _custom(self, request: web.Request) -> web.Response:
-        entry, body = await self._json(request)
+        entry, body = await self._call(request)
         if (refused := self._token_error(entry)) is not None:
             return refused
         if body is None or not body.get("touser") or body.get("msgtype") not in (
@@ -195,7 +137,7 @@ class FakeWeChatAPI:
         return self._answer(entry, 0)
 
     async def _template(self, request: web.Request) -> web.Response:
-        entry, body = await self._json(request)
+        entry, body = await self._call(request)
         if (refused := self._token_error(entry)) is not None:
             return refused
         if body is None or not body.get("touser"):
@@ -214,7 +156,7 @@ class FakeWeChatAPI:
         return self._answer(entry, 0, msgid=msgid)
 
     async def _qrcode(self, request: web.Request) -> web.Response:
-        entry, body = await self._json(request)
+        entry, body = await self._call(request)
         if (refused := self._token_error(entry)) is not None:
             return refused
         scene = ((body or {}).get("action_info") or {}).get("scene") or {}
@@ -244,12 +186,12 @@ class FakeWeChatAPI:
                                   "created_at": int(time.time())})
 
     async def _menu(self, request: web.Request) -> web.Response:
-        entry, body = await self._json(request)
+        entry, body = await self._call(request)
         if (refused := self._token_error(entry)) is not None:
             return refused
         problem = _menu_problem(body)
-        if problem is not None:
-            return self._answer(entry, *problem)
+        if problem is not None or body is None:
+            return self._answer(entry, *(problem or (40016, "invalid button size")))
         self.menus.append(body)
         return self._answer(entry, 0)
 
@@ -292,10 +234,8 @@ def text_xml(openid: str, content: str, *, msg_id: int | None = None,
              created: int | None = None) -> str:
     created = created or next(_CREATED)
     msg_id = msg_id or 6_000_000_000_000_000_000 + created
-    return (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
-            f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
-            f"<CreateTime>{created}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-            f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+    return message_xml(ACCOUNT, openid, created, "text",
+                       f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId>")
 
 
 def event_xml(openid: str, event: str, key: str | None = None, *,
@@ -304,10 +244,8 @@ def event_xml(openid: str, event: str, key: str | None = None, *,
     key_xml = f"<EventKey><![CDATA[{key}]]></EventKey>" if key is not None else ""
     ticket = "<Ticket><![CDATA[gQticket]]></Ticket>" if event in ("subscribe", "SCAN") and key \
         else ""
-    return (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
-            f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
-            f"<CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
-            f"<Event><![CDATA[{event}]]></Event>{key_xml}{ticket}</xml>")
+    return message_xml(ACCOUNT, openid, created, "event",
+                       f"<Event><![CDATA[{event}]]></Event>{key_xml}{ticket}")
 
 
 @dataclass
@@ -392,3 +330,6 @@ def settings(api_url: str, templates: Path | None, *, aes: bool = False) -> Sett
     return Settings(wechat_app_id=APP_ID, wechat_app_secret=APP_SECRET,
                     wechat_token=TOKEN, wechat_aes_key=AES_KEY if aes else None,
                     wechat_api_url=api_url, wechat_templates=templates)
+
+
+fake_wechat = fixture("fake_wechat", FakeWeChatAPI)  # the fake, started (a pytest fixture)

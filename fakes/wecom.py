@@ -7,26 +7,25 @@ The API part answers as qyapi.weixin.qq.com does: `/cgi-bin/gettoken`, `/cgi-bin
 HTTP 200. It records every request, refuses what the real one refuses (an unknown token:
 40014; a token it said has expired: 42001; a recipient outside the app: 81013; a text over
 2,048 bytes: 44004; a card without a task id or with more than 6 buttons), and can be told to
-expire the token once.
+expire the token once. The token endpoint, errcode answers and request records are
+`fakes.tencent`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from aiohttp import web
 from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.utils import to_text
 
-from fakes.loopback import LoopbackServer
+from fakes.loopback import fixture
+from fakes.tencent import APIRequest, FakeTencentAPI, message_xml
 
 CORP_ID = "ww0123456789abcdef"
 AGENT_ID = 1000002
@@ -38,15 +37,7 @@ TEXT_BYTES = 2048
 MAX_BUTTONS = 6
 
 
-@dataclass
-class WeComRequest:
-    """One request to the fake: its path, query and JSON body (or the uploaded file)."""
-
-    path: str
-    query: dict[str, str]
-    body: dict[str, Any] | None = None
-    upload: bytes | None = None
-    errcode: int = 0  # what the fake answered
+WeComRequest = APIRequest  # one request to the fake (path, query, body, upload, errcode)
 
 
 @dataclass
@@ -61,49 +52,33 @@ class Sent:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeWeComAPI:
+class FakeWeComAPI(FakeTencentAPI):
     """The fake server; `base_url` goes into ENGAGE_WECOM_API_URL."""
+
+    TOKEN_PATH = "/cgi-bin/gettoken"
+    UNKNOWN_TOKEN = 40014
+    NAME = "WeCom"
 
     def __init__(self, *, corp_id: str = CORP_ID, secret: str = SECRET,
                  agent_id: int = AGENT_ID) -> None:
+        super().__init__()
         self.corp_id = corp_id
         self.secret = secret
         self.agent_id = agent_id
-        self.requests: list[WeComRequest] = []
         self.sent: list[Sent] = []
         self.updates: list[dict[str, Any]] = []
-        self.media: dict[str, bytes] = {}
-        self.tokens: list[str] = []  # every token handed out, in order
         self.users: set[str] | None = None  # None: every userid is in the app's range
         self.fail_user: dict[str, int] = {}  # userid -> errcode for sends to them
         self.send_delay = 0.0  # message/send answers only after this long (client timeouts)
-        self._expired: set[str] = set()
-        self._expire_next = 0
         self._ids = itertools.count(1)
-        self._server = LoopbackServer()
-        self.base_url = ""
 
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_get("/cgi-bin/gettoken", self._gettoken)
-        app.router.add_post("/cgi-bin/message/send", self._send)
-        app.router.add_post("/cgi-bin/media/upload", self._upload)
-        app.router.add_post("/cgi-bin/message/update_template_card", self._update)
-        self.base_url = await self._server.serve(app)
-        return self.base_url
-
-    async def stop(self) -> None:
-        await self._server.close()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(self.TOKEN_PATH, self._gettoken),
+                web.post("/cgi-bin/message/send", self._send),
+                web.post("/cgi-bin/media/upload", self._upload),
+                web.post("/cgi-bin/message/update_template_card", self._update)]
 
     # -- test controls -----------------------------------------------------------------------
-    def expire_token(self, times: int = 1) -> None:
-        """The next `times` calls with the current token answer 42001 (access_token expired),
-        and that token stays expired."""
-        self._expire_next += times
-
-    def gettoken_calls(self) -> int:
-        return sum(1 for r in self.requests if r.path == "/cgi-bin/gettoken")
-
     def sent_to(self, userid: str | None = None, msgtype: str | None = None) -> list[Sent]:
         return [s for s in self.sent if (userid is None or s.touser == userid)
                 and (msgtype is None or s.msgtype == msgtype)]
@@ -111,54 +86,17 @@ class FakeWeComAPI:
     async def wait_for(self, count: int = 1, within: float = 5.0, *,
                        userid: str | None = None, msgtype: str | None = None) -> list[Sent]:
         """Wait until `count` messages (to `userid`, of `msgtype`) were accepted."""
-        deadline = asyncio.get_running_loop().time() + within
-        while len(self.sent_to(userid, msgtype)) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"only {len(self.sent_to(userid, msgtype))} WeCom messages "
-                                     f"accepted: {[s.payload for s in self.sent]}")
-            await asyncio.sleep(0.01)
-        return self.sent_to(userid, msgtype)
+        return await self._until(count, within, lambda: self.sent_to(userid, msgtype),
+                                 lambda: [s.payload for s in self.sent])
 
     # -- the API -----------------------------------------------------------------------------
-    def _record(self, request: web.Request, body: dict[str, Any] | None = None,
-                upload: bytes | None = None) -> WeComRequest:
-        entry = WeComRequest(request.path, dict(request.query), body, upload)
-        self.requests.append(entry)
-        return entry
-
-    def _answer(self, entry: WeComRequest, errcode: int, errmsg: str = "ok",
-                **extra: Any) -> web.Response:
-        entry.errcode = errcode
-        return web.json_response({"errcode": errcode, "errmsg": errmsg, **extra})
-
-    def _token_error(self, entry: WeComRequest) -> web.Response | None:
-        token = entry.query.get("access_token", "")
-        if token in self._expired:
-            return self._answer(entry, 42001, "access_token expired")
-        if token not in self.tokens:
-            return self._answer(entry, 40014, "invalid access_token")
-        if self._expire_next:
-            self._expire_next -= 1
-            self._expired.add(token)
-            return self._answer(entry, 42001, "access_token expired")
-        return None
-
     async def _gettoken(self, request: web.Request) -> web.Response:
         entry = self._record(request)
         if entry.query.get("corpid") != self.corp_id:
             return self._answer(entry, 40013, "invalid corpid")
         if entry.query.get("corpsecret") != self.secret:
             return self._answer(entry, 40001, "invalid credential")
-        token = secrets.token_urlsafe(48)
-        self.tokens.append(token)
-        return self._answer(entry, 0, access_token=token, expires_in=7200)
-
-    async def _json(self, request: web.Request) -> dict[str, Any] | None:
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return None
-        return body if isinstance(body, dict) else None
+        return self._answer(entry, 0, access_token=self._issue_token(), expires_in=7200)
 
     async def _send(self, request: web.Request) -> web.Response:
         body = await self._json(request)
@@ -256,13 +194,7 @@ class FakeWeComAPI:
         return self._answer(entry, 0, invaliduser=[])
 
 
-@pytest.fixture
-async def fake_wecom() -> AsyncIterator[FakeWeComAPI]:
-    """The fake WeCom API, started (import it into a test module to use it)."""
-    api = FakeWeComAPI()
-    await api.start()
-    yield api
-    await api.stop()
+fake_wecom = fixture("fake_wecom", FakeWeComAPI)  # the fake, started (a pytest fixture)
 
 
 # -- the pushes WeCom makes to our callback URL --------------------------------------------------
@@ -314,26 +246,22 @@ class CallbackPusher:
         """A member typed `content` in the app."""
         msg_id = msg_id or next(self._msg_ids)
         when = create_time or int(time.time())
-        return self.seal(
-            f"<xml><ToUserName><![CDATA[{self.corp_id}]]></ToUserName>"
-            f"<FromUserName><![CDATA[{userid}]]></FromUserName>"
-            f"<CreateTime>{when}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+        return self.seal(message_xml(
+            self.corp_id, userid, when, "text",
             f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId>"
-            f"<AgentID>{self.agent_id}</AgentID></xml>")
+            f"<AgentID>{self.agent_id}</AgentID>"))
 
     def button(self, userid: str, key: str, *, task_id: str = "task",
                response_code: str = "", create_time: int | None = None) -> Push:
         """A member pressed the button `key` on a template card (template_card_event)."""
         when = create_time or int(time.time())
-        return self.seal(
-            f"<xml><ToUserName><![CDATA[{self.corp_id}]]></ToUserName>"
-            f"<FromUserName><![CDATA[{userid}]]></FromUserName>"
-            f"<CreateTime>{when}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+        return self.seal(message_xml(
+            self.corp_id, userid, when, "event",
             f"<Event><![CDATA[template_card_event]]></Event>"
             f"<EventKey><![CDATA[{key}]]></EventKey><TaskId><![CDATA[{task_id}]]></TaskId>"
             f"<CardType><![CDATA[button_interaction]]></CardType>"
             f"<ResponseCode><![CDATA[{response_code}]]></ResponseCode>"
-            f"<AgentID>{self.agent_id}</AgentID></xml>")
+            f"<AgentID>{self.agent_id}</AgentID>"))
 
     def press(self, sent: Sent, key: str, *, userid: str | None = None) -> Push:
         """Pressing the button `key` on the card the fake accepted as `sent` (by `userid`,

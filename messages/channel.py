@@ -78,7 +78,9 @@ def attached_media(image: bytes | None) -> Media | None:
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """What the dispatcher hands to a channel; `message_id` is the outbox row id."""
+    """What the dispatcher hands to a channel; `message_id` is the outbox row id. `text` is the
+    outbox row's body, the whole text in the channel's form (by SMS its choice line and the
+    site's signature included: `study.outgoing`), sent as it is."""
 
     message_id: int
     address: str  # Telegram chat id or E.164 phone number
@@ -87,8 +89,7 @@ class OutgoingMessage:
     # A PNG (the digest's chart), or a media reference to resend (`attached_media`).
     image: bytes | None = None
     validity_seconds: int | None = None  # SMS: fail rather than arrive late
-    language: str = ""  # the outbox row's language (SMS renders "回复：1 已服…" in it)
-    signature: str = ""  # SMS: the site's name, signed after the choice line
+    language: str = ""  # the outbox row's language
 
 
 @dataclass(frozen=True)

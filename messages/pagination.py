@@ -1,8 +1,8 @@
 """Long staff answers split into pages that fit one Telegram message, never cut mid-row.
 
-A page button carries `page:{command}:{n}`, where `command` is the staff command with its
-arguments (e.g. `adherence` or `adherence BJ01`); pressing it re-runs the command and shows
-page n, so nothing is kept between presses.
+A page button carries `messages.actions.PageAction` (`page:{command}:{n}`), where `command` is
+the staff command with its arguments (e.g. `adherence` or `adherence BJ01`); pressing it re-runs
+the command and shows page n, so nothing is kept between presses.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ TELEGRAM_LIMIT = 4096
 PAGE_BUDGET = 3800
 ROWS_PER_PAGE = 20  # readable on a phone without scrolling back and forth
 UNLIMITED_ROWS = 1 << 30  # split by size only (messages sent one after another, no buttons)
-ACTION_PREFIX = "page"
-MAX_ACTION_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -54,23 +52,6 @@ def paginate(header: str, rows: Sequence[str], *, footer: str = "",
             parts.append(footer)
         pages.append(Page("\n".join(parts), number, count))
     return pages
-
-
-def page_action(command: str, number: int) -> str:
-    """The button action for page `number` of a command's answer (at most 64 bytes)."""
-    action = f"{ACTION_PREFIX}:{command}:{number}"
-    if len(action.encode()) > MAX_ACTION_BYTES:
-        raise ValueError(f"page action longer than {MAX_ACTION_BYTES} bytes: {action!r}")
-    return action
-
-
-def parse_page_payload(payload: str) -> tuple[str, int] | None:
-    """The command and page number of a page button's payload (`{command}:{n}`), or None."""
-    payload = payload.removeprefix(f"{ACTION_PREFIX}:")
-    command, _, number = payload.rpartition(":")
-    if not command or not number.isdigit() or int(number) < 1:
-        return None
-    return command, int(number)
 
 
 def pick(pages: Sequence[Page], number: int) -> Page:

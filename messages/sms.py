@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from messages.catalogue import LOCALE_DIR, LOCALES
+from messages.channel import Choice
 from messages.check import PlaceholderError, Problem, domains, messages, placeholders
 from messages.samples import sample
 from trial.protocol import Protocol
@@ -115,6 +116,15 @@ def compose(text: str, line: str, signature: str) -> str:
         line = ""
     body = f"{text}\n{line}" if line else text
     return sign(body, signature)
+
+
+def render(text: str, choices: Sequence[Choice], language: str, signature: str = "") -> str:
+    """The SMS as it is stored and sent (`study.outgoing` renders it once, at queueing): the
+    text, its choice line (`回复：1 已服，2 未服，3 稍后提醒`, from the choices' own labels in
+    the recipient's language; a choice without an SMS word is a Telegram-only button), then
+    the site's signature at the very end (`compose`)."""
+    line = choice_line([(c.sms_word, c.label) for c in choices], language)
+    return compose(text, line, signature)
 
 
 # --- one-way routes ------------------------------------------------------------------------

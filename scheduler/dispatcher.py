@@ -42,7 +42,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from messages import sms as sms_text
 from messages.channel import (
     Channel,
     Choice,
@@ -56,7 +55,7 @@ from storage import audit, outbox
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import OutboundMessage, Patient, Site, Staff
-from study import alerts, delivery_status, optout
+from study import alerts, delivery_status, optout, outgoing
 from study.recipients import contact_point, patient_route, reachable
 from trial import delivery
 from trial.clock import Clock
@@ -121,8 +120,6 @@ class OutboxSender:
                      "sms": ChannelRate(sms_rate)}
         self.limits = RateLimiter(rates, monotonic=monotonic, sleep=sleep)
         self._sequence = itertools.count(1)
-        # The site signature of each patient SMS screened and not yet handed to its channel.
-        self._signatures: dict[int, str] = {}
         # Claimed safety rows of unknown fate, to be confirmed with the provider before a resend.
         self._resolving: set[int] = set()
         self._wakes = {lane: asyncio.Event() for lane in LANES}
@@ -247,7 +244,10 @@ class OutboxSender:
             if verdict.route is not None:  # off a channel that cannot reach the patient
                 outbox.note(session, row.id, "rerouted", now,
                             f"{row.channel} unreachable; now {verdict.route.channel}")
-                row.channel, row.address = verdict.route.channel, verdict.route.address
+                # Rendered again for its new channel (an SMS signed for the patient's site).
+                outgoing.reroute(row, verdict.route, signature=outgoing.site_signature(
+                    self.protocol, sites.get(patient.site_id) if patient else None,
+                    row.language))
             if row.channel not in self.channels:  # rerouted to a channel another worker serves
                 outbox.settle(session, row, status=outbox.QUEUED, now=now, due_at=now,
                               reason=f"rerouted to {row.channel}")
@@ -262,19 +262,8 @@ class OutboxSender:
                 if drop is not None:
                     outbox.settle(session, row, status=outbox.DROPPED, now=now, reason=drop)
                     continue
-            if row.channel == "sms" and patient is not None:
-                self._signatures[row.id] = self._signature(patient, row, sites)
             ready.append(row)
         return ready
-
-    def _signature(self, patient: Patient, row: OutboundMessage,
-                   sites: Mapping[str, Site]) -> str:
-        """The site's name a patient's SMS is signed with: patients know an SMS from us by it
-        (every patient SMS, whatever queued it or rerouted it from Telegram)."""
-        site = sites.get(patient.site_id)
-        if site is None:
-            return ""
-        return sms_text.signature_for(self.protocol, site.id, site.name, row.language)
 
     async def _over_cap(self, session: AsyncSession, row: OutboundMessage, tz: ZoneInfo,
                         now: datetime, token: str, accepted: dict[str, int],
@@ -320,10 +309,8 @@ class OutboxSender:
     async def _deliver_one(self, row: OutboundMessage, token: str, lane: str,
                            stop: asyncio.Event | None) -> None:
         urgent = lane == outbox.SAFETY
-        signature = self._signatures.pop(row.id, "")
-        message = OutgoingMessage(
-            message_id=row.id, address=row.address,
-            text=row.body, signature=signature,
+        message = OutgoingMessage(  # the body as queued: the whole text, nothing added
+            message_id=row.id, address=row.address, text=row.body,
             choices=tuple(Choice(**choice) for choice in row.choices), image=row.image,
             language=row.language,
             validity_seconds=(self.protocol.sms.validity_period_seconds
@@ -597,6 +584,7 @@ class OutboxSender:
         reason = f"{row.channel} refused: {exc.code} {exc}".strip()
         if row.patient_id is not None:
             return await optout.message_undeliverable(session, row, now=now, reason=reason,
+                                                      protocol=self.protocol,
                                                       opted_out=exc.opted_out)
         if row.staff_id is not None:
             member = await session.get(Staff, row.staff_id, with_for_update=True)

@@ -6,13 +6,13 @@ from datetime import datetime
 
 from scheduler.tick import NOW, Step, due_when
 from storage.db import Database
-from study import doses
+from study import dose_planner
 from trial.protocol import Protocol
 
 
 # A patient to plan or a dose to move on. Isolated: the step writes doses, patients' planning
 # instants, outbox rows and audit entries, none of which another step's condition reads.
-@due_when(doses.due_condition(NOW), isolated=True)
+@due_when(dose_planner.due_condition(NOW), isolated=True)
 async def plan_doses(db: Database, protocol: Protocol, now: datetime) -> int:
     """Create due dose rows; send due reminders, follow-ups and snooze reminders; close doses at
     their cut-off. Each batch is one transaction, so a long catch-up never holds the lock long
@@ -21,8 +21,8 @@ async def plan_doses(db: Database, protocol: Protocol, now: datetime) -> int:
     more = True
     while more:
         async with db.write() as session:
-            created, more_patients = await doses.plan_patients(session, protocol, now)
-            changed, more_doses = await doses.advance_doses(session, protocol, now)
+            created, more_patients = await dose_planner.plan_patients(session, protocol, now)
+            changed, more_doses = await dose_planner.advance_doses(session, protocol, now)
         total += created + changed
         more = more_patients or more_doses
     return total

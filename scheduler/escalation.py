@@ -67,7 +67,7 @@ async def close_questionnaires(db: Database, protocol: Protocol, now: datetime) 
                 recipient = outgoing.Recipient.patient(patient, safety=reply.safety)
                 if recipient is not None:
                     await outgoing.queue(
-                        session, recipient, reply, now=now,
+                        session, recipient, reply, now=now, protocol=protocol,
                         key=f"questionnaire:{patient.id}:{now.isoformat()}:{n}")
     return len(closed)
 
@@ -191,7 +191,7 @@ async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int
             if recipient is not None:
                 offers.append(outgoing.plan(recipient, offer, now=now,
                                             key=f"checkin:{patient.id}:{day.isoformat()}"))
-        queued = len(await outgoing.queue_many(session, offers, now=now))
+        queued = len(await outgoing.queue_many(session, offers, now=now, protocol=protocol))
         # Zones with nobody enrolled are not marked: looking again costs one index look-up.
         marks = {checkin_key(p.tz, zones[p.tz]) for p in patients if p.tz not in waiting}
         for key in sorted(marks):

@@ -326,7 +326,12 @@ class OutboundMessage(Base):
     template_id: Mapped[str] = mapped_column(String(64))
     template_version: Mapped[str] = mapped_column(String(32))
     language: Mapped[str] = mapped_column(String(8))
+    # Exactly what the provider gets: by SMS with the choice line and the site's signature
+    # (study.outgoing renders it at queueing; the dispatcher adds nothing).
     body: Mapped[str] = mapped_column(Text)
+    # The text before its channel's form, where that differs (an SMS): what a reroute or a copy
+    # to another channel renders again (study.outgoing.reroute). None: the body is it.
+    plain_text: Mapped[str | None] = mapped_column(Text)
     choices: Mapped[list[Any]]
     image: Mapped[bytes | None]
     lane: Mapped[str] = mapped_column(String(8), default="routine")  # safety|routine

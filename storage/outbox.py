@@ -67,13 +67,16 @@ class Planned:
     alert_id: int | None = None
     visit_id: int | None = None
     kind: str | None = None  # reply, dose, alert...: by default the key's first part
+    # The text before its channel's form when `body` is in one (an SMS), else None.
+    plain_text: str | None = None
 
     def values(self, now: datetime) -> dict[str, Any]:
         """The outbox row: queued, no attempt yet, created `now`."""
         return {
             "dedupe_key": self.key, "channel": self.channel, "address": self.address,
             "template_id": self.template_id, "template_version": self.template_version,
-            "language": self.language, "body": self.body, "due_at": self.due_at,
+            "language": self.language, "body": self.body, "plain_text": self.plain_text,
+            "due_at": self.due_at,
             "lane": self.lane, "choices": self.choices or [], "image": self.image,
             "patient_id": self.patient_id, "staff_id": self.staff_id, "dose_id": self.dose_id,
             "alert_id": self.alert_id, "visit_id": self.visit_id,
@@ -95,12 +98,13 @@ async def enqueue(session: AsyncSession, *, key: str, channel: str, address: str
                   choices: list[dict[str, str]] | None = None, image: bytes | None = None,
                   patient_id: int | None = None, staff_id: int | None = None,
                   dose_id: int | None = None, alert_id: int | None = None,
-                  visit_id: int | None = None, kind: str | None = None) -> int | None:
+                  visit_id: int | None = None, kind: str | None = None,
+                  plain_text: str | None = None) -> int | None:
     """Insert a message unless one with the same key exists; return its id, or None if it
     existed. `kind` (what the delivery policy reads): by default the key's first part."""
     planned = Planned(key, channel, address, template_id, template_version, language, body,
                       due_at, lane, choices, image, patient_id, staff_id, dose_id, alert_id,
-                      visit_id, kind)
+                      visit_id, kind, plain_text)
     statement = _insert_new(session).values(**planned.values(now))
     new_id = (await session.execute(statement)).scalar_one_or_none()
     if new_id is None:
@@ -311,6 +315,29 @@ async def release(session: AsyncSession, *, message_id: int, token: str, now: da
     return await _finish(session, message_id=message_id, token=token, now=now, event="held",
                          detail=reason, status=QUEUED, due_at=due_at,
                          attempts=OutboundMessage.attempts - 1)
+
+
+@dataclass(frozen=True)
+class Unconfirmed:
+    """A lane's messages of unknown fate (the provider may or may not have them): how many,
+    and since when the oldest has been unknown (its first `unknown` event)."""
+
+    count: int
+    since: datetime
+
+
+async def unconfirmed(session: AsyncSession) -> dict[str, Unconfirmed]:
+    """The rows now `unknown`, by lane (a lane with none is left out)."""
+    first = (select(DeliveryEvent.message_id, func.min(DeliveryEvent.at).label("at"))
+             .join(OutboundMessage, OutboundMessage.id == DeliveryEvent.message_id)
+             .where(OutboundMessage.status == UNKNOWN, DeliveryEvent.status == UNKNOWN)
+             .group_by(DeliveryEvent.message_id).subquery())
+    since = func.min(func.coalesce(first.c.at, OutboundMessage.created_at))
+    found = await session.execute(
+        select(OutboundMessage.lane, func.count(), since)
+        .outerjoin(first, first.c.message_id == OutboundMessage.id)
+        .where(OutboundMessage.status == UNKNOWN).group_by(OutboundMessage.lane))
+    return {lane: Unconfirmed(int(count), oldest) for lane, count, oldest in found}
 
 
 async def reclaim(session: AsyncSession, *, now: datetime) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
+from messages.actions import AlertAction
 from storage import audit
 from storage.audit import Actor
 from storage.models import (
@@ -371,8 +372,8 @@ async def _enqueue_page(session: AsyncSession, alert: Alert, step: int, staff: S
     params = alert_params(alert, context, language)
     if alert.sae_deadline_at is not None:  # the site's time, UTC beside it
         params["deadline_local"] = local_text(alert.sae_deadline_at, context["tz"])
-    choices = (Choice("alert.button_ack", f"alert:ack:{alert.id}"),
-               Choice("alert.button_resolve", f"alert:resolve:{alert.id}"))
+    choices = (Choice("alert.button_ack", AlertAction("ack", alert.id).pack()),
+               Choice("alert.button_resolve", AlertAction("resolve", alert.id).pack()))
     await _queue_staff(session, alert, staff, route,
                        key=f"alert:{alert.id}:page:{step}:{staff.id}:{route.channel}",
                        message_id=message_id, language=language, params=params, now=now,
@@ -566,7 +567,8 @@ async def send_sae_reminders(session: AsyncSession, protocol: Protocol, *, now: 
             language = catalogue.reader_language(target.staff.language)
             params = alert_params(alert, context, language)
             params["deadline_local"] = local_text(alert.sae_deadline_at, context["tz"])
-            choices = (Choice("alert.button_sae_reported", f"alert:sae_reported:{alert.id}"),)
+            choices = (Choice("alert.button_sae_reported",
+                              AlertAction("sae_reported", alert.id).pack()),)
             for route in target.routes:
                 await _queue_staff(session, alert, target.staff, route,
                                    key=f"alert:{alert.id}:sae:{at.isoformat()}:"

@@ -19,7 +19,7 @@ from messages.sms import forbidden_words_in
 from storage import audit, outbox
 from storage.audit import Actor
 from storage.models import DoseRecord, LinkCode, OutboundMessage, Patient, Site, Staff
-from study import contacts, doses
+from study import contacts, dose_records
 from study.enrolment import issue_link_code
 from study.recipients import contact_point
 from study.visits import cancel_notices, first_notice_at
@@ -178,10 +178,10 @@ async def _replan_doses(session: AsyncSession, protocol: Protocol, patient: Pati
         DoseRecord.state == DoseState.SCHEDULED.value))).scalars().all()
     moved = 0
     for row in rows:
-        dose = doses.to_dose(row)
+        dose = dose_records.to_dose(row)
         if not schedule.in_dosing_period(protocol, patient.baseline, row.local_date):
-            doses.store(session, row, rules.cancel(dose, now), now=now, actor=actor,
-                        reason=f"{reason} (outside the new dosing period)")
+            dose_records.store(session, row, rules.cancel(dose, now), now=now, actor=actor,
+                               reason=f"{reason} (outside the new dosing period)")
             moved += 1
             continue
         times = schedule.dose_times(protocol.reminders, row.local_date, patient.dose_time,
@@ -190,7 +190,7 @@ async def _replan_doses(session: AsyncSession, protocol: Protocol, patient: Pati
             continue  # the new time has passed today: this dose keeps the time it had
         new = dataclasses.replace(dose, due_at=times.due_at, follow_up_at=times.follow_up_at,
                                   cutoff_at=times.cutoff_at)
-        doses.store(session, row, new, now=now, actor=actor, reason=reason)
+        dose_records.store(session, row, new, now=now, actor=actor, reason=reason)
         moved += 1
     end = schedule.end_of_doses(protocol, patient.baseline)
     if patient.planned_through is None or patient.planned_through < end - timedelta(days=1):

@@ -63,7 +63,7 @@ def wrote(point: ContactPoint, now: datetime) -> None:
 
 
 async def attach(session: AsyncSession, people: Iterable[Any]) -> None:
-    """Give rows read with a Core statement (`study.doses.Loaded` patients: no ORM loading)
+    """Give rows read with a Core statement (`storage.batch.Loaded` patients: no ORM loading)
     their `contact_points`, in one statement, so `study.recipients` routes them as it routes
     ORM rows."""
     people = [p for p in people if "contact_points" not in vars(p)]

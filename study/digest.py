@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from messages import catalogue
 from storage.models import Alert, InboundMessage, Patient, Site, Staff, SymptomReport, Visit
+from study.adherence import PatientAdherence, patient_adherence
 from study.alerts import UNRESOLVED, media_word
-from study.doses import PatientAdherence, patient_adherence
 from study.recipients import patient_route
 from study.senders import UNREGISTERED, mask_sender
 from study.staff_access import DIGEST_ROLES
@@ -193,7 +193,7 @@ async def adherence_lines(session: AsyncSession, protocol: Protocol,
                           now: datetime) -> list[AdherenceLine]:
     """Adherence of the enrolled (not withdrawn) patients of some sites (None: every site).
 
-    Figures and flags are the dose module's (`study.doses.patient_adherence`), over windows
+    Figures and flags are the dose module's (`study.adherence.patient_adherence`), over windows
     starting 6 and 27 days before the patient's local today.
     """
     query = (select(Patient).where(Patient.status != "withdrawn")

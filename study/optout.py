@@ -14,6 +14,7 @@ from storage.models import OutboundMessage, Patient, Site
 from study import alerts, outgoing, reachability
 from study.recipients import contact_point, patient_route
 from study.replies import Reply
+from trial.protocol import Protocol
 
 
 async def opt_out(session: AsyncSession, patient: Patient, *, channel: str, now: datetime,
@@ -87,12 +88,13 @@ async def channel_unreachable(session: AsyncSession, patient: Patient, channel: 
 
 
 async def message_undeliverable(session: AsyncSession, row: OutboundMessage, *, now: datetime,
-                                reason: str, opted_out: bool = False, mark: bool = True) -> bool:
+                                reason: str, opted_out: bool = False, mark: bool = True,
+                                protocol: Protocol | None = None) -> bool:
     """A provider says a patient's message can never reach them on its channel (when sending
     or later, by a delivery callback): the channel is marked as `channel_unreachable` does
     (unless `mark` is False: this message failed, the number may still work), and a safety
-    message goes again by the patient's other route, the coordinator told. True if rows were
-    queued."""
+    message goes again by the patient's other route, the coordinator told (`protocol`: the
+    copy's signature when it goes by SMS). True if rows were queued."""
     patient = (await session.get(Patient, row.patient_id, with_for_update=True)
                if row.patient_id is not None else None)
     if patient is None:
@@ -105,7 +107,8 @@ async def message_undeliverable(session: AsyncSession, row: OutboundMessage, *, 
     again = None
     if route is not None and route.channel != row.channel:
         again = await outgoing.queue_copy(
-            session, row, route, key=f"{row.dedupe_key}:via:{route.channel}"[:160], now=now)
+            session, row, route, key=f"{row.dedupe_key}:via:{route.channel}"[:160], now=now,
+            protocol=protocol)
     if not queued:  # nobody was told by the channel's marking: a safety message failed
         await alerts.notify_site(
             session, site_id=patient.site_id, patient=patient, kind="delivery_failed",

@@ -6,26 +6,45 @@ channel, address, language, who it is), and queuing it in the outbox.
 rule, `messages.catalogue.reader_language`) and inserts the row; `plan` does the same without
 the insert, for batches (`queue_many`: one statement for a day's reminders). Every outgoing
 message is queued here: nothing else calls `storage.outbox.enqueue`.
+
+The whole text is assembled here too, once, in its channel's form (`in_channel_form`): an SMS
+gets its choice line (`回复：1 已服　2 未服…`) and, to a patient, the site's signature (or, for a
+site on a one-way route, its phone and 120 instead of any invitation to reply), when it is
+queued. The outbox body is exactly what the provider receives; the dispatcher and the adapters
+add nothing. The text before that form is kept beside it (`plain_text`), so a message rerouted
+or copied to another channel is rendered again for that channel (`reroute`, `queue_copy`).
+Rows queued before the body held the whole SMS are not read back in the old form: no
+deployment held such rows (the schema's first migration is still being edited in place).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from messages import catalogue
+from messages import catalogue, sms
 from messages.channel import Choice
 from storage import outbox
-from storage.models import OutboundMessage, Patient, Staff
+from storage.models import OutboundMessage, Patient, Site, Staff
 from study.recipients import Route, patient_route
 from study.replies import Reply
+from trial import delivery
+from trial.protocol import Protocol
 
-__all__ = ["Choice", "Recipient", "Rendered", "Reply", "plan", "queue", "queue_copy",
-           "queue_many", "queue_planned", "render_choices"]
+log = logging.getLogger(__name__)
+
+SMS = "sms"
+
+__all__ = ["Choice", "Recipient", "Rendered", "Reply", "in_channel_form", "plan", "queue",
+           "queue_copy", "queue_many", "queue_planned", "render_choices", "reroute",
+           "site_signature"]
 
 
 @dataclass(frozen=True)
@@ -106,41 +125,112 @@ def plan(recipient: Recipient, reply: Reply | Rendered, *, key: str, now: dateti
         image, recipient.patient_id, recipient.staff_id, dose_id, alert_id, visit_id)
 
 
+def site_signature(protocol: Protocol, site: Site | None, language: str) -> str:
+    """The name a patient's SMS is signed with: patients know an SMS from us by it (every
+    patient SMS, whatever queued it or rerouted it from another channel); "" without a site."""
+    if site is None:
+        return ""
+    return sms.signature_for(protocol, site.id, site.name, language)
+
+
+def in_channel_form(channel: str, text: str, choices: Sequence[Mapping[str, str]] | None,
+                    language: str, signature: str = "") -> str:
+    """The whole text as `channel` sends it. By SMS: the text, its choice line in `language`
+    (the stored choices; one without an SMS word is a Telegram-only button) and `signature` at
+    the end, or at the start where the site signs first (`messages.sms.render`). Every other
+    channel gets the text as it is (its buttons travel beside it)."""
+    if channel != SMS:
+        return text
+    options = [Choice(str(c.get("label", "")), str(c.get("action", "")),
+                      str(c.get("sms_word", ""))) for c in choices or ()]
+    return sms.render(text, options, language or catalogue.language_of(text), signature)
+
+
+def reroute(row: OutboundMessage, route: delivery.Address, *, signature: str = "") -> None:
+    """Move a claimed row to another route, its body rendered again for that channel from the
+    text before its old channel's form (the delivery policy's reroute: a patient unreachable
+    where the message was queued). `signature`: the patient's site's, for an SMS."""
+    text = row.plain_text if row.plain_text is not None else row.body
+    body = in_channel_form(route.channel, text, row.choices, row.language, signature)
+    row.channel, row.address = route.channel, route.address
+    row.body, row.plain_text = body, (text if body != text else None)
+
+
+async def _signatures(session: AsyncSession, protocol: Protocol | None,
+                      planned: Sequence[outbox.Planned]) -> dict[tuple[int, str], str]:
+    """The signature of each (patient, language) among planned patient SMS."""
+    wanted = {(p.patient_id, p.language) for p in planned if p.patient_id is not None}
+    if not wanted:
+        return {}
+    if protocol is None:
+        log.warning("patient SMS queued without the protocol: sent unsigned")
+        return {}
+    ids = sorted({patient_id for patient_id, _ in wanted})
+    found = await session.execute(select(Patient.id, Site).join(Site, Site.id == Patient.site_id)
+                                  .where(Patient.id.in_(ids)))
+    sites: dict[Any, Site] = {row[0]: row[1] for row in found}
+    return {(patient_id, language): site_signature(protocol, sites.get(patient_id), language)
+            for patient_id, language in wanted}
+
+
+async def _in_channel_forms(session: AsyncSession, planned: Sequence[outbox.Planned],
+                            protocol: Protocol | None) -> list[outbox.Planned]:
+    """Planned rows with their bodies in their channels' form (the text kept as plain_text
+    where the two differ); a row already in its form is left as it is."""
+    texts = [p for p in planned if p.channel == SMS and p.plain_text is None]
+    if not texts:
+        return list(planned)
+    names = await _signatures(session, protocol, texts)
+    formed = []
+    for p in planned:
+        if p.channel == SMS and p.plain_text is None:
+            name = names.get((p.patient_id, p.language), "") if p.patient_id else ""
+            body = in_channel_form(p.channel, p.body, p.choices, p.language, name)
+            if body != p.body:
+                p = replace(p, body=body, plain_text=p.body)
+        formed.append(p)
+    return formed
+
+
 async def queue(session: AsyncSession, recipient: Recipient, reply: Reply | Rendered, *,
                 key: str, now: datetime, due_at: datetime | None = None, lane: str | None = None,
                 image: bytes | None = None, dose_id: int | None = None,
-                alert_id: int | None = None, visit_id: int | None = None) -> int | None:
+                alert_id: int | None = None, visit_id: int | None = None,
+                protocol: Protocol | None = None) -> int | None:
     """Queue one message unless one with the same key exists; its row id, or None if the key
-    was queued before."""
+    was queued before. `protocol`: for a patient's SMS, its site's signature (needed there)."""
     return await queue_planned(session, plan(
         recipient, reply, key=key, now=now, due_at=due_at, lane=lane, image=image,
-        dose_id=dose_id, alert_id=alert_id, visit_id=visit_id), now=now)
+        dose_id=dose_id, alert_id=alert_id, visit_id=visit_id), now=now, protocol=protocol)
 
 
 async def queue_planned(session: AsyncSession, planned: outbox.Planned, *,
-                        now: datetime) -> int | None:
-    """Queue one planned row (`plan`); its id, or None if its key was queued before."""
-    p = planned
+                        now: datetime, protocol: Protocol | None = None) -> int | None:
+    """Queue one planned row (`plan`), its body in its channel's form; its id, or None if its
+    key was queued before."""
+    [p] = await _in_channel_forms(session, [planned], protocol)
     return await outbox.enqueue(
         session, key=p.key, channel=p.channel, address=p.address, template_id=p.template_id,
         template_version=p.template_version, language=p.language, body=p.body,
         due_at=p.due_at, now=now, lane=p.lane, choices=p.choices, image=p.image,
         patient_id=p.patient_id, staff_id=p.staff_id, dose_id=p.dose_id, alert_id=p.alert_id,
-        visit_id=p.visit_id, kind=p.kind)
+        visit_id=p.visit_id, kind=p.kind, plain_text=p.plain_text)
 
 
 async def queue_many(session: AsyncSession, planned: Sequence[outbox.Planned], *,
-                     now: datetime) -> list[int]:
-    """Queue planned rows in one statement; the ids of those inserted (a key queued before is
-    not queued again)."""
-    return await outbox.enqueue_many(session, planned, now=now)
+                     now: datetime, protocol: Protocol | None = None) -> list[int]:
+    """Queue planned rows in one statement, each body in its channel's form; the ids of those
+    inserted (a key queued before is not queued again)."""
+    return await outbox.enqueue_many(
+        session, await _in_channel_forms(session, planned, protocol), now=now)
 
 
 async def queue_copy(session: AsyncSession, row: OutboundMessage, route: Route, *, key: str,
-                     now: datetime) -> int | None:
+                     now: datetime, protocol: Protocol | None = None) -> int | None:
     """Queue a message again, word for word, by another route (a safety message a channel
-    refused); its id, or None if that copy was queued before."""
+    refused), in that channel's form; its id, or None if that copy was queued before."""
+    text = row.plain_text if row.plain_text is not None else row.body
     return await queue_planned(session, outbox.Planned(
         key, route.channel, route.address, row.template_id, row.template_version, row.language,
-        row.body, now, row.lane, row.choices, row.image, row.patient_id, row.staff_id,
-        row.dose_id, row.alert_id, row.visit_id, row.kind), now=now)
+        text, now, row.lane, row.choices, row.image, row.patient_id, row.staff_id,
+        row.dose_id, row.alert_id, row.visit_id, row.kind), now=now, protocol=protocol)

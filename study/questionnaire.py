@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from messages import catalogue
+from messages import actions, catalogue
+from messages.actions import QuestionAction
 from messages.channel import Choice
 from storage import audit
 from storage.audit import Actor
@@ -79,7 +80,9 @@ _NOT_MEASURED = frozenset({"none", "0", "n", "no", "not measured", "didn't measu
 LEAVE = "9"
 _CANCEL = frozenset({LEAVE, "取消", "退出", "退出问卷", "不填了", "不答了", "leave",
                      "stop questions", "no more questions"})
-_ACTION = re.compile(r"^q:(\d{1,3}):([a-z0-9]{1,8})$")
+# What a question's button (`QuestionAction`, `q:{step}:{value}`) may carry.
+_BUTTON_STEP = re.compile(r"\d{1,3}")
+_BUTTON_VALUE = re.compile(r"[a-z0-9]{1,8}")
 
 
 def _timeout(protocol: Protocol) -> timedelta:
@@ -122,12 +125,13 @@ def question(patient: Patient, step: int, done: int = 0) -> Reply:
     # Labels are catalogue ids: rendered in the patient's language of the moment when queued.
     if current.item == TEMPERATURE:
         return Reply("questionnaire.q_temperature", params,
-                     (Choice("questionnaire.not_measured", f"q:{step}:none", "0"),))
+                     (Choice("questionnaire.not_measured",
+                             QuestionAction(str(step), "none").pack(), "0"),))
     # By SMS the options are numbered from 1 as printed (messages.sms.SMS_CHOICES): 1 is the
     # first option ("never", "none"), whatever value the scale gives it.
     choices = tuple(
-        Choice(f"questionnaire.{current.attribute}_{value}", f"q:{step}:{value}",
-               str(value + 1))
+        Choice(f"questionnaire.{current.attribute}_{value}",
+               QuestionAction(str(step), str(value)).pack(), str(value + 1))
         for value in range(len(SCALES[current.attribute])))
     return Reply(f"questionnaire.q_{current.item}_{current.attribute}", params, choices)
 
@@ -196,6 +200,15 @@ def _next_step(step: int, value: Any) -> int:
     return step + 1
 
 
+def _button(text: str) -> QuestionAction | None:
+    """The question button an answer is, or None (typed words or numbers)."""
+    pressed = actions.parse(text.strip())
+    if isinstance(pressed, QuestionAction) and _BUTTON_STEP.fullmatch(pressed.step) \
+            and _BUTTON_VALUE.fullmatch(pressed.answer):
+        return pressed
+    return None
+
+
 async def answer(session: AsyncSession, protocol: Protocol, patient: Patient, text: str, *,
                  now: datetime, inbound_id: int | None) -> list[Reply]:
     """Take one answer (a button action `q:{step}:{value}` or typed words/numbers)."""
@@ -209,12 +222,12 @@ async def answer(session: AsyncSession, protocol: Protocol, patient: Patient, te
         return await _finish(session, protocol, patient, conversation, now=now,
                              ended="abandoned")
     step = conversation.step
-    action = _ACTION.match(text.strip())
+    action = _button(text)
     if action:
-        if int(action.group(1)) != step:
+        if int(action.step) != step:
             return [Reply("questionnaire.stale"),
                     question(patient, step, answered(conversation.data))]
-        text = action.group(2)
+        text = action.answer
     understood, value = _parse(STEPS[step], text, button=action is not None)
     if not understood:
         return await _not_an_answer(session, protocol, patient, text, step,

@@ -115,7 +115,7 @@ async def rearm_doses(session: AsyncSession, patient_id: int, *, now: datetime) 
     """The patient's open doses between their dose time and cut-off are due for a look now (a
     later day's waits for its own time): one that waited
     for a channel is reminded or followed up by the next tick (at most a minute), and one with
-    nothing due goes back to its own next time (`study.doses.advance_dose`)."""
+    nothing due goes back to its own next time (`study.dose_planner.advance_dose`)."""
     await session.execute(
         update(DoseRecord).where(DoseRecord.patient_id == patient_id,
                                  DoseRecord.state.in_(OPEN_VALUES), DoseRecord.due_at <= now,

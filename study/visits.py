@@ -302,7 +302,7 @@ async def plan_notices(session: AsyncSession, protocol: Protocol, now: datetime)
             row = await outgoing.queue(
                 session, outgoing.Recipient(route.channel, route.address, patient.language,
                                             patient_id=patient.id),
-                text, key=key, now=now, due_at=notice.at, visit_id=visit.id)
+                text, key=key, now=now, due_at=notice.at, visit_id=visit.id, protocol=protocol)
             planned += row is not None
         visit.next_notice_at = following
     return planned
@@ -362,5 +362,5 @@ async def queue_phase_notice(session: AsyncSession, protocol: Protocol, patient:
         session, outgoing.Recipient(route.channel, route.address, patient.language,
                                     patient_id=patient.id),
         outgoing.Reply(notice.message_id, params), key=f"phase:{patient.id}:{notice.key}",
-        now=now)
+        now=now, protocol=protocol)
     return row is not None

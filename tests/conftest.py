@@ -16,6 +16,7 @@ from bot.channels.telegram import make_bot
 from engage.clock import SimulatedClock
 from fakes.servers import TOKEN, fake_telegram, fake_twilio, sms  # noqa: F401  (fixtures for all)
 from fakes.telegram_api import FakeTelegramAPI
+from fakes.wechat import fake_wechat  # noqa: F401  (the fake WeChat API)
 from fakes.wecom import fake_wecom  # noqa: F401  (the fake WeCom API)
 from storage.db import Database
 from storage.migrate import upgrade

@@ -10,7 +10,7 @@ from engage.commands.support import CommandError, emit, parse_instant, reading
 from engage.config import Settings
 from engage.tables import adherence_table as table
 from storage.models import Site
-from study.doses import adherence_report
+from study.adherence import adherence_report
 from trial.adherence import LOW_THRESHOLD
 from trial.protocol import load_protocol
 

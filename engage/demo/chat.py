@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.markup import escape
 
-from bot.channels import twilio as sms
 from engage.clock import SimulatedClock
 from engage.demo.driver import advance, daily_instants, start_instant
 from engage.demo.people import link_act
@@ -68,11 +67,8 @@ class Chat:
         mine = self.me is not None and person is self.me
         who = "you" if mine else (person.label if person else item.message.address)
         tz = person.tz if person else "UTC"
-        text = item.message.text
-        if item.channel == SMS:
-            text = sms.render(text, item.message.choices, item.language,
-                              item.message.signature)
-        elif item.channel == WECHAT:  # no buttons on WeChat: the answers printed as words
+        text = item.message.text  # by SMS the whole text as sent (choice line, signature)
+        if item.channel == WECHAT:  # no buttons on WeChat: the answers printed as words
             text = as_sent(item.channel, item.template_id, text, item.message.choices,
                            item.language)
         style = "bold" if mine else "dim"

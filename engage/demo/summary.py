@@ -17,7 +17,7 @@ from sqlalchemy import select
 from engage.tables import adherence_table
 from storage.db import Database
 from storage.models import Alert, AlertEvent, OutboundMessage, Patient, Site, Staff
-from study.doses import adherence_report
+from study.adherence import adherence_report
 from trial.protocol import Protocol
 
 

@@ -20,7 +20,6 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bot.channels import twilio as sms
 from bot.channels.wechat.templates import PROACTIVE
 from engage.demo.people import WORDS, Act
 from engage.demo.scenario import SMS, WECHAT, WECOM, Person, Scenario
@@ -158,11 +157,8 @@ class Transcript(AbstractContextManager["Transcript"]):
             return
         who = person.label if person else item.message.address
         tz = person.tz if person else "UTC"
-        text = item.message.text
-        if item.channel == SMS:
-            text = sms.render(text, item.message.choices, item.language,
-                              item.message.signature)
-        else:
+        text = item.message.text  # by SMS the whole text as sent (choice line, signature)
+        if item.channel != SMS:
             text = as_sent(item.channel, item.template_id, text, item.message.choices,
                            item.language)
         if item.message.image is not None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from bot.channels.twilio.inbound import sms_event
 from bot.conversation import Conversation, InboundEvent
 from engage.clock import SimulatedClock
 from scheduler.doses import plan_doses
@@ -42,9 +42,10 @@ _ids = iter(range(1, 10_000))
 
 
 def sms(text: str, clock: SimulatedClock, *, sender: str = PHONE, sid: str | None = None,
-        **payload: Any) -> InboundEvent:
-    return InboundEvent("sms", sid or f"SM{next(_ids):032d}", sender, text, None, clock.now(),
-                        payload)
+        opt_out_type: str = "") -> InboundEvent:
+    """An SMS as the Twilio adapter hands it over (with what Twilio made of it)."""
+    return sms_event({"MessageSid": sid or f"SM{next(_ids):032d}", "From": sender, "Body": text,
+                      "OptOutType": opt_out_type}, clock.now())
 
 
 def tg(text: str, clock: SimulatedClock, *, user: int = 555, action: str | None = None,

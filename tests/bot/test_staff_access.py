@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot import staff_alerts  # also registers the alert buttons
-from bot.staff_commands import find_action
+from bot import staff_alerts
+from bot.staff import STAFF_COMMANDS
 from storage.db import Database
 from storage.models import Alert, AuditEntry, Staff
 from study import staff_access
@@ -107,7 +107,7 @@ async def test_a_monitor_cannot_acknowledge_an_alert_and_another_site_sees_not_f
         db: Database) -> None:
     protocol = load_protocol()
     monitor, stranger_site, coordinator, alert = await _open_alert_at_bj01(db)
-    found = find_action(f"alert:ack:{alert.id}")
+    found = STAFF_COMMANDS.find_action(f"alert:ack:{alert.id}")
     assert found is not None
     handler, payload = found
     for staff, refusal in ((monitor, "alert.error_not_permitted"),
@@ -131,7 +131,7 @@ async def test_a_monitor_cannot_acknowledge_an_alert_and_another_site_sees_not_f
 async def test_the_resolve_button_follows_the_same_rules_as_the_command(db: Database) -> None:
     protocol = load_protocol()
     monitor, stranger_site, coordinator, alert = await _open_alert_at_bj01(db)
-    found = find_action(f"alert:resolve:{alert.id}")
+    found = STAFF_COMMANDS.find_action(f"alert:resolve:{alert.id}")
     assert found is not None
     handler, payload = found
 

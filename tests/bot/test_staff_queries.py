@@ -6,14 +6,13 @@ from datetime import date, timedelta
 
 from sqlalchemy import select
 
-import bot.staff_queries  # noqa: F401 (registers the commands)
-from bot.staff_commands import COMMANDS, find_action
+from bot.staff import STAFF_COMMANDS
 from messages import catalogue
 from messages.channel import Choice
 from messages.pagination import TELEGRAM_LIMIT
 from storage.db import Database
 from storage.models import AuditEntry, OutboundMessage, Patient, Staff
-from study.doses import patient_adherence
+from study.adherence import patient_adherence
 from study.replies import Reply
 from tests.factories import (
     T0,
@@ -35,11 +34,11 @@ STATES = ["taken", "taken", "late", "taken", "skipped", "missed", "no_response",
 async def run(db: Database, protocol: Protocol, staff: Staff, command: str,
               args: str = "") -> list[Reply]:
     async with db.write() as session:
-        return await COMMANDS[command](session, protocol, staff, args, now=NOW)
+        return await STAFF_COMMANDS.commands[command](session, protocol, staff, args, now=NOW)
 
 
 async def press(db: Database, protocol: Protocol, staff: Staff, action: str) -> list[Reply]:
-    found = find_action(action)
+    found = STAFF_COMMANDS.find_action(action)
     assert found is not None, action
     handler, payload = found
     async with db.write() as session:

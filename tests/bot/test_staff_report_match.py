@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.staff_commands import COMMANDS
+from bot.staff import STAFF_COMMANDS
 from storage.db import Database
 from tests.bot.test_staff_queries import NOW, TODAY, seed_site
 from tests.cli.support import run_cli
@@ -29,7 +29,8 @@ async def _bot_rows(url: str, protocol: Protocol) -> dict[str, list[str]]:
         await seed_site(db, "BJ01", 12)
         async with db.write() as session:
             staff = await staff_row(session, "BJ01", "coordinator")
-            replies = await COMMANDS["adherence"](session, protocol, staff, "", now=NOW)
+            replies = await STAFF_COMMANDS.commands["adherence"](session, protocol, staff, "",
+                                                                 now=NOW)
     finally:
         await db.dispose()
     rows = {}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot import staff_commands
+from bot import staff_visits
+from bot.staff import STAFF_COMMANDS
 from bot.staff_visits import done, move
 from messages import catalogue
 from storage.db import Database
@@ -85,10 +86,9 @@ async def test_staff_move_and_done(db: Database, protocol: Protocol) -> None:
 
 
 def test_staff_commands_are_registered() -> None:
-    staff_commands.load_features()
-    assert staff_commands.COMMANDS["move"] is move
-    assert staff_commands.COMMANDS["done"] is done
-    assert "bot.staff_visits" in staff_commands.FEATURE_MODULES
+    assert staff_visits.router.commands == {"move": move, "done": done}
+    assert STAFF_COMMANDS.get("move") is move
+    assert STAFF_COMMANDS.get("done") is done
 
 
 @pytest.fixture

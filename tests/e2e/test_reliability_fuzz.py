@@ -36,7 +36,7 @@ from engage.clock import SimulatedClock
 from scheduler.tick import run_tick
 from storage.db import Database
 from storage.models import AuditEntry, DoseRecord, InboundMessage, OutboundMessage, Patient
-from study.doses import EARLY_ANSWER
+from study.dose_answers import EARLY_ANSWER
 from tests.factories import add_site, add_staff, enrol
 from trial.dose import DoseState
 from trial.protocol import Protocol, load_protocol

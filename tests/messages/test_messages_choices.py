@@ -11,18 +11,16 @@ from itertools import count
 import pytest
 from sqlalchemy import select
 
-from bot.channels.twilio import render
 from bot.conversation import DOSE_ANSWERS, Conversation, InboundEvent, _language_choice
 from engage.clock import SimulatedClock
 from messages import catalogue
-from messages.channel import Choice
 from messages.keywords import parse_keyword
 from messages.sms import SMS_CHOICES, latin_keywords, printed_word, set_line, sms_templates
 from scheduler.doses import plan_doses
 from storage.db import Database
 from storage.models import DoseRecord, OutboundMessage, Patient, SymptomReport
 from study import questionnaire as q
-from study.doses import dose_choices
+from study.dose_answers import dose_choices
 from tests.factories import add_site, add_staff, enrol
 from trial.protocol import Protocol
 
@@ -114,17 +112,20 @@ def _sms(phone: str, text: str, clock: SimulatedClock) -> InboundEvent:
 
 
 async def _last_sms(db: Database, patient_id: int) -> str:
-    """The last message queued for the patient, as the SMS channel renders it."""
+    """The last message queued for the patient: the whole SMS, as stored and sent, less the
+    test site's signature (its Latin name "Site" is no keyword to type)."""
     async with db.read() as session:
         row = (await session.execute(select(OutboundMessage).where(
             OutboundMessage.patient_id == patient_id).order_by(OutboundMessage.id.desc())
             .limit(1))).scalar_one()
-    return render(row.body, tuple(Choice(**c) for c in row.choices), row.language)
+    assert row.body.endswith("\nSite")
+    return row.body.removesuffix("\nSite")
 
 
 def _printed(text: str) -> list[str]:
-    """The numbers an SMS's choice line prints, in order."""
-    line = text.splitlines()[-1]
+    """The numbers an SMS's choice line prints, in order (the line before the signature)."""
+    line = next((line for line in reversed(text.splitlines())
+                 if line.startswith(("回复", "Reply"))), "")
     return re.findall(r"(?<![0-9.])(\d)(?= )", line)
 
 

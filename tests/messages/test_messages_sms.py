@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from bot.channels.twilio import render
 from messages.sms import (
     check_sms,
     forbidden_words_in,
     is_staff_facing,
     measure,
+    render,
     segments,
     sign,
     signature_for,
     sms_templates,
 )
-from study.doses import dose_choices
+from study.dose_answers import dose_choices
 from tests.messages.test_messages_catalogue import write_po
 from trial.protocol import Localized, Protocol, SiteText
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from messages.pagination import TELEGRAM_LIMIT, page_action, paginate, parse_page_payload, pick
+from messages.actions import PageAction, parse
+from messages.pagination import TELEGRAM_LIMIT, paginate, pick
 
 
 def test_rows_are_never_cut_and_every_row_is_on_exactly_one_page() -> None:
@@ -36,13 +37,13 @@ def test_short_answer_is_one_page() -> None:
 
 
 def test_page_actions_round_trip_and_fit_in_64_bytes() -> None:
-    action = page_action("adherence BJ01", 3)
+    action = PageAction("adherence BJ01", 3).pack()
     assert action == "page:adherence BJ01:3"
-    assert parse_page_payload(action.removeprefix("page:")) == ("adherence BJ01", 3)
-    assert parse_page_payload("adherence:0") is None
-    assert parse_page_payload("nonsense") is None
+    assert parse(action) == PageAction("adherence BJ01", 3)
+    assert parse("page:adherence:-1") is None
+    assert parse("page:nonsense") is None
     with pytest.raises(ValueError):
-        page_action("adherence " + "X" * 60, 1)
+        PageAction("adherence " + "X" * 60, 1).pack()
 
 
 def test_pick_clamps_to_existing_pages() -> None:

@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy import select
 
 from engage.clock import SimulatedClock
-from messages.channel import PermanentSendError, TransientSendError
+from messages.channel import Choice, PermanentSendError, TransientSendError
 from scheduler.dispatcher import OutboxSender
 from storage.db import Database
 from storage.models import Alert, AuditEntry, DeliveryEvent, OutboundMessage, Patient
+from study import outgoing
 from tests.workers.dispatch_support import (
     COORDINATOR_CHAT,
     FakeChannel,
@@ -262,12 +263,14 @@ async def test_safety_message_to_blocked_telegram_goes_again_by_sms(
     telegram.fail_always(CHAT, PermanentSendError("Forbidden", unreachable=True, code="403"))
     await dispatcher.run_once()
     assert (await message(db, mid)).status == "failed"
-    assert [(s.message.text, s.message.signature) for s in sms.to(PHONE)] == [
-        ("text of alert:1:reply", "Site one")]
+    # The copy is rendered for SMS when it is queued: signed with the site's name, stored so.
+    assert [s.message.text for s in sms.to(PHONE)] == ["text of alert:1:reply\nSite one"]
     async with db.read() as session:
         via = (await session.execute(select(OutboundMessage).where(
             OutboundMessage.dedupe_key == "alert:1:reply:via:sms"))).scalar_one()
     assert (via.lane, via.status, via.channel) == ("safety", "sent", "sms")
+    assert (via.body, via.plain_text) == ("text of alert:1:reply\nSite one",
+                                          "text of alert:1:reply")
 
 
 async def test_sms_stop_and_invalid_number_are_permanent(
@@ -315,19 +318,32 @@ async def test_rows_of_a_dead_worker_are_sent_after_its_lease_expires(
     assert (await message(db, mid)).attempts == 2
 
 
-async def test_every_patient_sms_is_signed_once_with_the_sites_name(
+async def test_every_patient_sms_is_signed_once_and_stored_as_sent(
         db: Database, protocol: Protocol, clock: SimulatedClock) -> None:
-    # A reminder the planner queued and a reply to the patient alike (docs/messages.md): the
-    # patient knows an SMS from us by the site's name. The outbox keeps the unsigned text.
+    # A reminder the planner queued, a reply, and a Telegram message rerouted to SMS alike
+    # (docs/messages.md): the patient knows an SMS from us by the site's name, after the choice
+    # line. study.outgoing renders the whole text once; the outbox body is what the provider got.
     pid = await _patient(db, clock, telegram_id=None, phone=PHONE)
-    await insert_rows(db, [
-        row("dose:reminder:1", channel="sms", address=PHONE, now=clock.now(), patient_id=pid),
-        row("reply:1:0", channel="sms", address=PHONE, now=clock.now(), patient_id=pid)])
-    dispatcher, _, sms = _dispatcher(db, protocol, clock)
+    to_sms = outgoing.Recipient("sms", PHONE, "en", patient_id=pid)
+    choices = (Choice("Taken", "dose:taken:1", "1"), Choice("Report", "report:start", ""))
+    async with db.write() as session:
+        await outgoing.queue_many(session, [outgoing.plan(
+            to_sms, outgoing.Rendered("Dose time.", "dose.reminder", "v1", choices),
+            key="dose:reminder:1", now=clock.now())], now=clock.now(), protocol=protocol)
+        await outgoing.queue(session, to_sms, outgoing.Rendered("Noted.", "report.ack", "v1"),
+                             key="reply:1:0", now=clock.now(), protocol=protocol)
+        # Queued for Telegram (buttons, plain text); the patient has no Telegram any more.
+        await outgoing.queue(session, outgoing.Recipient("telegram", CHAT, "en", patient_id=pid),
+                             outgoing.Rendered("Visit soon.", "visit.notice", "v1", choices),
+                             key="visit:1", now=clock.now(), protocol=protocol)
+    dispatcher, telegram, sms = _dispatcher(db, protocol, clock)
     await dispatcher.run_once()
-    # The dispatcher hands the signature to the SMS channel, which signs after the choice line.
-    assert sorted((s.message.text, s.message.signature) for s in sms.to(PHONE)) == [
-        ("text of dose:reminder:1", "Site one"), ("text of reply:1:0", "Site one")]
+    assert telegram.sent == []
+    sent = sorted(s.message.text for s in sms.to(PHONE))
+    assert sent == ["Dose time.\nReply 1 Taken\nSite one", "Noted.\nSite one",
+                    "Visit soon.\nReply 1 Taken\nSite one"]
     async with db.read() as session:
-        bodies = set((await session.execute(select(OutboundMessage.body))).scalars())
-    assert bodies == {"text of dose:reminder:1", "text of reply:1:0"}
+        rows = (await session.execute(select(OutboundMessage))).scalars().all()
+    assert sorted(r.body for r in rows) == sent
+    assert {r.dedupe_key: r.plain_text for r in rows} == {
+        "dose:reminder:1": "Dose time.", "reply:1:0": "Noted.", "visit:1": "Visit soon."}

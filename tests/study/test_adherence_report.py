@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from engage.cli import main
 from storage.db import Database
 from storage.models import DoseRecord, OutboundMessage, Patient, Site
-from study.doses import adherence_report
+from study.adherence import adherence_report
 from trial.adherence import Day, DayRecord, count, days_between, flags, in_band, summarize
 from trial.protocol import load_protocol
 

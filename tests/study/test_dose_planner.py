@@ -17,7 +17,7 @@ from storage import audit
 from storage.audit import Actor
 from storage.db import Database
 from storage.models import AuditEntry, DoseRecord, OutboundMessage, Patient, Site, Visit
-from study.doses import answer_dose
+from study.dose_answers import answer_dose
 from trial.protocol import Protocol
 
 CLI = Actor.cli("test")

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
@@ -37,7 +37,6 @@ from aiogram.exceptions import (
     TelegramNotFound,
     TelegramRetryAfter,
 )
-from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
     BufferedInputFile,
     CallbackQuery,
@@ -46,12 +45,13 @@ from aiogram.types import (
     Message,
     Update,
 )
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from bot import inbox
 from bot.conversation import TELEGRAM, Conversation, InboundEvent
-from messages import catalogue
+from messages import actions, catalogue
+from messages.actions import DoseAction, LanguageAction
 from messages.channel import (
     Choice,
     Media,
@@ -72,52 +72,16 @@ TEXT_LIMIT = 4096  # Telegram refuses a longer message ("message is too long")
 # my_chat_member: a patient blocking or unblocking the bot; edited_message: a new statement.
 UPDATE_TYPES = ["message", "edited_message", "callback_query", "my_chat_member"]
 GROUP_CHATS = ("group", "supergroup")
-MAX_ID = 2**31 - 1  # ids from a button are bounded before any query (PostgreSQL integer)
-ButtonId = Annotated[int, Field(ge=1, le=MAX_ID)]
-ButtonNumber = Annotated[int, Field(ge=0, le=MAX_ID)]
 
 
-# -- button actions as CallbackData factories (each packs to exactly the action string) ------
-class DoseButton(CallbackData, prefix="dose"):
-    answer: str
-    dose_id: ButtonId
-
-
-class QuestionButton(CallbackData, prefix="q"):
-    step: str
-    answer: str
-
-
-class ReportButton(CallbackData, prefix="report"):
-    verb: str
-
-
-class AlertButton(CallbackData, prefix="alert"):
-    verb: str
-    alert_id: ButtonId
-
-
-class PageButton(CallbackData, prefix="page"):
-    command: str
-    n: ButtonNumber
-
-
-class LanguageButton(CallbackData, prefix="lang"):
-    code: str
-
-
-BUTTONS: dict[str, type[CallbackData]] = {
-    b.__prefix__: b for b in (DoseButton, QuestionButton, ReportButton, AlertButton, PageButton,
-                              LanguageButton)
-}
-
-
+# -- button actions: the callback data is the action string (messages.actions) ---------------
 def callback_data(action: str) -> str:
-    """The packed callback data of an action; ValueError if malformed or over 64 bytes."""
-    factory = BUTTONS.get(action.split(":", 1)[0])
-    if factory is None:
-        raise ValueError(f"no button factory for action {action!r}")
-    return factory.unpack(action).pack()
+    """The callback data of an action; ValueError if it is not one or over 64 bytes (ids out
+    of range are refused here, before any query)."""
+    pressed = actions.parse(action)
+    if pressed is None:
+        raise ValueError(f"not a button action: {action!r}")
+    return pressed.pack()
 
 
 def action_of(data: str | None) -> str | None:
@@ -426,7 +390,7 @@ async def _follow_up(bot: Bot, query: CallbackQuery, action: str | None, new: bo
     # Committed: now the cosmetic parts, which must not make the update be retried.
     try:
         await bot.answer_callback_query(query.id)
-        if (new and action and action.startswith(("dose:", "lang:"))
+        if (new and isinstance(actions.parse(action), DoseAction | LanguageAction)
                 and query.message is not None):
             await bot.edit_message_reply_markup(chat_id=query.message.chat.id,
                                                 message_id=query.message.message_id,

@@ -1,5 +1,6 @@
-"""SMS through Twilio: the async REST client, a status callback per message, a validity period
-so a stale reminder fails instead of arriving hours late, and choices as numbered words."""
+"""SMS through Twilio: the async REST client, a status callback per message, and a validity
+period so a stale reminder fails instead of arriving hours late. The text is sent as queued: its
+choices as numbered words and the site's signature are already in it (`study.outgoing`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from bot.channels.twilio.vocabulary import OPTED_OUT, TOO_MANY, UNREACHABLE, error_code, fate
-from messages import catalogue
-from messages import sms as sms_text
 from messages.channel import (
-    Choice,
     DeliveryFate,
     OutgoingMessage,
     PermanentSendError,
@@ -43,14 +41,6 @@ async def _on_headers_sent(session: Any, context: SimpleNamespace, params: Any) 
     flag = _written.get()
     if flag is not None:
         flag[0] = True
-
-
-def render(text: str, choices: tuple[Choice, ...], language: str, signature: str = "") -> str:
-    """The SMS body: the text, its choice line (`回复：1 已服，2 未服，3 稍后提醒`, built from the
-    choices' own labels in the recipient's language; a choice without an SMS word is a
-    Telegram-only button), then the site's signature at the very end."""
-    line = sms_text.choice_line([(c.sms_word, c.label) for c in choices], language)
-    return sms_text.compose(text, line, signature)
 
 
 class SmsChannel:
@@ -149,8 +139,8 @@ class SmsChannel:
 
 
 def _body(message: OutgoingMessage) -> str:
-    language = message.language or catalogue.language_of(message.text)
-    return render(message.text, message.choices, language, message.signature)
+    # The whole SMS, choice line and signature included, as study.outgoing queued it.
+    return message.text
 
 
 def _rest_error(exc: TwilioRestException) -> Exception:

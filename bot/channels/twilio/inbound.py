@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
@@ -19,6 +20,21 @@ from trial.clock import Clock
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+
+
+def sms_event(form: dict[str, str], now: datetime) -> InboundEvent:
+    """An inbound SMS as the conversation core takes it, with what Twilio made of it: the
+    keyword of its Advanced Opt-Out (OptOutType, in any language Twilio knows) and whether it
+    answered the message itself (its own STOP/START/HELP words)."""
+    body, opt_out_type = form.get("Body", ""), form.get("OptOutType", "")
+    return InboundEvent(
+        channel=SMS, external_id=form.get("MessageSid", ""), sender=form.get("From", ""),
+        text=body, action=None, received_at=now,
+        payload={"to": form.get("To", ""), "opt_out_type": opt_out_type,
+                 "num_media": form.get("NumMedia", "0")},
+        media=mms.media_of(form),
+        keyword=vocabulary.OPT_OUT_TYPES.get(opt_out_type.upper()),
+        answered_by_provider=vocabulary.answered_by_twilio(body, opt_out_type))
 
 
 @dataclass(frozen=True)
@@ -58,12 +74,7 @@ class TwilioInbound:
         sid, sender = form.get("MessageSid", ""), form.get("From", "")
         if not sid or not sender:
             raise web.HTTPBadRequest(text="MessageSid and From are required")
-        await self.conversation.handle(InboundEvent(
-            channel=SMS, external_id=sid, sender=sender, text=form.get("Body", ""), action=None,
-            received_at=self.clock.now(),
-            payload={"to": form.get("To", ""), "opt_out_type": form.get("OptOutType", ""),
-                     "num_media": form.get("NumMedia", "0")},
-            media=mms.media_of(form)))
+        await self.conversation.handle(sms_event(form, self.clock.now()))
         # Replies go through the outbox (rate limits, retries, audit), never inline in TwiML.
         return web.Response(text=str(MessagingResponse()), content_type="application/xml")
 

@@ -339,6 +339,7 @@ def upgrade() -> None:
     sa.Column('template_version', sa.String(length=32), nullable=False),
     sa.Column('language', sa.String(length=8), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('plain_text', sa.Text(), nullable=True),
     sa.Column('choices', sa.JSON(), nullable=False),
     sa.Column('image', sa.LargeBinary(), nullable=True),
     sa.Column('lane', sa.String(length=8), nullable=False),

@@ -26,7 +26,7 @@ from storage import outbox
 from storage.db import Database
 from storage.migrate import upgrade
 from storage.models import DoseRecord, InboundMessage, Patient
-from study.doses import dose_choices
+from study.dose_answers import dose_choices
 from tests.factories import add_site, enrol
 from trial.protocol import Protocol
 

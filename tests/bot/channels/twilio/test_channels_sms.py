@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.channels.twilio import SmsChannel, render
+from bot.channels.twilio import SmsChannel
 from fakes.servers import ACCOUNT, AUTH_TOKEN, SERVICE
 from fakes.twilio_api import FakeTwilioAPI, SmsFailure
 from messages.channel import Choice, OutgoingMessage, PermanentSendError, TransientSendError
+from messages.sms import render
 
 TO = "+8613800000001"
 CALLBACK = "https://engage.example.org/twilio/status"
@@ -31,8 +32,9 @@ REMINDER = (Choice("Taken", "dose:taken:5", "1"), Choice("Not taken", "dose:miss
 
 async def test_a_reminder_goes_with_numbered_words_callback_and_validity(
         channel: SmsChannel, fake_twilio: FakeTwilioAPI) -> None:
-    result = await channel.send(OutgoingMessage(17, TO, "Time for your dose.", REMINDER,
-                                                language="en", signature="PUMCH Follow-up"))
+    # The whole text as study.outgoing queued it: the channel sends it as it is.
+    text = render("Time for your dose.", REMINDER, "en", "PUMCH Follow-up")
+    result = await channel.send(OutgoingMessage(17, TO, text, REMINDER, language="en"))
     (request,) = fake_twilio.sent_to(TO)
     assert request.auth == (ACCOUNT, AUTH_TOKEN)
     assert request.params["MessagingServiceSid"] == SERVICE

@@ -30,21 +30,11 @@ from scheduler.dispatcher import OutboxSender
 from scheduler.tick import run_tick
 from storage.db import Database
 from storage.models import Alert, DoseRecord, OutboundMessage, Patient
-from study.doses import patient_adherence
+from study.adherence import patient_adherence
 from tests.factories import Enrolled, add_site, add_staff, enrol
 from trial.protocol import Protocol
 
 OPENID = "oWx_patient_0000000000000001"
-
-
-@pytest.fixture
-async def fake_wechat() -> AsyncIterator[fake.FakeWeChatAPI]:
-    api = fake.FakeWeChatAPI()
-    await api.start()
-    try:
-        yield api
-    finally:
-        await api.stop()
 
 
 @dataclass

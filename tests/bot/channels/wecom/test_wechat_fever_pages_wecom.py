@@ -22,16 +22,7 @@ from bot.http import Server, build_app
 from engage.clock import SimulatedClock
 from engage.runtime import wechat_from_settings
 from fakes import wechat as fake_wx
-from fakes.wecom import (
-    AES_KEY,
-    AGENT_ID,
-    CORP_ID,
-    SECRET,
-    TOKEN,
-    CallbackPusher,
-    FakeWeComAPI,
-    fake_wecom,  # noqa: F401  (the fixture)
-)
+from fakes import wecom
 from scheduler import dispatcher as sending
 from scheduler.ratelimit import ChannelRate
 from storage.db import Database
@@ -53,9 +44,8 @@ async def _rows(db: Database, model: type, *where: object) -> int:
 @pytest.mark.timeout(300)
 async def test_a_fever_by_wechat_pages_wecom_within_2_s_and_the_button_acknowledges_it(
         db: Database, protocol: Protocol, clock: SimulatedClock, tmp_path: Path,
-        fake_wecom: FakeWeComAPI) -> None:  # noqa: F811
-    wx = fake_wx.FakeWeChatAPI()
-    await wx.start()
+        fake_wechat: fake_wx.FakeWeChatAPI, fake_wecom: wecom.FakeWeComAPI) -> None:
+    wx = fake_wechat
     templates = tmp_path / "wechat-templates.toml"
     templates.write_text(fake_wx.TEMPLATES_TOML, encoding="utf-8")
     now = clock.now()
@@ -69,14 +59,16 @@ async def test_a_fever_by_wechat_pages_wecom_within_2_s_and_the_button_acknowled
                             actor=ACTOR, reason="test")
     wechat = wechat_from_settings(fake_wx.settings(wx.base_url, templates), db, clock)
     assert wechat is not None
-    wecom = WeComChannel(WeComAPI(db, clock.now, corp_id=CORP_ID, agent_id=AGENT_ID,
-                                  secret=SECRET, api_url=fake_wecom.base_url))
+    staff_app = WeComChannel(WeComAPI(db, clock.now, corp_id=wecom.CORP_ID,
+                                      agent_id=wecom.AGENT_ID, secret=wecom.SECRET,
+                                      api_url=fake_wecom.base_url))
     sender = sending.OutboxSender(
-        db, protocol, {"wechat": wechat.channel, "wecom": wecom}, clock, worker_id="test",
+        db, protocol, {"wechat": wechat.channel, "wecom": staff_app}, clock, worker_id="test",
         poll_interval=0.05, rates={"wechat": ChannelRate(0.0), "wecom": ChannelRate(0.0)})
     conversation = Conversation(db, protocol, clock, wake=sender.wake)
-    callback = WeComCallback.create(conversation, clock, token=TOKEN, aes_key=AES_KEY,
-                                    corp_id=CORP_ID, channel=wecom)
+    callback = WeComCallback.create(conversation, clock, token=wecom.TOKEN,
+                                    aes_key=wecom.AES_KEY, corp_id=wecom.CORP_ID,
+                                    channel=staff_app)
     client = TestClient(TestServer(build_app(Server(db=db, routes=[
         *wechat.routes(conversation), *callback.routes()]))))
     await client.start_server()
@@ -102,7 +94,7 @@ async def test_a_fever_by_wechat_pages_wecom_within_2_s_and_the_button_acknowled
         # The patient's safety reply went by WeChat, inside the window: customer service.
         await wx.wait_for(2, openid=OPENID, kind="custom")
 
-        press = CallbackPusher().press(card, f"alert:ack:{alert.id}")
+        press = wecom.CallbackPusher().press(card, f"alert:ack:{alert.id}")
         for _ in range(3):  # the first press, then WeCom retrying it (or a replay)
             response = await client.post(PATH, params=press.query, data=press.body)
             assert response.status == 200
@@ -118,6 +110,5 @@ async def test_a_fever_by_wechat_pages_wecom_within_2_s_and_the_button_acknowled
         stop.set()
         await asyncio.wait_for(running, 10)
         await wechat.close()
-        await wecom.close()
+        await staff_app.close()
         await client.close()
-        await wx.stop()

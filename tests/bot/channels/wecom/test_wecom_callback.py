@@ -257,5 +257,5 @@ async def test_an_expired_token_is_replaced_once_and_the_page_retried(
     fake_wecom.expire_token()
     _card, seconds = await fever_page(stack, fake_wecom)
     assert seconds < 2.0
-    assert fake_wecom.gettoken_calls() == 2
+    assert fake_wecom.token_calls() == 2
     assert [r.errcode for r in fake_wecom.requests].count(42001) == 1

@@ -58,7 +58,7 @@ async def test_a_page_is_a_card_with_the_action_strings_as_button_keys(
         cards = fake_wecom.sent_to("zhangsan", "template_card")
         assert len(cards) == 3
         assert len(fake_wecom.sent_to("zhangsan", "text")) == 1
-        assert fake_wecom.gettoken_calls() == 1
+        assert fake_wecom.token_calls() == 1
     finally:
         await wecom.close()
 
@@ -87,11 +87,11 @@ async def test_an_expired_token_is_replaced_once_for_both_workers_and_the_send_r
     try:
         await asyncio.gather(*(c.send(OutgoingMessage(n, "wangwu", f"hello {n}"))
                                for n, c in enumerate(channels)))
-        assert fake_wecom.gettoken_calls() == 1
+        assert fake_wecom.token_calls() == 1
         fake_wecom.expire_token()  # errcode 42001 on the next call, whoever makes it
         await asyncio.gather(*(c.send(OutgoingMessage(10 + n, "wangwu", f"again {n}"))
                                for n, c in enumerate(channels)))
-        assert fake_wecom.gettoken_calls() == 2  # one refresh, not one per worker
+        assert fake_wecom.token_calls() == 2  # one refresh, not one per worker
         assert [r.errcode for r in fake_wecom.requests if r.path.endswith("send")].count(
             42001) >= 1
         assert sorted(s.payload["text"]["content"] for s in fake_wecom.sent_to("wangwu")) == [
@@ -100,7 +100,7 @@ async def test_an_expired_token_is_replaced_once_for_both_workers_and_the_send_r
         fake_wecom.expire_token(times=2)
         with pytest.raises(TransientSendError):
             await channels[0].send(OutgoingMessage(20, "wangwu", "third"))
-        assert fake_wecom.gettoken_calls() == 3
+        assert fake_wecom.token_calls() == 3
     finally:
         for c in channels:
             await c.close()
