@@ -27,7 +27,7 @@ import common
 from sqlalchemy import Table, insert, update
 from sqlalchemy.sql import bindparam
 
-from scheduler.tick import _steps
+from scheduler.tick import STEPS
 from storage.db import Database
 from storage.models import (
     AuditEntry,
@@ -103,7 +103,8 @@ async def tick(url: str, protocol: Protocol) -> tuple[float, dict[str, tuple[flo
     db = Database(url)
     steps: dict[str, tuple[float, int]] = {}
     started = time.perf_counter()
-    for name, step in _steps():
+    for tick_step in STEPS:
+        name, step = tick_step.name, tick_step.run
         began = time.perf_counter()
         count = await step(db, protocol, NOW)
         steps[name] = (time.perf_counter() - began, count)

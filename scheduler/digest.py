@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from messages import catalogue
 from messages.pagination import UNLIMITED_ROWS, paginate
 from scheduler import runs
-from scheduler.tick import due_if
+from scheduler.steps import TickStep
 from storage import audit
 from storage.audit import Actor
 from storage.db import Database
@@ -166,7 +166,6 @@ async def digests_due(session: AsyncSession, protocol: Protocol, now: datetime) 
     return False
 
 
-@due_if(digests_due)
 async def plan_digests(db: Database, protocol: Protocol, now: datetime) -> int:
     """Tick step: queue every site's digest whose local time has come and that is not sent."""
     queued = 0
@@ -191,5 +190,5 @@ async def plan_digests(db: Database, protocol: Protocol, now: datetime) -> int:
     return queued
 
 
-# Last in the tick: the digest reads what the other steps (doses, visits, alerts) just wrote.
-STEPS = [("digest", plan_digests)]
+# After doses and visits in the tick: the digest reads what they just wrote.
+STEPS = (TickStep("digest", plan_digests, probe=digests_due),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scheduler.tick import NOW, Step, due_when
+from scheduler.steps import NOW, TickStep
 from storage.db import Database
 from study import dose_planner
 from trial.protocol import Protocol
@@ -12,7 +12,6 @@ from trial.protocol import Protocol
 
 # A patient to plan or a dose to move on. Isolated: the step writes doses, patients' planning
 # instants, outbox rows and audit entries, none of which another step's condition reads.
-@due_when(dose_planner.due_condition(NOW), isolated=True)
 async def plan_doses(db: Database, protocol: Protocol, now: datetime) -> int:
     """Create due dose rows; send due reminders, follow-ups and snooze reminders; close doses at
     their cut-off. Each batch is one transaction, so a long catch-up never holds the lock long
@@ -28,4 +27,4 @@ async def plan_doses(db: Database, protocol: Protocol, now: datetime) -> int:
     return total
 
 
-STEPS: list[tuple[str, Step]] = [("doses", plan_doses)]
+STEPS = (TickStep("doses", plan_doses, when=dose_planner.due_condition(NOW), isolated=True),)

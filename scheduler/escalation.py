@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import runs
-from scheduler.tick import NOW, due_if, due_when
+from scheduler.steps import NOW, TickStep
 from storage.db import Database
 from storage.models import ConversationState, Patient
 from study import alerts, outgoing, questionnaire
@@ -24,7 +24,6 @@ from study.outgoing import Choice, Reply
 from study.recipients import receives_routine_sql
 from trial.protocol import Protocol, Reminders
 
-Step = Callable[[Database, Protocol, datetime], Awaitable[int]]
 # A check-in missed by more than this (the scheduler was down) is not offered late.
 CHECKIN_GRACE = timedelta(hours=6)
 
@@ -44,20 +43,17 @@ async def _in_batches(db: Database, protocol: Protocol, now: datetime,
             return total
 
 
-@due_when(alerts.escalation_due(NOW))
 async def escalate(db: Database, protocol: Protocol, now: datetime) -> int:
     """Page the next level of every alert whose acknowledgement timeout has passed."""
     return await _in_batches(db, protocol, now, alerts.escalate_due)
 
 
-@due_when(alerts.sae_reminder_due(NOW))
 async def sae_reminders(db: Database, protocol: Protocol, now: datetime) -> int:
     """Remind the site of every SAE candidate's sponsor-report deadline (deadline - 4 h and
     at the deadline, by the protocol) until "reported to sponsor" is recorded."""
     return await _in_batches(db, protocol, now, alerts.send_sae_reminders)
 
 
-@due_when(questionnaire.timeout_due(NOW))
 async def close_questionnaires(db: Database, protocol: Protocol, now: datetime) -> int:
     """Close timed-out questionnaires: report what was answered, tell the patient politely."""
     async with db.write() as session:
@@ -159,7 +155,6 @@ async def _checkins_due(session: AsyncSession, protocol: Protocol, now: datetime
         select(exists().where(_offerable(zones))))).scalar())
 
 
-@due_if(_checkins_due)
 async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int:
     """The weekly check-in offer, on the protocol's weekday at its local time (once a day).
 
@@ -199,9 +194,10 @@ async def offer_checkins(db: Database, protocol: Protocol, now: datetime) -> int
     return queued
 
 
-STEPS: list[tuple[str, Step]] = [
-    ("escalation", escalate),
-    ("sae_reminders", sae_reminders),
-    ("questionnaire_timeouts", close_questionnaires),
-    ("checkins", offer_checkins),
-]
+STEPS = (
+    TickStep("escalation", escalate, when=alerts.escalation_due(NOW)),
+    TickStep("sae_reminders", sae_reminders, when=alerts.sae_reminder_due(NOW)),
+    TickStep("questionnaire_timeouts", close_questionnaires,
+             when=questionnaire.timeout_due(NOW)),
+    TickStep("checkins", offer_checkins, probe=_checkins_due),
+)

@@ -5,27 +5,25 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scheduler.tick import NOW, Step, due_when, once_a_day
+from scheduler.steps import NOW, TickStep, once_a_day
 from storage.db import Database
 from study import visits
 from trial.protocol import Protocol
 
 
-@due_when(visits.notices_may_be_due(NOW))
 async def visit_notices(db: Database, protocol: Protocol, now: datetime) -> int:
     """Queue visit notices whose instant has come."""
     async with db.write() as session:
         return await visits.plan_notices(session, protocol, now)
 
 
-@due_when(once_a_day(visits.missed_may_be_due))
 async def missed_visits(db: Database, protocol: Protocol, now: datetime) -> int:
     """Mark visits whose window closed unvisited as missed and open their routine alerts."""
     async with db.write() as session:
         return await visits.detect_missed(session, protocol, now)
 
 
-STEPS: list[tuple[str, Step]] = [
-    ("visit_notices", visit_notices),
-    ("missed_visits", missed_visits),
-]
+STEPS = (
+    TickStep("visit_notices", visit_notices, when=visits.notices_may_be_due(NOW)),
+    TickStep("missed_visits", missed_visits, when=once_a_day(visits.missed_may_be_due)),
+)

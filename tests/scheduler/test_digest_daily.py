@@ -228,6 +228,7 @@ async def test_reports_unreviewed_for_two_working_days_come_first_and_sae_clocks
 async def test_the_digest_button_reviews_the_listed_reports_only(
         db: Database, protocol: Protocol) -> None:
     from bot import staff_alerts
+    from messages.actions import AlertAction
 
     async with db.write() as session:
         await site_row(session, "BJ01")
@@ -241,7 +242,8 @@ async def test_the_digest_button_reviews_the_listed_reports_only(
         later = await report_row(session, patient, "乏力", at=T0 + timedelta(minutes=5))
         staff = await session.get(type(coordinator), coordinator.id)
         assert staff is not None
-        replies = await staff_alerts.reviewed_button(session, protocol, staff, str(listed.id),
+        replies = await staff_alerts.reviewed_button(session, protocol, staff,
+                                                     AlertAction("reviewed", listed.id),
                                                      now=T0 + timedelta(minutes=10))
     assert [(r.message_id, r.params) for r in replies] == [
         ("alert.reports_reviewed", {"count": 1})]

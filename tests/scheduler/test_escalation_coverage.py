@@ -43,14 +43,16 @@ async def _study_staff(db: Database, now: datetime, role: str, telegram_id: int)
 
 async def _sms(conversation: Conversation, sender: str, text: str, at: datetime,
                n: int) -> list[str]:
-    """An SMS in; the bodies of the replies it queued."""
+    """An SMS in; the texts of the replies it queued, before their SMS form (the site's
+    signature is appended at queueing: `study.outgoing`; each body ends with it)."""
     handled = await conversation.handle(InboundEvent(SMS, f"SM{n:032d}", sender, text, None, at,
                                                      {"to": "+15005550006"}))
     async with conversation.db.read() as session:
         rows = (await session.execute(select(OutboundMessage).where(
             OutboundMessage.dedupe_key.like(f"reply:{handled.inbound_id}:%"))
             .order_by(OutboundMessage.id))).scalars().all()
-    return [r.body for r in rows]
+    assert all(r.body.startswith(r.plain_text or r.body) for r in rows)
+    return [r.plain_text if r.plain_text is not None else r.body for r in rows]
 
 
 async def _pages(db: Database) -> list[OutboundMessage]:
