@@ -282,7 +282,7 @@ async def _visits_page(session: AsyncSession, protocol: Protocol, staff: Staff, 
 async def digest_now(session: AsyncSession, protocol: Protocol, staff: Staff, args: str, *,
                      now: datetime) -> list[Reply]:
     """/digest [SITE]: today's digest of the site now (nothing is marked as reviewed)."""
-    from scheduler.digest import enqueue_chart
+    from study.digest_sending import enqueue_chart
 
     target = args.strip() or (staff.site_id or "")
     if not target:
