@@ -13,8 +13,8 @@ from functools import lru_cache
 from sqlalchemy import Executable, exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scheduler import runs
 from scheduler.steps import TickStep
+from storage import runs
 from storage.db import Database
 from storage.models import Site, TickRun
 from study import digest
