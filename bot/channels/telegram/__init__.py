@@ -26,7 +26,6 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     ClientDecodeError,
@@ -49,6 +48,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from bot import inbox
+from bot.channels.telegram.session import BotSession
 from bot.conversation import TELEGRAM, Conversation, InboundEvent
 from messages import actions, catalogue
 from messages.actions import DoseAction, LanguageAction
@@ -114,7 +114,7 @@ def fitted(text: str) -> str:
 
 def make_bot(token: str, api_url: str) -> Bot:
     """An aiogram Bot talking to `api_url` (the real Bot API, a local server, or a fake)."""
-    session = AiohttpSession(api=TelegramAPIServer.from_base(api_url))
+    session = BotSession(api=TelegramAPIServer.from_base(api_url))
     # Plain text: catalogue texts are not HTML-escaped, so no parse mode.
     return Bot(token, session=session,
                default=DefaultBotProperties(link_preview_is_disabled=True))
