@@ -20,7 +20,6 @@ from bot.channels.wechat.templates import TemplateFileError
 from engage.clock import SystemClock
 from engage.commands.support import CommandError, emit, now, open_database, refused
 from engage.config import Settings
-from engage.runtime import wechat_from_settings
 from messages.channel import SendError
 from storage.db import Database
 from storage.models import LinkCode
@@ -65,6 +64,9 @@ def register_qr(group: argparse._SubParsersAction) -> None:
 async def _account(settings: Settings, database: Database) -> AsyncIterator[WeChatAPI]:
     if not settings.wechat_enabled:
         raise CommandError(NOT_CONFIGURED)
+    # Imported here: engage.runtime brings aiogram (about 4 s of imports), which every other
+    # `engage` command (they all register through this module) would pay.
+    from engage.runtime import wechat_from_settings
     try:
         wechat = wechat_from_settings(settings, database, SystemClock())
     except TemplateFileError as exc:

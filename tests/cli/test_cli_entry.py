@@ -58,3 +58,18 @@ def test_db_upgrade_names_an_unreachable_database(capsys: pytest.CaptureFixture[
     assert outcome.status == 2
     assert outcome.err.startswith("error: cannot open the database:")
     assert "Traceback" not in outcome.err
+
+
+def test_the_command_tree_does_not_load_the_chat_channels(tmp_path: Path) -> None:
+    """Every command registers through the same tree, so a module that imports the channels at
+    the top (aiogram alone is about 4 s of imports) makes `engage site list` that slow too; the
+    commands that need them import them when they run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    probe = ("import sys; from engage.cli import build_parser; build_parser(); "
+             "print(sorted(m for m in ('aiogram', 'engage.runtime', 'bot.channels.telegram') "
+             "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
