@@ -97,7 +97,7 @@ class SendResult:
     """A provider accepted the message."""
 
     provider_id: str
-    status: str = "sent"  # sent|queued|accepted|delivered
+    status: str = "sent"  # the outbox's state: sent, or delivered when the provider says so
 
 
 class SendError(Exception):

@@ -152,13 +152,11 @@ EARLY_CALLBACK = "early callback"
 RECHECK = "recheck"
 
 # Forward-only order of delivery statuses; terminal ones never change again.
-_RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, "accepted": 1, "scheduled": 1, SENT: 2,
-         DELIVERED: 3, READ: 4}
-TERMINAL = frozenset({FAILED, UNDELIVERED, CANCELLED, DROPPED, "canceled"})
-# Provider words for the same states (Twilio's message statuses).
-_PROVIDER_STATUS = {"accepted": SENT, "scheduled": SENT, "queued": SENT, "sending": SENT,
-                    "sent": SENT, "delivered": DELIVERED, "read": READ, "failed": FAILED,
-                    "undelivered": UNDELIVERED, "canceled": FAILED}
+_RANK = {QUEUED: 0, SENDING: 1, UNKNOWN: 1, SENT: 2, DELIVERED: 3, READ: 4}
+TERMINAL = frozenset({FAILED, UNDELIVERED, CANCELLED, DROPPED})
+# The states a provider's delivery report may say (each adapter reads its provider's words
+# into these: bot/channels/twilio/vocabulary.py).
+REPORTED = frozenset({SENT, DELIVERED, READ, FAILED, UNDELIVERED, CANCELLED})
 
 
 def note(session: AsyncSession, message_id: int, status: str, now: datetime,
@@ -273,7 +271,7 @@ async def complete_many(session: AsyncSession, sends: Sequence[tuple[int, str, s
         .where(table.c.id.in_([s[0] for s in sends])).with_for_update())).all()}
     mine = [s for s in sends if held.get(s[0]) == (s[1], SENDING)]
     if mine:
-        finals = [DELIVERED if _PROVIDER_STATUS.get(s[3]) == DELIVERED else SENT for s in mine]
+        finals = [DELIVERED if s[3] == DELIVERED else SENT for s in mine]
         await session.execute(
             update(table).where(table.c.id == bindparam("b_id"))
             .values(status=bindparam("b_status"), provider_id=bindparam("b_provider"),
@@ -358,7 +356,8 @@ async def reclaim(session: AsyncSession, *, now: datetime) -> int:
 
 async def record_status(session: AsyncSession, *, provider_id: str, status: str, now: datetime,
                         detail: str = "", message_id: int | None = None) -> bool:
-    """Apply a provider's status callback; True if the message's status moved.
+    """Apply a provider's status callback, its status in the outbox's words (`REPORTED`; any
+    other word is noted as unrecognised); True if the message's status moved.
 
     Statuses only move forward (queued < sent < delivered < read); failed and undelivered are
     terminal, and never replace delivered. Callbacks arriving out of order or twice are logged
@@ -377,7 +376,7 @@ async def record_status(session: AsyncSession, *, provider_id: str, status: str,
             row.provider_id = provider_id
     if row is None:
         return False
-    new = _PROVIDER_STATUS.get(status.lower())
+    new = status if status in REPORTED else None
     if new is None:
         note(session, row.id, "callback", now, f"unrecognised status {status!r} {detail}")
         return False

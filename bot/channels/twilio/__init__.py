@@ -15,7 +15,15 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from bot.channels.twilio.vocabulary import OPTED_OUT, TOO_MANY, UNREACHABLE, error_code, fate
+from bot.channels.twilio.vocabulary import (
+    NOT_SENT,
+    OPTED_OUT,
+    TOO_MANY,
+    UNREACHABLE,
+    accepted,
+    error_code,
+    fate,
+)
 from messages.channel import (
     DeliveryFate,
     OutgoingMessage,
@@ -26,10 +34,9 @@ from messages.channel import (
 
 SMS = "sms"
 # Asking whether a message of unknown fate was sent: how far our clock may be off Twilio's,
-# how many of the number's newest messages are looked at, and the statuses that mean it failed.
+# and how many of the number's newest messages are looked at.
 CLOCK_SKEW = timedelta(minutes=2)
 LIST_LIMIT = 50
-FAILED_STATUSES = frozenset({"failed", "undelivered", "canceled"})
 
 # Whether the request of the send running in this task has been written to the wire: a timeout
 # after that may mean Twilio accepted the message.
@@ -106,7 +113,7 @@ class SmsChannel:
                                      maybe_sent=written[0]) from None
         finally:
             _written.reset(token)
-        return SendResult(provider_id=str(sent.sid), status=str(sent.status or "queued"))
+        return SendResult(provider_id=str(sent.sid), status=accepted(sent.status))
 
     async def was_sent(self, message: OutgoingMessage, since: datetime) -> SendResult | None:
         """Twilio's message list for the number: the newest message with this text created
@@ -133,8 +140,8 @@ class SmsChannel:
             if (found.body or "").strip() != body.strip() or (created and created < after):
                 continue
             status = str(found.status or "sent")
-            if status not in FAILED_STATUSES:
-                return SendResult(provider_id=str(found.sid), status=status)
+            if status not in NOT_SENT:
+                return SendResult(provider_id=str(found.sid), status=accepted(status))
         return None
 
 

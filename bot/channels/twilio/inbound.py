@@ -82,12 +82,13 @@ class TwilioInbound:
         """A delivery status callback: the message's status only ever moves forward, and only
         a status that moved it has consequences for the patient."""
         form = await self._signed_form(request)
-        sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
-        if not sid or not status:
+        sid, word = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
+        if not sid or not word:
             raise web.HTTPBadRequest(text="MessageSid and MessageStatus are required")
         text = form.get("ErrorCode", "")
         code = int(text) if text.isdigit() else 0
         message_id = request.query.get("message_id", "")
+        status = vocabulary.state(word)  # the outbox's word from here on
         async with self.db.write() as session:
             await delivery_status.apply(
                 session, provider_id=sid, status=status, detail=vocabulary.detail(code),

@@ -215,3 +215,44 @@ async def test_a_safety_sms_reported_undeliverable_goes_again_by_telegram(
     assert patient.sms_reachable is False
     assert (again.channel, again.address, again.lane, again.body) == (
         "telegram", "4242", "safety", "Please call the study team now.")
+
+
+async def test_twilio_status_words_are_read_into_the_outboxs_states(
+        db: Database, protocol: Protocol, clock: SimulatedClock,
+        fake_twilio: FakeTwilioAPI) -> None:
+    """Past the Twilio adapter nothing reads Twilio's words: "accepted" is sent, "canceled" is
+    a message never sent (cancelled, nothing follows), a word it does not know changes
+    nothing and is noted."""
+    await add_site(db, clock.now())
+    await enrol(db, protocol, clock.now(), phone=PHONE)
+    async with http_client(server(db, protocol, clock)) as client:
+        await post_signed(client, "/twilio/sms", inbound("HELP"), AUTH_TOKEN)
+        sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
+                         api_url=fake_twilio.base_url,
+                         status_callback=f"{PUBLIC_URL}/twilio/status",
+                         messaging_service_sid=SERVICE)
+        try:
+            await outbox_sender(db, protocol, {"sms": sms}, clock).run_once()
+        finally:
+            await sms.close()
+        (sent,) = fake_twilio.sent_to(PHONE)
+        path = sent.params["StatusCallback"].removeprefix(PUBLIC_URL)
+
+        async def status(value: str) -> str:
+            params = {"MessageSid": sent.sid or "", "MessageStatus": value,
+                      "AccountSid": ACCOUNT}
+            assert (await post_signed(client, path, params, AUTH_TOKEN)).status == 204
+            async with db.read() as session:
+                return (await session.execute(select(OutboundMessage.status))).scalar_one()
+
+        assert await status("Accepted") == "sent"
+        assert await status("scheduled") == "sent"
+        assert await status("wat") == "sent"
+        assert await status("canceled") == "cancelled"
+    async with db.read() as session:
+        details = list((await session.execute(select(DeliveryEvent.detail).order_by(
+            DeliveryEvent.id))).scalars())
+        patient = (await session.execute(select(Patient))).scalar_one()
+    assert any(d.startswith("unrecognised status 'wat'") for d in details)
+    assert patient.status == "active"
+    assert patient.sms_reachable
