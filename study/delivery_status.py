@@ -1,6 +1,6 @@
 """Delivery status reports and what they mean for the patient, in no provider's words.
 
-A channel adapter reads its provider's report (Twilio's status callback) into a status word, a
+A channel adapter reads its provider's report (Twilio's status callback) into the outbox's state, a
 detail and a `messages.channel.DeliveryFate`; this unit of work records it and acts on it. A
 status moves a message only forward (`storage.outbox.record_status`); its consequences (an
 opted-out or unreachable number, a safety message sent again by the patient's other channel,
