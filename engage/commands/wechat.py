@@ -64,8 +64,8 @@ def register_qr(group: argparse._SubParsersAction) -> None:
 async def _account(settings: Settings, database: Database) -> AsyncIterator[WeChatAPI]:
     if not settings.wechat_enabled:
         raise CommandError(NOT_CONFIGURED)
-    # Imported here: engage.runtime brings aiogram (about 4 s of imports), which every other
-    # `engage` command (they all register through this module) would pay.
+    # Imported here: engage.runtime brings aiogram (about 4 s of imports), and the command tree
+    # imports every command module, so at the top every `engage` command would pay for it.
     from engage.runtime import wechat_from_settings
     try:
         wechat = wechat_from_settings(settings, database, SystemClock())

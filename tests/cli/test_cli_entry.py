@@ -16,10 +16,16 @@ from tests.cli.support import run_cli
 ROOT = PROJECT_ROOT
 
 
-def _module(tmp_path: Path, *argv: str, url: str) -> subprocess.CompletedProcess[str]:
+def _environment() -> dict[str, str]:
+    """This environment without any ENGAGE_ setting, with the project importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
-    env["ENGAGE_DATABASE_URL"] = url
     env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _module(tmp_path: Path, *argv: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = _environment()
+    env["ENGAGE_DATABASE_URL"] = url
     return subprocess.run([sys.executable, "-m", "engage.cli", *argv], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -37,8 +43,7 @@ def test_output_read_only_in_part_is_no_error(tmp_path: Path) -> None:
     first write, so the write fails every time); no traceback, exit 0."""
     read_end, write_end = os.pipe()
     os.close(read_end)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env = _environment()
     try:
         result = subprocess.run(
             [sys.executable, "-m", "engage.cli", "triage", "check",
@@ -64,8 +69,7 @@ def test_the_command_tree_does_not_load_the_chat_channels(tmp_path: Path) -> Non
     """Every command registers through the same tree, so a module that imports the channels at
     the top (aiogram alone is about 4 s of imports) makes `engage site list` that slow too; the
     commands that need them import them when they run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env = _environment()
     probe = ("import sys; from engage.cli import build_parser; build_parser(); "
              "print(sorted(m for m in ('aiogram', 'engage.runtime', 'bot.channels.telegram') "
              "if m in sys.modules))")

@@ -12,6 +12,7 @@ dozen at most), keeps pydantic's cache warm; what aiogram does with the answer i
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiogram import Bot
@@ -19,16 +20,11 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 
-# One strong reference per return type (`Message`, `bool`, `list[Update]`...).
-_RESPONSE_MODELS: dict[Any, type[Response[Any]]] = {}
 
-
+@functools.cache  # the strong reference: one per return type (`Message`, `list[Update]`...)
 def response_model(returning: Any) -> type[Response[Any]]:
     """aiogram's response model for a method's return type, built once and kept."""
-    model = _RESPONSE_MODELS.get(returning)
-    if model is None:
-        model = _RESPONSE_MODELS[returning] = Response[returning]
-    return model
+    return Response[returning]
 
 
 class BotSession(AiohttpSession):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
@@ -38,6 +40,36 @@ def inbound(body: str, sid: str = "SM" + "a" * 32, **extra: str) -> dict[str, st
 async def count(db: Database, model: type) -> int:
     async with db.read() as session:
         return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+@asynccontextmanager
+async def sms_with_callbacks(db: Database, protocol: Protocol, clock: SimulatedClock,
+                             fake_twilio: FakeTwilioAPI
+                             ) -> AsyncIterator[Callable[..., Awaitable[int]]]:
+    """An enrolled patient's HELP answered by SMS through the real Twilio client; yields
+    `status(word, token=AUTH_TOKEN)`, which posts a signed status callback for that SMS and
+    returns the HTTP status."""
+    await add_site(db, clock.now())
+    await enrol(db, protocol, clock.now(), phone=PHONE)
+    async with http_client(server(db, protocol, clock)) as client:
+        await post_signed(client, "/twilio/sms", inbound("HELP"), AUTH_TOKEN)
+        sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
+                         api_url=fake_twilio.base_url,
+                         status_callback=f"{PUBLIC_URL}/twilio/status",
+                         messaging_service_sid=SERVICE)
+        try:
+            await outbox_sender(db, protocol, {"sms": sms}, clock).run_once()
+        finally:
+            await sms.close()
+        (sent,) = fake_twilio.sent_to(PHONE)
+        path = sent.params["StatusCallback"].removeprefix(PUBLIC_URL)
+
+        async def status(value: str, token: str = AUTH_TOKEN) -> int:
+            params = {"MessageSid": sent.sid or "", "MessageStatus": value,
+                      "AccountSid": ACCOUNT}
+            return (await post_signed(client, path, params, token)).status
+
+        yield status
 
 
 async def test_a_signed_taken_by_sms_records_the_dose_and_the_reply_goes_by_twilio(
@@ -132,26 +164,7 @@ async def test_opt_out_type_from_advanced_opt_out(sqlite_db: Database, protocol:
 async def test_status_callbacks_move_forward_only_and_need_a_signature(
         db: Database, protocol: Protocol, clock: SimulatedClock,
         fake_twilio: FakeTwilioAPI) -> None:
-    await add_site(db, clock.now())
-    await enrol(db, protocol, clock.now(), phone=PHONE)
-    async with http_client(server(db, protocol, clock)) as client:
-        await post_signed(client, "/twilio/sms", inbound("HELP"), AUTH_TOKEN)
-        sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
-                         api_url=fake_twilio.base_url,
-                         status_callback=f"{PUBLIC_URL}/twilio/status",
-                         messaging_service_sid=SERVICE)
-        try:
-            await outbox_sender(db, protocol, {"sms": sms}, clock).run_once()
-        finally:
-            await sms.close()
-        (sent,) = fake_twilio.sent_to(PHONE)
-        path = sent.params["StatusCallback"].removeprefix(PUBLIC_URL)
-
-        async def status(value: str, token: str = AUTH_TOKEN) -> int:
-            params = {"MessageSid": sent.sid or "", "MessageStatus": value,
-                      "AccountSid": ACCOUNT}
-            return (await post_signed(client, path, params, token)).status
-
+    async with sms_with_callbacks(db, protocol, clock, fake_twilio) as status:
         assert await status("delivered", token="forged") == 403
         assert await status("delivered") == 204
         assert await status("sent") == 204  # late and out of order: ignored
@@ -223,32 +236,15 @@ async def test_twilio_status_words_are_read_into_the_outboxs_states(
     """Past the Twilio adapter nothing reads Twilio's words: "accepted" is sent, "canceled" is
     a message never sent (cancelled, nothing follows), a word it does not know changes
     nothing and is noted."""
-    await add_site(db, clock.now())
-    await enrol(db, protocol, clock.now(), phone=PHONE)
-    async with http_client(server(db, protocol, clock)) as client:
-        await post_signed(client, "/twilio/sms", inbound("HELP"), AUTH_TOKEN)
-        sms = SmsChannel(account_sid=ACCOUNT, auth_token=AUTH_TOKEN,
-                         api_url=fake_twilio.base_url,
-                         status_callback=f"{PUBLIC_URL}/twilio/status",
-                         messaging_service_sid=SERVICE)
-        try:
-            await outbox_sender(db, protocol, {"sms": sms}, clock).run_once()
-        finally:
-            await sms.close()
-        (sent,) = fake_twilio.sent_to(PHONE)
-        path = sent.params["StatusCallback"].removeprefix(PUBLIC_URL)
+    async def state() -> str:
+        async with db.read() as session:
+            return (await session.execute(select(OutboundMessage.status))).scalar_one()
 
-        async def status(value: str) -> str:
-            params = {"MessageSid": sent.sid or "", "MessageStatus": value,
-                      "AccountSid": ACCOUNT}
-            assert (await post_signed(client, path, params, AUTH_TOKEN)).status == 204
-            async with db.read() as session:
-                return (await session.execute(select(OutboundMessage.status))).scalar_one()
-
-        assert await status("Accepted") == "sent"
-        assert await status("scheduled") == "sent"
-        assert await status("wat") == "sent"
-        assert await status("canceled") == "cancelled"
+    async with sms_with_callbacks(db, protocol, clock, fake_twilio) as status:
+        for word, expected in [("Accepted", "sent"), ("scheduled", "sent"), ("wat", "sent"),
+                               ("canceled", "cancelled")]:
+            assert await status(word) == 204
+            assert await state() == expected, word
     async with db.read() as session:
         details = list((await session.execute(select(DeliveryEvent.detail).order_by(
             DeliveryEvent.id))).scalars())
